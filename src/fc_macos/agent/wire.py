@@ -1,0 +1,183 @@
+"""Wire types of the fc-agent HTTP API, shared by the agent and its client.
+
+Both sides speak JSON objects; these dataclasses are their one definition.
+``from_dict`` rejects unknown fields and wrong types with
+:class:`~fc_macos.errors.ValidationError` so that the agent can answer 400 and
+the client can trust what it parses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fc_macos.errors import ValidationError
+
+#: DNS-label rules: 1-63 chars, lower-case letters, digits and '-', not starting or ending with '-'.
+NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+#: Firecracker drive ids: alphanumerics and '_' only.
+DRIVE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+MAX_VCPUS = 32
+MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: anything larger is surely a typo
+DEFAULT_BOOT_ARGS = "console=ttyS0 reboot=k panic=1"
+
+#: microVM states as the agent reports them.
+STATES = ("starting", "running", "paused", "stopping", "stopped", "failed")
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid microVM name, else raise ValidationError."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValidationError(
+            f"invalid microVM name {name!r}",
+            hint="use 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit "
+            "(e.g. 'web-1')",
+        )
+    return name
+
+
+def _check_fields(kind: str, data: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValidationError(f"{kind} must be a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValidationError(
+            f"unknown field(s) in {kind}: {', '.join(unknown)}",
+            hint=f"allowed fields: {', '.join(sorted(allowed))}",
+            code="unknown_field",
+        )
+    return data
+
+
+def _int(kind: str, name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{kind}.{name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValidationError(f"{kind}.{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _str(kind: str, name: str, value: Any, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{kind}.{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _bool(kind: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{kind}.{name} must be true or false, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class DriveSpec:
+    """An extra block device. ``path`` is resolved like kernel/rootfs paths."""
+
+    id: str
+    path: str
+    read_only: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DriveSpec:
+        data = _check_fields("drive", data, {"id", "path", "read_only"})
+        drive_id = _str("drive", "id", data.get("id"))
+        assert drive_id is not None
+        if not DRIVE_ID_PATTERN.match(drive_id) or drive_id == "rootfs":
+            raise ValidationError(
+                f"invalid drive id {drive_id!r}",
+                hint="use letters, digits and '_' only; 'rootfs' is reserved for the root drive",
+            )
+        path = _str("drive", "path", data.get("path"))
+        assert path is not None
+        return cls(id=drive_id, path=path, read_only=_bool("drive", "read_only", data.get("read_only", False)))
+
+
+@dataclass(frozen=True)
+class MicroVMSpec:
+    """What to create. Paths may be bare names (looked up in the agent's image
+    directory) or absolute paths inside one of the directories the agent serves
+    images from. ``kernel``/``rootfs`` default to the installed images
+    (``vmlinux``, ``rootfs.ext4``); ``initrd`` defaults to ``initrd.img`` when
+    that file is installed."""
+
+    name: str | None = None
+    vcpus: int = 1
+    memory_mib: int = 256
+    kernel: str | None = None
+    initrd: str | None = None
+    rootfs: str | None = None
+    boot_args: str = DEFAULT_BOOT_ARGS
+    drives: tuple[DriveSpec, ...] = field(default_factory=tuple)
+
+    _FIELDS = frozenset({"name", "vcpus", "memory_mib", "kernel", "initrd", "rootfs", "boot_args", "drives"})
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MicroVMSpec:
+        data = _check_fields("microVM spec", data, set(cls._FIELDS))
+        name = data.get("name")
+        if name is not None:
+            validate_name(name)
+        drives_raw = data.get("drives", [])
+        if not isinstance(drives_raw, list):
+            raise ValidationError("microVM spec.drives must be a list of drive objects")
+        drives = tuple(DriveSpec.from_dict(d) for d in drives_raw)
+        ids = [d.id for d in drives]
+        if len(ids) != len(set(ids)):
+            raise ValidationError("drive ids must be unique", hint=f"got {ids}")
+        boot_args = data.get("boot_args", DEFAULT_BOOT_ARGS)
+        if not isinstance(boot_args, str):
+            raise ValidationError("microVM spec.boot_args must be a string")
+        return cls(
+            name=name,
+            vcpus=_int("microVM spec", "vcpus", data.get("vcpus", 1), 1, MAX_VCPUS),
+            memory_mib=_int("microVM spec", "memory_mib", data.get("memory_mib", 256), 16, MAX_MEMORY_MIB),
+            kernel=_str("microVM spec", "kernel", data.get("kernel"), optional=True),
+            initrd=_str("microVM spec", "initrd", data.get("initrd"), optional=True),
+            rootfs=_str("microVM spec", "rootfs", data.get("rootfs"), optional=True),
+            boot_args=boot_args,
+            drives=drives,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["drives"] = [asdict(d) for d in self.drives]
+        return out
+
+
+@dataclass(frozen=True)
+class MicroVMInfo:
+    """What the agent reports about one microVM (``GET /microvms/{name}``).
+
+    ``spec`` is the spec as resolved by the agent (absolute paths, defaults
+    filled in). ``exit_status`` is the VMM's exit code once it has stopped
+    (``None`` while it runs, or when it is unknown). Resource figures are
+    ``None`` when the process is not running.
+    """
+
+    name: str
+    state: str
+    pid: int | None
+    vcpus: int
+    memory_mib: int
+    spec: dict[str, Any]
+    created_at: float
+    started_at: float | None = None
+    stopped_at: float | None = None
+    uptime_s: float | None = None
+    exit_status: int | None = None
+    cpu_percent: float | None = None
+    memory_rss_mib: float | None = None
+    socket_path: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MicroVMInfo:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
