@@ -86,10 +86,11 @@ class DriveSpec:
         data = _check_fields("drive", data, {"id", "path", "read_only"})
         drive_id = _str("drive", "id", data.get("id"))
         assert drive_id is not None
-        if not DRIVE_ID_PATTERN.match(drive_id) or drive_id == "rootfs":
+        if drive_id == "rootfs":
+            raise ValidationError("drive id 'rootfs' is reserved for the root drive", hint="pick another id, e.g. 'data'")
+        if not DRIVE_ID_PATTERN.match(drive_id):
             raise ValidationError(
-                f"invalid drive id {drive_id!r}",
-                hint="use letters, digits and '_' only; 'rootfs' is reserved for the root drive",
+                f"invalid drive id {drive_id!r}", hint="use letters, digits and '_' only (Firecracker's rule)"
             )
         path = _str("drive", "path", data.get("path"))
         assert path is not None

@@ -91,7 +91,7 @@ class Provider(Protocol):
 
     def endpoint(self) -> AgentEndpoint:
         """The saved agent endpoint; ``ConfigError`` (hint: run setup) when missing.
-        May start the agent/VM if it is set up but stopped? No: it never starts anything."""
+        Never starts anything."""
 
     def vm_status(self) -> VMStatus:
         """Never raises for a missing or stopped VM: reports it."""

@@ -1,0 +1,80 @@
+"""The agent's wire types: what a spec accepts and what it refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MicroVMInfo, MicroVMSpec, validate_name
+from fc_macos.errors import ValidationError
+
+
+def test_defaults_fill_in() -> None:
+    spec = MicroVMSpec.from_dict({})
+    assert spec.name is None
+    assert (spec.vcpus, spec.memory_mib, spec.boot_args, spec.drives) == (1, 256, DEFAULT_BOOT_ARGS, ())
+
+
+def test_round_trip_keeps_every_field() -> None:
+    data = {
+        "name": "web-1",
+        "vcpus": 2,
+        "memory_mib": 512,
+        "kernel": "vmlinux",
+        "initrd": "initrd.img",
+        "rootfs": "rootfs.ext4",
+        "boot_args": "console=ttyS0",
+        "drives": [{"id": "data_1", "path": "data.ext4", "read_only": True}],
+    }
+    assert MicroVMSpec.from_dict(data).to_dict() == data
+
+
+@pytest.mark.parametrize("name", ["a", "web-1", "x" * 63, "0abc"])
+def test_valid_names(name: str) -> None:
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-a", "a-", "Web", "a_b", "x" * 64, "a.b", 7])
+def test_invalid_names_are_refused_with_a_hint(name: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_name(name)  # type: ignore[arg-type]
+    assert info.value.hint and "lower-case" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"vcpus": 0}, "between 1 and 32"),
+        ({"vcpus": 33}, "between 1 and 32"),
+        ({"vcpus": True}, "integer"),
+        ({"memory_mib": -5}, "between 16"),
+        ({"memory_mib": 10**9}, "between 16"),
+        ({"memory_mib": "512"}, "integer"),
+        ({"kernel": ""}, "non-empty string"),
+        ({"boot_args": 5}, "string"),
+        ({"drives": {}}, "list"),
+        ({"drives": [{"id": "a-b", "path": "x"}]}, "invalid drive id"),
+        ({"drives": [{"id": "rootfs", "path": "x"}]}, "reserved"),
+        ({"drives": [{"id": "a", "path": "x"}, {"id": "a", "path": "y"}]}, "unique"),
+        ({"drives": [{"id": "a", "path": "x", "ro": True}]}, "unknown field"),
+        ({"cpus": 2}, "unknown field"),
+        ([], "JSON object"),
+    ],
+)
+def test_bad_specs_are_refused(body: object, words: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        MicroVMSpec.from_dict(body)
+    assert words in info.value.message
+
+
+def test_unknown_field_error_lists_the_allowed_ones() -> None:
+    with pytest.raises(ValidationError) as info:
+        MicroVMSpec.from_dict({"memory": 5})
+    assert info.value.code == "unknown_field"
+    assert info.value.hint is not None and "memory_mib" in info.value.hint
+
+
+def test_info_ignores_fields_from_a_newer_agent() -> None:
+    info = MicroVMInfo.from_dict(
+        {"name": "a", "state": "running", "pid": 7, "vcpus": 1, "memory_mib": 128, "spec": {}, "created_at": 1.0, "new": 1}
+    )
+    assert info.pid == 7 and info.to_dict()["state"] == "running"
