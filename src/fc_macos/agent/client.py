@@ -1,0 +1,314 @@
+"""``AgentClient``: the host side's async client of fc-agent (see docs/design.md).
+
+One method per agent endpoint. The agent's JSON error bodies
+(``{"error", "message", "hint"}``) are turned back into the typed errors of
+:mod:`fc_macos.errors`, each with a hint that says what to do next; connection
+failures become :class:`~fc_macos.errors.AgentUnreachable`. The client never
+prints.
+
+Usage::
+
+    async with AgentClient(url, token) as agent:
+        info = await agent.create_microvm(MicroVMSpec(vcpus=2))
+        async with agent.console(info.name) as console:
+            await console.send(b"uname -a\\n")
+            print(await console.receive())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
+from fc_macos.config import AgentEndpoint, home_dir
+from fc_macos.errors import (
+    AgentAuthError,
+    AgentError,
+    AgentRequestError,
+    AgentUnreachable,
+    BootError,
+    ConflictError,
+    FcMacosError,
+    FirecrackerAPIError,
+    FirecrackerUnavailable,
+    NotFoundError,
+)
+
+DEFAULT_TIMEOUT_S = 120.0  # creating a microVM boots it before the agent answers
+CONNECT_TIMEOUT_S = 5.0
+
+
+class ConsoleStream:
+    """A microVM's serial console: bytes both ways, plus window-size control.
+
+    ``receive()`` returns the next chunk of guest output, or ``None`` once the
+    agent has closed the console (the microVM stopped or the agent went away).
+    """
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+
+    async def send(self, data: bytes) -> None:
+        """Send keyboard input to the guest, unchanged."""
+        try:
+            await self._ws.send_bytes(data)
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            raise AgentUnreachable(f"console connection lost: {exc}", hint="run 'fc-macos vm status'") from exc
+
+    async def resize(self, rows: int, cols: int) -> None:
+        """Tell the agent the terminal's size (a text control frame)."""
+        try:
+            await self._ws.send_str(json.dumps({"type": "resize", "rows": rows, "cols": cols}))
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            raise AgentUnreachable(f"console connection lost: {exc}", hint="run 'fc-macos vm status'") from exc
+
+    async def receive(self) -> bytes | None:
+        """The next chunk of guest output; ``None`` when the console closed."""
+        while True:
+            msg = await self._ws.receive()
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                return bytes(msg.data)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                continue  # control frames from the agent; nothing to show
+            return None
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while (chunk := await self.receive()) is not None:
+            yield chunk
+
+
+class AgentClient:
+    """Async client of one fc-agent. Use as ``async with AgentClient(...)``.
+
+    ``home`` is only used to name the token file in error hints. Every method
+    raises :class:`~fc_macos.errors.FcMacosError` subclasses only.
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S, home: Path | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.home = home
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_endpoint(cls, endpoint: AgentEndpoint, **kwargs: Any) -> AgentClient:
+        return cls(endpoint.url, endpoint.token, **kwargs)
+
+    async def __aenter__(self) -> AgentClient:
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=self.timeout),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- endpoints ---------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """``GET /healthz`` (no token needed): ``{"status": "ok", "version"}``."""
+        return await self._json("GET", "/healthz")
+
+    async def info(self) -> dict[str, Any]:
+        """``GET /v1/info``: version, arch, Firecracker binary, image directories."""
+        return await self._json("GET", "/v1/info")
+
+    async def list_microvms(self) -> list[MicroVMInfo]:
+        data = await self._json("GET", "/v1/microvms")
+        return [MicroVMInfo.from_dict(item) for item in data.get("microvms", [])]
+
+    async def create_microvm(self, spec: MicroVMSpec) -> MicroVMInfo:
+        """Create and boot a microVM; returns it ``running`` (or raises BootError)."""
+        return MicroVMInfo.from_dict(await self._json("POST", "/v1/microvms", body=spec.to_dict()))
+
+    async def get_microvm(self, name: str) -> MicroVMInfo:
+        return MicroVMInfo.from_dict(await self._json("GET", self._vm_path(name)))
+
+    async def stop_microvm(self, name: str, *, force: bool = False, timeout_s: float = 10.0) -> MicroVMInfo:
+        """Stop a microVM (graceful, then killed after ``timeout_s``; at once with ``force``)."""
+        body = {"force": force, "timeout_s": timeout_s}
+        return MicroVMInfo.from_dict(await self._json("POST", self._vm_path(name) + "/stop", body=body))
+
+    async def delete_microvm(self, name: str, *, force: bool = False) -> None:
+        """Delete a microVM and its files; ``ConflictError`` if it runs and not ``force``."""
+        params = {"force": "true"} if force else None
+        await self._request("DELETE", self._vm_path(name), params=params)
+
+    async def firecracker(
+        self, name: str, method: str, path: str, body: Any = None
+    ) -> tuple[int, Any]:
+        """Relay one Firecracker API call to microVM ``name``.
+
+        Returns ``(status, parsed JSON body or None)`` for a 2xx answer. A non-2xx
+        answer from Firecracker raises FirecrackerAPIError carrying Firecracker's
+        ``fault_message``; the agent's own errors (unknown microVM ...) raise
+        as elsewhere.
+        """
+        url_path = f"{self._vm_path(name)}/firecracker/{path.lstrip('/')}"
+        status, text = await self._raw(method.upper(), url_path, body=body)
+        parsed = _parse_json(text)
+        if 200 <= status < 300:
+            return status, parsed
+        if isinstance(parsed, dict) and "fault_message" in parsed:
+            raise FirecrackerAPIError(status, str(parsed["fault_message"]), body=text)
+        if isinstance(parsed, dict) and "error" in parsed and "message" not in parsed:
+            raise FirecrackerAPIError(status, str(parsed["error"]), body=text)
+        raise self._error(status, text)
+
+    @asynccontextmanager
+    async def console(self, name: str, *, scrollback: bool = True) -> AsyncIterator[ConsoleStream]:
+        """Attach to the serial console of microVM ``name`` (a WebSocket).
+
+        With ``scrollback`` the agent first replays what the guest printed so far.
+        """
+        session = self._need_session()
+        params = {} if scrollback else {"scrollback": "0"}
+        try:
+            ws = await session.ws_connect(
+                self.url + self._vm_path(name) + "/console", params=params, heartbeat=30.0
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            # The handshake loses the error body: ask again to get the typed error.
+            await self.get_microvm(name)
+            raise AgentRequestError(exc.status, "console", f"cannot attach to the console of {name!r}: {exc.message}",
+                                    hint=f"run 'fc-macos microvm status --name {name}'") from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise self._unreachable(exc) from exc
+        stream = ConsoleStream(ws)
+        try:
+            yield stream
+        finally:
+            await stream.close()
+
+    async def logs(
+        self, name: str, *, source: str = "serial", tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[str]:
+        """Yield a microVM's log text in chunks; with ``follow`` until it stops."""
+        params: dict[str, str] = {"source": source}
+        if tail is not None:
+            params["tail"] = str(tail)
+        if follow:
+            params["follow"] = "1"
+        session = self._need_session()
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=None if follow else self.timeout)
+        try:
+            async with session.get(self.url + self._vm_path(name) + "/logs", params=params, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise self._error(resp.status, await resp.text())
+                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                async for chunk in resp.content.iter_any():
+                    text = decoder.decode(chunk)
+                    if text:
+                        yield text
+                if tail_text := decoder.decode(b"", final=True):
+                    yield tail_text
+        except FcMacosError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise self._unreachable(exc) from exc
+
+    # -- plumbing ----------------------------------------------------------
+
+    @staticmethod
+    def _vm_path(name: str) -> str:
+        return "/v1/microvms/" + quote(name, safe="")
+
+    def _need_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("AgentClient must be used as 'async with AgentClient(...)'")
+        return self._session
+
+    async def _raw(
+        self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        session = self._need_session()
+        kwargs: dict[str, Any] = {"params": params}
+        if body is not None:
+            kwargs["json"] = body
+        try:
+            async with session.request(method, self.url + path, **kwargs) as resp:
+                return resp.status, await resp.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise self._unreachable(exc) from exc
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        status, text = await self._raw(method, path, **kwargs)
+        if status >= 400:
+            raise self._error(status, text)
+        return _parse_json(text)
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        data = await self._request(method, path, **kwargs)
+        if not isinstance(data, dict):
+            raise AgentError(
+                f"the agent at {self.url} answered {method} {path} with something that is not a JSON object",
+                hint="is another program listening there? run 'fc-macos vm status'",
+            )
+        return data
+
+    def _unreachable(self, exc: BaseException) -> AgentUnreachable:
+        reason = str(exc) or type(exc).__name__
+        return AgentUnreachable(
+            f"cannot reach fc-agent at {self.url}: {reason}",
+            hint="check it with 'fc-macos vm status'; start it with 'fc-macos vm start'",
+        )
+
+    def _error(self, status: int, text: str) -> FcMacosError:
+        """Turn an agent error answer back into the typed error it stands for."""
+        parsed = _parse_json(text)
+        body = parsed if isinstance(parsed, dict) else {}
+        code = str(body.get("error") or f"http_{status}")
+        message = str(body.get("message") or text.strip() or f"the agent answered HTTP {status}")
+        hint = body.get("hint")
+        if status == 401:
+            token_file = (self.home or home_dir()) / "agent.json"
+            return AgentAuthError(
+                f"the agent refused the token: {message}",
+                hint=f"the token in {token_file} does not match the agent's; run 'fc-macos setup' again",
+            )
+        if status == 404 and code == "not_found":
+            return NotFoundError(message, hint=hint or "run 'fc-macos microvm list'")
+        if status == 409:
+            return ConflictError(message, hint=hint)
+        if code == "boot_failed":
+            err = BootError(str(body.get("step") or "unknown"), message, hint=hint)
+            err.message = message  # the agent's message already names the step
+            err.args = (message,)
+            return err
+        if code == "firecracker_unavailable":
+            return FirecrackerUnavailable(message, hint=hint)
+        return AgentRequestError(status, code, message, hint=hint)
+
+
+def _parse_json(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+__all__ = ["AgentClient", "ConsoleStream"]
