@@ -1,0 +1,173 @@
+"""What every ``fc-macos`` command shares: the application state (home, config,
+provider), the ``--json`` option, output helpers, progress printing and a way
+to call the agent.
+
+Only light modules are imported here: the CLI must start fast, so aiohttp,
+asyncio and the providers are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from fc_macos.config import AgentEndpoint, Config
+from fc_macos.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fc_macos.agent.client import AgentClient
+    from fc_macos.providers.base import Provider
+
+T = TypeVar("T")
+
+
+@dataclass
+class AppState:
+    """Global choices made on the command line, shared through ``ctx.obj``."""
+
+    home: Path
+    provider_name: str | None = None
+    json: bool = False
+    _config: Config | None = field(default=None, repr=False)
+    _provider: Provider | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = Config.load(self.home)
+            if self.provider_name:
+                self._config.provider = self.provider_name
+        return self._config
+
+    @property
+    def provider(self) -> Provider:
+        if self._provider is None:
+            from fc_macos.providers import get_provider
+
+            self._provider = get_provider(self.config.provider, self.home, self.config)
+        return self._provider
+
+    def endpoint(self) -> AgentEndpoint:
+        endpoint = AgentEndpoint.load(self.home)
+        if endpoint is None:
+            raise ConfigError(
+                f"no agent endpoint saved in {self.home / 'agent.json'}",
+                hint="run 'fc-macos setup' first",
+            )
+        return endpoint
+
+    def call_agent(self, work: Callable[[AgentClient], Awaitable[T]]) -> T:
+        """Run ``work(client)`` against the saved agent endpoint and return its result."""
+        import asyncio
+
+        from fc_macos.agent.client import AgentClient
+
+        endpoint = self.endpoint()
+
+        async def run() -> T:
+            async with AgentClient.from_endpoint(endpoint, home=self.home) as client:
+                return await work(client)
+
+        return asyncio.run(run())
+
+
+pass_state = click.make_pass_decorator(AppState)
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        state = ctx.find_object(AppState)
+        if state is not None:
+            state.json = True
+    return value
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, expose_value=False, callback=_set_json, is_eager=True,
+    help="Print machine-readable JSON instead of text.",
+)
+
+
+def emit(state: AppState, data: Any, text: str | Callable[[], None] | None = None) -> None:
+    """Print ``data`` as JSON with ``--json``, else ``text`` (a string or a printer)."""
+    if state.json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    elif callable(text):
+        text()
+    elif text is not None:
+        click.echo(text)
+    else:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class ClickProgress:
+    """The library's Progress printed for people, or as JSON lines with ``--json``."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def _event(self, event: str, **fields: str) -> None:
+        click.echo(json.dumps({"event": event, **fields}))
+
+    def step(self, name: str, description: str) -> None:
+        if self.as_json:
+            self._event("step", name=name, description=description)
+        else:
+            click.echo(f"==> {description}")
+
+    def done(self, name: str, detail: str = "") -> None:
+        if self.as_json:
+            self._event("done", name=name, detail=detail)
+        else:
+            click.echo(f"    done{': ' + detail if detail else ''}")
+
+    def skip(self, name: str, reason: str) -> None:
+        if self.as_json:
+            self._event("skip", name=name, reason=reason)
+        else:
+            click.echo(f"--- {name}: {reason} (skipped)")
+
+    def info(self, message: str) -> None:
+        if self.as_json:
+            self._event("info", message=message)
+        else:
+            click.echo(f"    {message}")
+
+
+def print_error(state: AppState | None, code: str, message: str, hint: str | None) -> None:
+    """The one place errors reach the user: stderr, plus a JSON object on stdout with --json."""
+    if state is not None and state.json:
+        click.echo(json.dumps({"error": code, "message": message, "hint": hint}))
+    click.secho(f"Error: {message}", fg="red", err=True)
+    if hint:
+        click.echo(f"Hint: {hint}", err=True)
+
+
+def stdin_is_tty() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,129 @@
+"""The ``fc-macos`` command: global options, command registration and the one
+place where errors become messages and exit codes.
+
+Exit codes: 0 success, 1 failure, 2 usage error (click's own usage errors and
+:class:`fc_macos.errors.UsageError`); otherwise ``FcMacosError.exit_code``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fc_macos import __version__
+from fc_macos.cli import firecracker, microvm, setup, vm
+from fc_macos.cli.common import AppState, json_option, emit, pass_state, print_error
+from fc_macos.config import PROVIDERS, home_dir
+from fc_macos.errors import FcMacosError
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+class FcMacosGroup(click.Group):
+    """The root group: turns every FcMacosError into 'Error:' + 'Hint:' and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FcMacosError as exc:
+            state = ctx.find_object(AppState)
+            print_error(state, exc.code, exc.message, exc.hint)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=FcMacosGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--provider", type=click.Choice(PROVIDERS), envvar="FC_MACOS_PROVIDER",
+    help="Where fc-agent runs: 'tart' (a Linux VM on macOS) or 'local' (this Linux host). "
+    "Default: the one in config.json, else tart on macOS and local on Linux.",
+)
+@click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), envvar="FC_MACOS_HOME",
+    help="Directory holding config.json and agent.json (env FC_MACOS_HOME).",
+)
+@click.version_option(__version__, "--version", prog_name="fc-macos")
+@click.pass_context
+def cli(ctx: click.Context, provider: str | None, home: Path | None) -> None:
+    """Run Firecracker microVMs on a Mac (through Tart) or on a Linux host with KVM.
+
+    \b
+    First time:
+      fc-macos setup                      # prepare the VM and fc-agent
+      fc-macos run --name web             # boot a microVM and attach its console
+      fc-macos microvm list               # what runs
+    Add --json to any command that reports data for machine-readable output.
+    """
+    ctx.obj = AppState(home=home or home_dir(), provider_name=provider)
+
+
+@cli.command("version")
+@json_option
+@pass_state
+def version_cmd(state: AppState) -> None:
+    """Print the version of fc-macos (and of the agent, when it is reachable).
+
+    \b
+    Example:
+      fc-macos version --json
+    """
+    data: dict[str, Any] = {"fc_macos": __version__, "python": sys.version.split()[0]}
+    try:
+        health = state.call_agent(lambda client: client.health())
+        data["agent"] = health.get("version")
+    except FcMacosError as exc:
+        data["agent"] = None
+        data["agent_error"] = exc.message
+    text = f"fc-macos {data['fc_macos']} (python {data['python']})\nagent: {data['agent'] or 'not reachable'}"
+    emit(state, data, text)
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(SHELLS))
+def completion_cmd(shell: str) -> None:
+    """Print the shell completion script for SHELL (bash, zsh or fish).
+
+    Completion is click's own: the script calls fc-macos with
+    _FC_MACOS_COMPLETE=<shell>_source set.
+
+    \b
+    Examples:
+      eval "$(fc-macos completion bash)"                 # in ~/.bashrc
+      eval "$(fc-macos completion zsh)"                  # in ~/.zshrc
+      fc-macos completion fish > ~/.config/fish/completions/fc-macos.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    comp_cls = get_completion_class(shell)
+    assert comp_cls is not None
+    comp = comp_cls(cli, {}, "fc-macos", "_FC_MACOS_COMPLETE")
+    click.echo(comp.source())
+
+
+setup.register(cli)
+vm.register(cli)
+microvm.register(cli)
+firecracker.register(cli)
+
+
+def _register_images() -> None:
+    from importlib.util import find_spec
+
+    if find_spec("fc_macos.cli.images") is None:  # written by another part; optional until it lands
+        return
+    from fc_macos.cli.images import images
+
+    cli.add_command(images)
+
+
+_register_images()
+
+
+def main() -> None:
+    cli(prog_name="fc-macos")
+
+
+if __name__ == "__main__":
+    main()

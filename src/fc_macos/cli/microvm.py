@@ -1,0 +1,250 @@
+"""``fc-macos run`` and ``fc-macos microvm ...``: create, inspect, attach to, stop
+and remove microVMs through fc-agent."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MAX_MEMORY_MIB, MAX_VCPUS, MicroVMInfo, MicroVMSpec
+from fc_macos.cli.common import AppState, emit, format_duration, json_option, pass_state, table
+from fc_macos.errors import UsageError
+
+if TYPE_CHECKING:
+    from fc_macos.agent.client import AgentClient
+
+name_option = click.option("--name", required=True, help="Name of the microVM.")
+
+
+def _uptime(info: MicroVMInfo) -> float | None:
+    if info.uptime_s is not None:
+        return info.uptime_s
+    if info.state == "running" and info.started_at:
+        return max(0.0, time.time() - info.started_at)
+    return None
+
+
+def _print_table(infos: list[MicroVMInfo]) -> None:
+    if not infos:
+        click.echo("No microVMs. Create one with: fc-macos run --name demo --background")
+        return
+    rows = [
+        [i.name, i.state, str(i.vcpus), f"{i.memory_mib} MiB", str(i.pid or "-"), format_duration(_uptime(i))]
+        for i in infos
+    ]
+    click.echo(table(rows, ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "UPTIME"]))
+
+
+def _print_details(info: MicroVMInfo) -> None:
+    click.echo(f"Name:      {info.name}")
+    click.echo(f"State:     {info.state}")
+    click.echo(f"PID:       {info.pid or '-'}")
+    click.echo(f"vCPUs:     {info.vcpus}")
+    click.echo(f"Memory:    {info.memory_mib} MiB")
+    click.echo(f"Uptime:    {format_duration(_uptime(info))}")
+    if info.cpu_percent is not None:
+        click.echo(f"CPU:       {info.cpu_percent:.1f}%")
+    if info.memory_rss_mib is not None:
+        click.echo(f"RSS:       {info.memory_rss_mib:.1f} MiB")
+    if info.exit_status is not None:
+        click.echo(f"Exit:      {info.exit_status}")
+    if info.error:
+        click.echo(f"Error:     {info.error}")
+    for key in ("kernel", "initrd", "rootfs", "boot_args"):
+        if info.spec.get(key):
+            click.echo(f"{key.capitalize() + ':':<11}{info.spec[key]}")
+
+
+@click.command("run")
+@click.option("--name", help="Name of the microVM (default: microvm-N).")
+@click.option("--vcpus", type=click.IntRange(1, MAX_VCPUS), default=1, show_default=True, help="Number of vCPUs.")
+@click.option("--memory", "memory_mib", type=click.IntRange(16, MAX_MEMORY_MIB), default=256, show_default=True,
+              metavar="MiB", help="Memory in MiB.")
+@click.option("--kernel", help="Kernel: a file name in the agent's image directory or a path there (default: vmlinux).")
+@click.option("--initrd", help="Initrd (default: initrd.img when installed).")
+@click.option("--rootfs", help="Root filesystem; copied per microVM (default: rootfs.ext4).")
+@click.option("--boot-args", default=DEFAULT_BOOT_ARGS, show_default=True, help="Kernel command line.")
+@click.option("--background", "-d", is_flag=True, help="Do not attach the console; print the microVM and return.")
+@json_option
+@pass_state
+def run_cmd(state: AppState, background: bool, **fields: object) -> None:
+    """Create and boot a microVM, then attach its serial console.
+
+    Press Ctrl+] to detach; the microVM keeps running. With --background
+    (or --json) the console is not attached.
+
+    \b
+    Examples:
+      fc-macos run --name web --vcpus 2 --memory 512
+      fc-macos run --name job-1 --background --json
+    """
+    data = {k: v for k, v in fields.items() if v is not None}
+    spec = MicroVMSpec.from_dict(data)
+    info = state.call_agent(lambda client: client.create_microvm(spec))
+    if background or state.json:
+        emit(state, info.to_dict(), f"Started microVM {info.name} (pid {info.pid}). "
+             f"Attach with: fc-macos microvm shell --name {info.name}")
+        return
+    click.echo(f"Started microVM {info.name} (pid {info.pid}).", err=True)
+    _attach(state, info.name)
+
+
+def _attach(state: AppState, name: str) -> None:
+    from fc_macos.cli.console import attach
+
+    outcome = attach(state, name)
+    if outcome == "detached":
+        click.echo(f"Detached from {name}; it keeps running. Stop it with: fc-macos microvm stop --name {name}",
+                   err=True)
+    else:
+        click.echo(f"The console of {name} closed (the microVM stopped or the agent went away).", err=True)
+
+
+@click.group("microvm")
+def microvm_group() -> None:
+    """Inspect and control microVMs.
+
+    \b
+    Examples:
+      fc-macos microvm list
+      fc-macos microvm shell --name web
+      fc-macos microvm stop --name web && fc-macos microvm rm --name web
+    """
+
+
+@microvm_group.command("list")
+@json_option
+@pass_state
+def list_cmd(state: AppState) -> None:
+    """List microVMs (alias: ls). --json prints an array of objects.
+
+    \b
+    Example:
+      fc-macos microvm list --json
+    """
+    infos = state.call_agent(lambda client: client.list_microvms())
+    emit(state, [i.to_dict() for i in infos], lambda: _print_table(infos))
+
+
+@microvm_group.command("status")
+@click.option("--name", help="Only this microVM (default: all).")
+@json_option
+@pass_state
+def status_cmd(state: AppState, name: str | None) -> None:
+    """Show the details of one microVM, or of all of them.
+
+    \b
+    Examples:
+      fc-macos microvm status --name web
+      fc-macos microvm status --json
+    """
+    if name:
+        info = state.call_agent(lambda client: client.get_microvm(name))
+        emit(state, info.to_dict(), lambda: _print_details(info))
+        return
+    infos = state.call_agent(lambda client: client.list_microvms())
+
+    def show() -> None:
+        for index, item in enumerate(infos):
+            if index:
+                click.echo()
+            _print_details(item)
+        if not infos:
+            _print_table(infos)
+
+    emit(state, [i.to_dict() for i in infos], show)
+
+
+@microvm_group.command("shell")
+@name_option
+@pass_state
+def shell_cmd(state: AppState, name: str) -> None:
+    """Attach to the serial console of a microVM (a shell on ttyS0).
+
+    Press Ctrl+] to detach. Without a terminal, stdin is sent as is (scripts).
+
+    \b
+    Examples:
+      fc-macos microvm shell --name web
+      echo 'uname -a' | fc-macos microvm shell --name web
+    """
+    _attach(state, name)
+
+
+@microvm_group.command("logs")
+@name_option
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the microVM stops.")
+@click.option("--source", type=click.Choice(["serial", "firecracker"]), default="serial", show_default=True,
+              help="The guest's console output or Firecracker's own log.")
+@click.option("--tail", type=click.IntRange(0), help="Only the last N lines.")
+@pass_state
+def logs_cmd(state: AppState, name: str, follow: bool, source: str, tail: int | None) -> None:
+    """Print a microVM's console output or Firecracker log.
+
+    \b
+    Examples:
+      fc-macos microvm logs --name web --tail 50
+      fc-macos microvm logs --name web --source firecracker -f
+    """
+
+    async def stream(client: AgentClient) -> None:
+        async for chunk in client.logs(name, source=source, tail=tail, follow=follow):
+            click.echo(chunk, nl=False)
+
+    state.call_agent(stream)
+
+
+@microvm_group.command("stop")
+@click.option("--name", help="The microVM to stop.")
+@click.option("--all", "stop_all", is_flag=True, help="Stop every running microVM.")
+@click.option("--force", is_flag=True, help="Kill at once instead of asking the guest to shut down.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Seconds to wait for a graceful stop before killing.")
+@json_option
+@pass_state
+def stop_cmd(state: AppState, name: str | None, stop_all: bool, force: bool, timeout_s: float) -> None:
+    """Stop a microVM (--name) or all of them (--all). Its files stay until 'rm'.
+
+    \b
+    Examples:
+      fc-macos microvm stop --name web
+      fc-macos microvm stop --all --force
+    """
+    if bool(name) == stop_all:
+        raise UsageError("give either --name NAME or --all", hint="see 'fc-macos microvm stop --help'")
+
+    async def stop(client: AgentClient) -> list[MicroVMInfo]:
+        if name:
+            return [await client.stop_microvm(name, force=force, timeout_s=timeout_s)]
+        running = [i for i in await client.list_microvms() if i.state not in ("stopped", "failed")]
+        return [await client.stop_microvm(i.name, force=force, timeout_s=timeout_s) for i in running]
+
+    stopped = state.call_agent(stop)
+    text = "\n".join(f"Stopped {i.name}." for i in stopped) or "No running microVMs."
+    emit(state, [i.to_dict() for i in stopped] if stop_all else stopped[0].to_dict(), text)
+
+
+@microvm_group.command("rm")
+@name_option
+@click.option("--force", is_flag=True, help="Stop it first if it runs.")
+@json_option
+@pass_state
+def rm_cmd(state: AppState, name: str, force: bool) -> None:
+    """Remove a stopped microVM and its files (--force: stop it first).
+
+    \b
+    Example:
+      fc-macos microvm rm --name web --force
+    """
+    state.call_agent(lambda client: client.delete_microvm(name, force=force))
+    emit(state, {"name": name, "removed": True}, f"Removed {name}.")
+
+
+microvm_group.add_command(list_cmd, "ls")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(run_cmd)
+    group.add_command(microvm_group)

@@ -1,0 +1,113 @@
+"""``fc-macos vm ...``: the Linux VM that hosts fc-agent (for ``local``: the agent process)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+
+from fc_macos.cli.common import AppState, ClickProgress, emit, json_option, pass_state
+
+
+def _show_status(state: AppState, status: object) -> None:
+    data = asdict(status)  # type: ignore[call-overload]
+
+    def show() -> None:
+        click.echo(f"VM:       {data['name']} ({data['provider']})")
+        click.echo(f"State:    {data['state']}")
+        if data.get("address"):
+            click.echo(f"Address:  {data['address']}")
+        agent = data.get("agent_url") or "-"
+        click.echo(f"Agent:    {agent} ({'ok' if data['agent_ok'] else 'not answering'})")
+        for key, value in sorted((data.get("details") or {}).items()):
+            click.echo(f"{key + ':':<10}{value}")
+
+    emit(state, data, show)
+
+
+@click.group("vm")
+def vm_group() -> None:
+    """Control the Linux VM that runs fc-agent (with --provider local: the agent itself).
+
+    \b
+    Examples:
+      fc-macos vm status
+      fc-macos vm stop && fc-macos vm start
+    """
+
+
+@vm_group.command("status")
+@json_option
+@pass_state
+def vm_status(state: AppState) -> None:
+    """Show whether the VM and fc-agent run.
+
+    \b
+    Example:
+      fc-macos vm status --json
+    """
+    _show_status(state, state.provider.vm_status())
+
+
+@vm_group.command("start")
+@json_option
+@pass_state
+def vm_start(state: AppState) -> None:
+    """Start the VM and fc-agent (a no-op when they run).
+
+    \b
+    Example:
+      fc-macos vm start
+    """
+    from fc_macos.providers.base import NullProgress
+
+    # With --json, stdout is the one status object: progress is not printed.
+    progress = NullProgress() if state.json else ClickProgress(False)
+    _show_status(state, state.provider.vm_start(progress))
+
+
+@vm_group.command("stop")
+@click.option("--force", is_flag=True, help="Stop at once; with --provider local also stop every microVM.")
+@json_option
+@pass_state
+def vm_stop(state: AppState, force: bool) -> None:
+    """Stop the VM (and so every microVM in it); a no-op when stopped.
+
+    \b
+    Example:
+      fc-macos vm stop --force
+    """
+    _show_status(state, state.provider.vm_stop(force=force))
+
+
+@vm_group.command("shell", context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def vm_shell(state: AppState, command: tuple[str, ...]) -> None:
+    """Open a shell in the VM, or run COMMAND there; exits with its exit code.
+
+    \b
+    Examples:
+      fc-macos vm shell
+      fc-macos vm shell -- ls /var/lib/fc-agent
+    """
+    code = state.provider.vm_shell(list(command) or None)
+    raise click.exceptions.Exit(code)
+
+
+@vm_group.command("logs")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@pass_state
+def vm_logs(state: AppState, follow: bool) -> None:
+    """Print fc-agent's log (and the VM's, where the provider has it).
+
+    \b
+    Example:
+      fc-macos vm logs -f
+    """
+    for line in state.provider.vm_logs(follow=follow):
+        click.echo(line, nl=not line.endswith("\n"))
+
+
+def register(group: click.Group) -> None:
+    group.add_command(vm_group)
