@@ -1,0 +1,108 @@
+"""The offline image source: Debian's cloud kernel package and busybox-static.
+
+Works wherever Debian's archive is reachable (this project's CI and dev
+machines): ``apt-get download linux-image-<ver>-cloud-<arch>`` (or a ``.deb``
+given by path), ``dpkg-deb -x`` to unpack it, then
+
+* ``vmlinux``: the bzImage's payload, decompressed (``kernel.py``);
+* ``initrd.img``: busybox + the virtio modules (``initramfs.py``), because the
+  cloud kernel builds ``virtio_mmio``/``virtio_blk`` as modules;
+* ``rootfs.ext4``: busybox with applet links and the fc-macos ``/init``.
+
+Busybox must be a static build for the guest's architecture (``busybox-static``
+installs one at ``/bin/busybox``), so this source builds for the host's own
+architecture unless another busybox is given.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from fc_macos.errors import ImageError
+from fc_macos.images.initramfs import OPTIONAL_MODULES, REQUIRED_MODULES, build_initramfs, load_order
+from fc_macos.images.kernel import prepare_kernel
+from fc_macos.images.arch import debian_arch
+from fc_macos.images.rootfs import make_ext4, populate_busybox_tree
+from fc_macos.providers.base import Progress
+
+DEFAULT_BUSYBOX = Path("/bin/busybox")
+ROOTFS_SIZE_MIB = 64
+
+
+def _run(command: list[str], what: str, *, cwd: Path | None = None, hint: str) -> str:
+    if shutil.which(command[0]) is None:
+        raise ImageError(f"{what}: '{command[0]}' is not installed", hint=hint)
+    proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ImageError(f"{what} failed: {(proc.stderr or proc.stdout).strip()}", hint=hint)
+    return proc.stdout
+
+
+def kernel_package(arch: str) -> str:
+    """The versioned kernel package that ``linux-image-cloud-<arch>`` depends on now."""
+    meta = f"linux-image-cloud-{debian_arch(arch)}"
+    out = _run(["apt-cache", "depends", meta], f"apt-cache depends {meta}", hint="run 'apt-get update' (Debian only)")
+    for line in out.splitlines():
+        key, _, value = line.strip().partition(": ")
+        if key == "Depends" and value.startswith("linux-image-"):
+            return value
+    raise ImageError(f"{meta} depends on no kernel package", hint="run 'apt-get update' and try again")
+
+
+def download_kernel_deb(dest_dir: Path, arch: str) -> Path:
+    """Download the current Debian cloud kernel package for ``arch`` into ``dest_dir``
+    with ``apt-get download``; reuse one already there. Returns the .deb path."""
+    package = kernel_package(arch)
+    existing = sorted(dest_dir.glob(f"{package}_*.deb"))
+    if existing:
+        return existing[-1]
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    _run(["apt-get", "download", "-q", package], f"apt-get download {package}", cwd=dest_dir,
+         hint="check that Debian's archive is reachable, or pass --kernel-deb PATH")
+    found = sorted(dest_dir.glob(f"{package}_*.deb"))
+    if not found:
+        raise ImageError(f"apt-get download left no {package} .deb in {dest_dir}", hint="pass --kernel-deb PATH")
+    return found[-1]
+
+
+def unpack_deb(deb: Path, dest: Path) -> None:
+    """``dpkg-deb -x deb dest``."""
+    if not deb.is_file():
+        raise ImageError(f"kernel package {deb} does not exist", hint="run scripts/fetch-test-kernel or pass --kernel-deb PATH")
+    _run(["dpkg-deb", "-x", str(deb), str(dest)], f"unpacking {deb.name}", hint="apt-get install dpkg; check the .deb")
+
+
+def _only(paths: list[Path], what: str, deb: Path) -> Path:
+    if len(paths) != 1:
+        raise ImageError(f"{deb.name} holds {len(paths)} {what} (expected one)", hint="pass a linux-image-*-cloud-* package")
+    return paths[0]
+
+
+def build_from_deb(deb: Path, out: Path, progress: Progress, *, busybox: Path = DEFAULT_BUSYBOX) -> str:
+    """Write ``vmlinux``, ``initrd.img`` and ``rootfs.ext4`` into ``out`` from the kernel
+    package ``deb``; return the kernel format (``"elf"`` or ``"arm64-image"``)."""
+    with tempfile.TemporaryDirectory(prefix="fc-debian-") as tmp:
+        unpacked, tree = Path(tmp) / "deb", Path(tmp) / "rootfs"
+        progress.step("unpack-kernel", f"unpacking {deb.name}")
+        unpack_deb(deb, unpacked)
+        vmlinuz = _only(sorted((unpacked / "boot").glob("vmlinuz-*")), "kernels", deb)
+        modules_dir = _only(sorted((unpacked / "lib" / "modules").glob("*")), "module trees", deb)
+        progress.done("unpack-kernel", vmlinuz.name)
+
+        progress.step("kernel", "extracting the uncompressed kernel")
+        kernel_format = prepare_kernel(vmlinuz, out / "vmlinux")
+        progress.done("kernel", kernel_format)
+
+        progress.step("initrd", "building the initramfs (busybox + virtio modules)")
+        modules = load_order(modules_dir, REQUIRED_MODULES, OPTIONAL_MODULES)
+        build_initramfs(busybox, modules, out / "initrd.img")
+        progress.done("initrd", " ".join(m.name for m in modules))
+
+        progress.step("rootfs", "building the ext4 root file system")
+        populate_busybox_tree(tree, busybox)
+        make_ext4(tree, out / "rootfs.ext4", size_mib=ROOTFS_SIZE_MIB)
+        progress.done("rootfs", f"{ROOTFS_SIZE_MIB} MiB")
+    return kernel_format
