@@ -30,6 +30,7 @@ from typing import Any, Iterator
 
 from fc_macos.errors import ImageError, UsageError
 from fc_macos.images.arch import normalize_arch
+from fc_macos.images.digest import sha256_file
 from fc_macos.images.initramfs import init_script
 from fc_macos.providers.base import NullProgress, Progress
 
@@ -63,14 +64,6 @@ class ImageSet:
             "source": self.source,
             "manifest": str(self.manifest),
         }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def recipe_digest() -> str:
@@ -237,4 +230,4 @@ def build_images(
         return image_set(out_dir, manifest)
 
 
-__all__ = ["ImageSet", "build_images", "read_manifest", "sha256_file", "verify_images"]
+__all__ = ["SOURCES", "ImageSet", "build_images", "read_manifest", "verify_images"]

@@ -22,6 +22,7 @@ DEFAULT_HOSTNAME = "fc-microvm"
 # mkfs.ext4 is in /sbin on Linux; Homebrew's e2fsprogs is keg-only on macOS.
 E2FS_DIRS = ("/sbin", "/usr/sbin", "/opt/homebrew/opt/e2fsprogs/sbin", "/usr/local/opt/e2fsprogs/sbin")
 
+DEV_NODES = (("console", 5, 1, 0o600), ("null", 1, 3, 0o666))
 TREE_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys", "run", "tmp", "root", "var", "mnt")
 ETC_FILES = {
     "passwd": "root:x:0:0:root:/root:/bin/sh\n",
@@ -119,9 +120,12 @@ def make_ext4(root: Path, dest: Path, *, size_mib: int | None = None, label: str
         [mkfs, "-q", "-F", "-t", "ext4", "-L", label, "-E", "root_owner=0:0", "-d", str(root), str(dest), f"{size_mib}M"],
         "mkfs.ext4",
     )
-    requests = [f"mknod /dev/{name} c {major} {minor}" for name, major, minor in (("console", 5, 1), ("null", 1, 3))
-                if not (root / "dev" / name).exists()]
-    if requests:
+    nodes = [(n, maj, mi, mode) for n, maj, mi, mode in DEV_NODES if not (root / "dev" / n).exists()]
+    if nodes:
+        # debugfs takes a bare name in the current directory, and mknod leaves the mode at 0.
+        requests = ["cd /dev"]
+        for name, major, minor, mode in nodes:
+            requests += [f"mknod {name} c {major} {minor}", f"sif {name} mode 0{stat.S_IFCHR | mode:o}"]
         debugfs = find_e2fs_tool("debugfs")
         script = dest.with_name(dest.name + ".debugfs")
         script.write_text("\n".join(requests) + "\n")
