@@ -1,0 +1,76 @@
+"""FileServer: serves only registered files, under an unguessable path, on one address."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fc_macos.errors import ProviderError
+from fc_macos.providers.fileserver import FileServer, sha256_file
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read()
+
+
+def test_serves_registered_files_with_their_digest(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 5000
+    blob = tmp_path / "fire cracker.bin"
+    blob.write_bytes(data)
+    with FileServer("127.0.0.1") as server:
+        served = server.add(blob)
+        assert served.sha256 == hashlib.sha256(data).hexdigest() == sha256_file(blob)
+        assert served.size == len(data)
+        assert served.url.startswith(f"http://127.0.0.1:{server.port}/")
+        assert _get(served.url) == data
+        renamed = server.add(blob, name="vmlinux")
+        assert renamed.url.endswith("/vmlinux") and _get(renamed.url) == data
+
+
+def test_everything_else_is_404(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "secret").write_text("no")
+    with FileServer("127.0.0.1") as server:
+        served = server.add(tmp_path / "a")
+        prefix = served.url.rsplit("/", 1)[0]
+        base = f"http://127.0.0.1:{server.port}"
+        for url in (f"{prefix}/secret", f"{base}/a", f"{base}/", f"{prefix}/../secret", f"{prefix}x/a"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                _get(url)
+            assert err.value.code == 404, url
+
+
+def test_each_server_has_its_own_unguessable_prefix(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    with FileServer("127.0.0.1") as one, FileServer("127.0.0.1") as two:
+        url_one, url_two = one.add(tmp_path / "a").url, two.add(tmp_path / "a").url
+    prefix_one, prefix_two = url_one.split("/")[3], url_two.split("/")[3]
+    assert prefix_one != prefix_two and len(prefix_one) >= 32
+
+
+def test_listens_only_on_the_given_address_and_stops(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    server = FileServer("127.0.0.1").start()
+    url = server.add(tmp_path / "a").url
+    port = server.port
+    other = url.replace("127.0.0.1", "127.0.0.2")
+    with pytest.raises(urllib.error.URLError):
+        _get(other)
+    server.stop()
+    server.stop()
+    with pytest.raises(urllib.error.URLError):
+        _get(url)
+    assert port > 0
+
+
+def test_bad_address_or_file_is_a_provider_error(tmp_path: Path) -> None:
+    with pytest.raises(ProviderError) as err:
+        FileServer("203.0.113.7")
+    assert "gateway" in (err.value.hint or "")
+    with FileServer("127.0.0.1") as server, pytest.raises(ProviderError):
+        server.add(tmp_path / "missing")
