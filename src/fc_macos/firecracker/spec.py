@@ -179,10 +179,10 @@ def match_operation(method: str, path: str) -> Match | None:
     return None
 
 
-def _convert(schema: Any, name: str | None = None) -> Any:
+def swagger_to_draft4(schema: Any, name: str | None = None) -> Any:
     """Swagger schema object -> draft-4 schema (see the module docstring)."""
     if isinstance(schema, list):
-        return [_convert(s) for s in schema]
+        return [swagger_to_draft4(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
     out: dict[str, Any] = {}
@@ -190,9 +190,9 @@ def _convert(schema: Any, name: str | None = None) -> Any:
         if key.startswith("x-") or key in _SWAGGER_ONLY:
             continue
         if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {k: _convert(v, k if key == "definitions" else None) for k, v in value.items()}
+            out[key] = {k: swagger_to_draft4(v, k if key == "definitions" else None) for k, v in value.items()}
         elif key in _SCHEMA_VALUES:
-            out[key] = _convert(value)
+            out[key] = swagger_to_draft4(value)
         else:
             out[key] = copy.deepcopy(value)
     if "$ref" in out:
@@ -205,7 +205,7 @@ def _convert(schema: Any, name: str | None = None) -> Any:
 @lru_cache(maxsize=1)
 def definitions() -> dict[str, Any]:
     """The spec's definitions as draft-4 schemas, closed as Firecracker does."""
-    return _convert({"definitions": SPEC["definitions"]})["definitions"]
+    return swagger_to_draft4({"definitions": SPEC["definitions"]})["definitions"]
 
 
 def _formats() -> dict[str, Callable[[str], bool]]:
@@ -242,6 +242,16 @@ def validator(definition: str, *, partial: bool = False) -> Callable[[Any], Any]
     return fastjsonschema.compile(root, formats=_formats(), use_default=False)
 
 
+_TYPE_WORDS = {
+    "object": "a JSON object",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+}
+
+
 def _field_name(exc: fastjsonschema.JsonSchemaValueException) -> str:
     return re.sub(r"^data\.?", "", exc.name or "data")
 
@@ -272,7 +282,9 @@ def _explain(op: Operation, path: str, exc: fastjsonschema.JsonSchemaValueExcept
             hint="; ".join(notes) or f"see definition {op.body} in the Firecracker {SPEC_VERSION} API",
         )
     rule = exc.message.replace(exc.name or "data", "", 1).strip()
-    if exc.rule == "enum":
+    if exc.rule == "type" and isinstance(schema.get("type"), str):
+        rule = f"must be {_TYPE_WORDS.get(schema['type'], schema['type'])}"
+    elif exc.rule == "enum":
         rule = f"must be one of {', '.join(map(str, schema.get('enum', [])))}"
     elif exc.rule == "format":
         rule = f"must match the spec's pattern {schema.get('format')}"
