@@ -1,0 +1,238 @@
+"""The fc-agent aiohttp application: routes and their handlers.
+
+:func:`create_app` builds the app from :class:`AgentSettings`; the
+:class:`MicroVMManager` starts with the app (reattaching to running microVMs)
+and detaches on cleanup without stopping any microVM. Handlers only translate
+HTTP to manager calls; errors become JSON in :mod:`fc_macos.agent.http_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from fc_macos import __version__
+from fc_macos.agent import logs, openapi, relay
+from fc_macos.agent.auth import token_middleware
+from fc_macos.agent.console import ConsoleBroker, Viewer
+from fc_macos.agent.http_errors import error_middleware, read_json
+from fc_macos.agent.manager import MicroVMManager
+from fc_macos.agent.paths import DEFAULT_INITRD, DEFAULT_KERNEL, DEFAULT_ROOTFS, find_default
+from fc_macos.agent.settings import AgentSettings
+from fc_macos.agent.wire import MicroVMSpec
+from fc_macos.errors import FcMacosError, ValidationError
+
+log = logging.getLogger("fc_agent.app")
+
+MANAGER: web.AppKey[MicroVMManager] = web.AppKey("manager", MicroVMManager)
+SETTINGS: web.AppKey[AgentSettings] = web.AppKey("settings", AgentSettings)
+MAX_STOP_TIMEOUT_S = 3600.0
+WS_MAX_MESSAGE = 1024 * 1024
+
+
+def _manager(request: web.Request) -> MicroVMManager:
+    return request.app[MANAGER]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
+async def info(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    dirs = settings.all_image_dirs
+
+    def installed(name: str) -> str | None:
+        found = find_default(name, dirs)
+        return None if found is None else str(found)
+
+    return web.json_response(
+        {
+            "version": __version__,
+            "arch": settings.arch,
+            "firecracker_bin": settings.firecracker_bin,
+            "state_dir": str(settings.state_dir),
+            "image_dirs": [str(d) for d in dirs],
+            "images": {
+                "kernel": installed(DEFAULT_KERNEL),
+                "initrd": installed(DEFAULT_INITRD),
+                "rootfs": installed(DEFAULT_ROOTFS),
+            },
+        }
+    )
+
+
+async def list_microvms(request: web.Request) -> web.Response:
+    return web.json_response({"microvms": [vm.to_dict() for vm in _manager(request).list()]})
+
+
+async def create_microvm(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    spec = MicroVMSpec.from_dict({} if body is None else body)
+    created = await _manager(request).create(spec)
+    return web.json_response(created.to_dict(), status=201)
+
+
+async def get_microvm(request: web.Request) -> web.Response:
+    return web.json_response(_manager(request).get(request.match_info["name"]).to_dict())
+
+
+def _parse_stop(body: Any) -> tuple[bool, float]:
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise ValidationError("the stop request must be a JSON object", hint='e.g. {"force": false, "timeout_s": 10}')
+    unknown = sorted(set(body) - {"force", "timeout_s"})
+    if unknown:
+        raise ValidationError(
+            f"unknown field(s) in stop request: {', '.join(unknown)}",
+            hint="allowed fields: force, timeout_s",
+            code="unknown_field",
+        )
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise ValidationError(f"force must be true or false, got {force!r}")
+    timeout_s = body.get("timeout_s", 10.0)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 <= timeout_s <= MAX_STOP_TIMEOUT_S:
+        raise ValidationError(
+            f"timeout_s must be a number of seconds between 0 and {MAX_STOP_TIMEOUT_S:g}, got {timeout_s!r}"
+        )
+    return force, float(timeout_s)
+
+
+async def stop_microvm(request: web.Request) -> web.Response:
+    force, timeout_s = _parse_stop(await read_json(request))
+    stopped = await _manager(request).stop(request.match_info["name"], force=force, timeout_s=timeout_s)
+    return web.json_response(stopped.to_dict())
+
+
+def _flag(request: web.Request, key: str) -> bool:
+    raw = request.query.get(key, "false").lower()
+    if raw not in ("1", "true", "0", "false", ""):
+        raise ValidationError(f"{key} must be true or false, got {raw!r}")
+    return raw in ("1", "true")
+
+
+async def delete_microvm(request: web.Request) -> web.Response:
+    await _manager(request).delete(request.match_info["name"], force=_flag(request, "force"))
+    return web.Response(status=204)
+
+
+async def firecracker_relay(request: web.Request) -> web.Response:
+    return await relay.relay(request, _manager(request))
+
+
+async def microvm_logs(request: web.Request) -> web.StreamResponse:
+    return await logs.stream_logs(request, _manager(request), request.match_info["name"])
+
+
+async def console(request: web.Request) -> web.WebSocketResponse:
+    """Attach a WebSocket viewer to the microVM's serial console."""
+    broker = _manager(request).console(request.match_info["name"])
+    replay = request.query.get("scrollback", "1").lower() not in ("0", "false")
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=WS_MAX_MESSAGE)
+    await ws.prepare(request)
+    viewer = broker.attach(replay=replay)
+    pump = asyncio.create_task(_pump_output(viewer, ws))
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                try:
+                    await broker.write(msg.data)
+                except FcMacosError as exc:
+                    await ws.close(code=WSCloseCode.GOING_AWAY, message=_close_text(exc.message))
+                    break
+            elif msg.type == WSMsgType.TEXT:
+                await _control(broker, ws, msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                break
+    finally:
+        broker.detach(viewer)
+        if not pump.done():
+            pump.cancel()
+        try:
+            await pump
+        except (asyncio.CancelledError, Exception):
+            pass
+    return ws
+
+
+async def _pump_output(viewer: Viewer, ws: web.WebSocketResponse) -> None:
+    while True:
+        chunk = await viewer.queue.get()
+        if chunk is None:
+            await ws.close(code=WSCloseCode.OK, message=_close_text(viewer.close_reason))
+            return
+        await ws.send_bytes(chunk)
+
+
+def _close_text(reason: str) -> bytes:
+    return reason.encode()[:120]  # a close frame's reason is limited to 123 bytes
+
+
+async def _control(broker: ConsoleBroker, ws: web.WebSocketResponse, text: str) -> None:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        message = None
+    if isinstance(message, dict) and message.get("type") == "resize":
+        rows, cols = message.get("rows"), message.get("cols")
+        if all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 10000 for v in (rows, cols)):
+            broker.resize(rows, cols)
+            return
+    await ws.send_str(
+        json.dumps(
+            {
+                "type": "error",
+                "message": f"unknown or malformed control message: {text[:100]}",
+                "hint": 'send {"type": "resize", "rows": R, "cols": C}; keyboard input goes in binary frames',
+            }
+        )
+    )
+
+
+ROUTES: tuple[tuple[str, str, Any], ...] = (
+    ("GET", "/healthz", healthz),
+    ("GET", "/openapi.json", openapi_document),
+    ("GET", "/v1/info", info),
+    ("GET", "/v1/microvms", list_microvms),
+    ("POST", "/v1/microvms", create_microvm),
+    ("GET", "/v1/microvms/{name}", get_microvm),
+    ("DELETE", "/v1/microvms/{name}", delete_microvm),
+    ("POST", "/v1/microvms/{name}/stop", stop_microvm),
+    ("GET", "/v1/microvms/{name}/console", console),
+    ("GET", "/v1/microvms/{name}/logs", microvm_logs),
+    ("*", "/v1/microvms/{name}/firecracker/{path:.*}", firecracker_relay),
+)
+
+
+def create_app(settings: AgentSettings, *, manager: MicroVMManager | None = None) -> web.Application:
+    """The fc-agent application. The manager starts on app startup and
+    detaches (leaving microVMs running) on shutdown."""
+    app = web.Application(
+        middlewares=[error_middleware, token_middleware(settings.token)],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[MANAGER] = manager or MicroVMManager(settings)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+
+    async def start_manager(app: web.Application) -> None:
+        await app[MANAGER].start()
+
+    async def stop_manager(app: web.Application) -> None:
+        # On shutdown (before handlers are waited for), so console viewers end at once.
+        await app[MANAGER].close()
+
+    app.on_startup.append(start_manager)
+    app.on_shutdown.append(stop_manager)
+    return app

@@ -1,0 +1,271 @@
+"""Booting a microVM: an editable, named list of steps.
+
+Each step is an async function of a :class:`BootContext`, logged by name as it
+runs. A step that acquires a resource registers its cleanup right away
+(:meth:`BootContext.on_failure`); when a later step fails, the cleanups run in
+reverse order and the failure reaches the caller as
+:class:`~fc_macos.errors.BootError` naming the step (raised ``from`` the
+original error, so Firecracker's ``fault_message`` travels with it). Client
+mistakes found by a step (a missing file, a path outside the image
+directories ...) propagate unchanged so the agent can answer 4xx.
+
+:data:`DEFAULT_STEPS` is the list in docs/design.md; callers may copy and edit
+it (insert a network step, swap the boot source for a snapshot load ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from fc_macos.agent import paths as image_paths
+from fc_macos.agent.settings import AgentSettings
+from fc_macos.agent.wire import DriveSpec, MicroVMSpec
+from fc_macos.errors import BootError, ConflictError, FcMacosError, FirecrackerAPIError, NotFoundError, UsageError
+from fc_macos.firecracker.client import FirecrackerClient
+from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, launch, wait_gone
+
+log = logging.getLogger("fc_agent.boot")
+
+#: Linux's limit for a Unix socket path (sun_path), including the NUL.
+MAX_SOCKET_PATH = 107
+API_SOCKET_TIMEOUT_S = 30.0
+
+
+@dataclass
+class BootContext:
+    """What the steps share. ``spec`` becomes the resolved spec (absolute
+    paths) after ``resolve_images``; ``vmm`` and ``client`` are set by
+    ``start_vmm`` and ``wait_api_socket``."""
+
+    name: str
+    spec: MicroVMSpec
+    settings: AgentSettings
+    paths: VMMPaths
+    stack: AsyncExitStack
+    vmm: VMMProcess | None = None
+    client: FirecrackerClient | None = None
+    rootfs_source: Path | None = None
+    #: Called with the VMM as soon as it runs (the manager records its pid).
+    on_vmm_started: Callable[[VMMProcess], None] | None = None
+    _cleanups: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
+
+    def on_failure(self, what: str, cleanup: Callable[[], Awaitable[None]]) -> None:
+        """Register ``cleanup`` to undo ``what`` if a later step fails."""
+        self._cleanups.append((what, cleanup))
+
+    def need_client(self) -> FirecrackerClient:
+        assert self.client is not None, "wait_api_socket must run before this step"
+        return self.client
+
+
+Step = Callable[[BootContext], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BootStep:
+    name: str
+    run: Step
+
+
+async def validate_spec(ctx: BootContext) -> None:
+    """Things wire.py cannot check: the Firecracker binary and the socket path length."""
+    fc = ctx.settings.firecracker_bin
+    found = shutil.which(fc)
+    if found is None:
+        raise FcMacosError(
+            f"Firecracker binary {fc!r} not found or not executable",
+            hint="install Firecracker in the VM, or start fc-agent with --firecracker-bin /path/to/firecracker",
+        )
+    if len(os.fsencode(ctx.paths.api_sock)) > MAX_SOCKET_PATH:
+        raise UsageError(
+            f"the API socket path {ctx.paths.api_sock} is longer than {MAX_SOCKET_PATH} bytes",
+            hint="use a shorter microVM name, or start fc-agent with a shorter --state-dir",
+        )
+
+
+async def resolve_images(ctx: BootContext) -> None:
+    """Turn kernel/initrd/rootfs/drive names into absolute paths in the image dirs."""
+    dirs = ctx.settings.all_image_dirs
+    spec = ctx.spec
+
+    def pick(kind: str, value: str | None, default: str, required: bool) -> str | None:
+        if value is not None:
+            return str(image_paths.resolve_file(kind, value, dirs))
+        found = image_paths.find_default(default, dirs)
+        if found is None and required:
+            listing = ", ".join(str(d) for d in dirs)
+            raise NotFoundError(
+                f"no {kind} given and no default {default!r} installed in {listing}",
+                hint=f"name a {kind} in the spec, or install one as {dirs[0] / default} (fc-macos setup does)",
+                code="file_not_found",
+            )
+        return None if found is None else str(found)
+
+    kernel = pick("kernel", spec.kernel, image_paths.DEFAULT_KERNEL, True)
+    initrd = pick("initrd", spec.initrd, image_paths.DEFAULT_INITRD, False)
+    rootfs = pick("rootfs", spec.rootfs, image_paths.DEFAULT_ROOTFS, True)
+    drives = tuple(
+        DriveSpec(id=d.id, path=str(image_paths.resolve_file(f"drive {d.id}", d.path, dirs)), read_only=d.read_only)
+        for d in spec.drives
+    )
+    ctx.rootfs_source = Path(rootfs) if rootfs else None
+    ctx.spec = replace(spec, name=ctx.name, kernel=kernel, initrd=initrd, rootfs=rootfs, drives=drives)
+
+
+async def prepare_workdir(ctx: BootContext) -> None:
+    """Create the work directory and copy the rootfs into it."""
+    workdir = ctx.paths.workdir
+    if workdir.exists():
+        # Left over from a microVM of the same name that is no longer known.
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+    workdir.mkdir(parents=True, mode=0o700)
+
+    async def remove_workdir() -> None:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    ctx.on_failure("work directory", remove_workdir)
+    assert ctx.rootfs_source is not None
+    await asyncio.to_thread(shutil.copyfile, ctx.rootfs_source, ctx.paths.rootfs)
+
+
+async def start_vmm(ctx: BootContext) -> None:
+    """Launch Firecracker (in its own session, under the exit-status wrapper)."""
+    vmm = await asyncio.to_thread(launch, ctx.settings.firecracker_bin, ctx.name, ctx.paths)
+    ctx.vmm = vmm
+
+    async def kill_vmm() -> None:
+        vmm.signal(signal.SIGKILL)
+        await asyncio.to_thread(wait_gone, vmm.pid, vmm.start_time, 10.0)
+        await asyncio.sleep(0.05)
+        vmm.kill_leftovers()
+
+    ctx.on_failure("Firecracker process", kill_vmm)
+    if ctx.on_vmm_started is not None:
+        ctx.on_vmm_started(vmm)
+
+
+async def wait_api_socket(ctx: BootContext) -> None:
+    """Wait until the API socket answers ``GET /``."""
+    client = await ctx.stack.enter_async_context(FirecrackerClient(ctx.paths.api_sock))
+    ctx.client = client
+    try:
+        await client.wait_ready(timeout=API_SOCKET_TIMEOUT_S)
+    except FcMacosError:
+        assert ctx.vmm is not None
+        if not ctx.vmm.is_alive():
+            raise FcMacosError(
+                f"Firecracker exited before its API socket answered: {_tail(ctx.paths.stderr)}",
+                hint=f"see {ctx.paths.stderr} and {ctx.paths.log}",
+            ) from None
+        raise
+
+
+async def configure_machine(ctx: BootContext) -> None:
+    await ctx.need_client().put_machine_config(vcpu_count=ctx.spec.vcpus, mem_size_mib=ctx.spec.memory_mib)
+
+
+async def configure_boot_source(ctx: BootContext) -> None:
+    assert ctx.spec.kernel is not None
+    await ctx.need_client().put_boot_source(
+        kernel_image_path=ctx.spec.kernel, boot_args=ctx.spec.boot_args, initrd_path=ctx.spec.initrd
+    )
+
+
+async def attach_rootfs(ctx: BootContext) -> None:
+    await ctx.need_client().put_drive(
+        "rootfs", path_on_host=str(ctx.paths.rootfs), is_root_device=True, is_read_only=False
+    )
+
+
+async def attach_drives(ctx: BootContext) -> None:
+    for drive in ctx.spec.drives:
+        await ctx.need_client().put_drive(
+            drive.id, path_on_host=drive.path, is_root_device=False, is_read_only=drive.read_only
+        )
+
+
+async def start_instance(ctx: BootContext) -> None:
+    await ctx.need_client().start_instance()
+
+
+DEFAULT_STEPS: tuple[BootStep, ...] = tuple(
+    BootStep(fn.__name__, fn)
+    for fn in (
+        validate_spec,
+        resolve_images,
+        prepare_workdir,
+        start_vmm,
+        wait_api_socket,
+        configure_machine,
+        configure_boot_source,
+        attach_rootfs,
+        attach_drives,
+        start_instance,
+    )
+)
+
+
+def _tail(path: Path, limit: int = 500) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return "(no output)"
+    return text[-limit:] or "(no output)"
+
+
+async def run_boot(ctx: BootContext, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> None:
+    """Run ``steps`` in order. On failure run the registered cleanups in
+    reverse and raise: client mistakes (UsageError, NotFoundError,
+    ConflictError) as they are, anything else as BootError naming the step.
+    Callable once per context."""
+    for step in steps:
+        log.info("%s: boot step %s", ctx.name, step.name)
+        try:
+            await step.run(ctx)
+        except BaseException as exc:
+            await _undo(ctx)
+            if isinstance(exc, (UsageError, NotFoundError, ConflictError)):
+                log.info("%s: boot step %s refused: %s", ctx.name, step.name, exc.message)
+                raise
+            if not isinstance(exc, Exception):
+                raise
+            error = _boot_error(step.name, exc, ctx)
+            log.warning("%s: %s", ctx.name, error.message)
+            raise error from exc
+    log.info("%s: booted", ctx.name)
+
+
+async def _undo(ctx: BootContext) -> None:
+    while ctx._cleanups:
+        what, cleanup = ctx._cleanups.pop()
+        try:
+            await cleanup()
+        except Exception:
+            log.exception("%s: cleaning up the %s failed", ctx.name, what)
+
+
+def _boot_error(step: str, exc: Exception, ctx: BootContext) -> BootError:
+    if isinstance(exc, FirecrackerAPIError):
+        return BootError(
+            step,
+            f"Firecracker refused it ({exc.status}): {exc.fault_message}",
+            hint="check the microVM spec against Firecracker's message (kernel, initrd and rootfs must suit each other)",
+        )
+    if isinstance(exc, FcMacosError):
+        return BootError(step, exc.message, hint=exc.hint)
+    return BootError(step, f"{type(exc).__name__}: {exc}", hint="see fc-agent's log")
+
+
+def describe(steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> list[str]:
+    return [s.name for s in steps]
+
+
+__all__: list[Any] = ["BootContext", "BootStep", "DEFAULT_STEPS", "run_boot", "describe"]

@@ -1,0 +1,376 @@
+"""``MicroVMManager``: owns every microVM of this agent.
+
+It creates (boots) microVMs through :mod:`fc_macos.agent.boot`, watches each
+VMM process for its exit (a pidfd, no polling where the kernel has them),
+stops and deletes them, and keeps ``state.json`` in step with every change.
+After an agent restart :meth:`MicroVMManager.start` finds the microVMs that
+still run (pid + start time), reopens their console FIFOs and carries on;
+those that died meanwhile are marked ``stopped`` with the exit status their
+wrapper wrote. Shutting the manager down (:meth:`close`) never stops a microVM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, run_boot
+from fc_macos.agent.console import ConsoleBroker
+from fc_macos.agent.settings import AgentSettings
+from fc_macos.agent.state import StateStore
+from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
+from fc_macos.errors import ConflictError, FcMacosError, NotFoundError
+from fc_macos.firecracker.client import FirecrackerClient
+from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, pidfd_open, read_exit_status
+
+log = logging.getLogger("fc_agent.manager")
+
+RUNNING_STATES = ("running", "paused", "stopping")
+EXIT_STATUS_WAIT_S = 5.0
+KILL_WAIT_S = 30.0
+
+
+@dataclass(eq=False)
+class MicroVM:
+    """One microVM: its persistent record plus, while it runs, the live parts."""
+
+    name: str
+    spec: dict[str, Any]
+    state: str
+    created_at: float
+    started_at: float | None = None
+    stopped_at: float | None = None
+    pid: int | None = None
+    start_time: int | None = None
+    pgid: int | None = None
+    exit_status: int | None = None
+    error: str | None = None
+    vmm: VMMProcess | None = None
+    broker: ConsoleBroker | None = None
+    watcher: asyncio.Task[None] | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    RECORD_FIELDS = (
+        "name", "spec", "state", "created_at", "started_at", "stopped_at",
+        "pid", "start_time", "pgid", "exit_status", "error",
+    )  # fmt: skip
+
+    def to_record(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.RECORD_FIELDS}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> MicroVM:
+        return cls(**{k: record.get(k) for k in cls.RECORD_FIELDS})
+
+
+class MicroVMManager:
+    """Create, list, inspect, stop and delete microVMs. Use from one event loop.
+
+    ``steps`` is the boot step list (default :data:`boot.DEFAULT_STEPS`).
+    """
+
+    def __init__(self, settings: AgentSettings, *, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> None:
+        self.settings = settings
+        self.steps = steps
+        self.store = StateStore(settings.state_file)
+        self._vms: dict[str, MicroVM] = {}
+        self._next_index = 1
+
+    # -- lifecycle of the manager ------------------------------------------------
+
+    async def start(self) -> None:
+        """Load state.json and reattach to the microVMs that still run. Call once."""
+        self.settings.microvms_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.images_dir.mkdir(parents=True, exist_ok=True)
+        state = self.store.load()
+        self._next_index = int(state.get("next_index", 1))
+        for record in state["microvms"].values():
+            vm = MicroVM.from_record(record)
+            self._vms[vm.name] = vm
+            self._reattach(vm)
+        self._save()
+
+    def _reattach(self, vm: MicroVM) -> None:
+        paths = self.paths(vm.name)
+        vmm = None
+        if vm.pid is not None and vm.start_time is not None and vm.pgid is not None:
+            vmm = VMMProcess.find(paths, vm.pid, vm.start_time, vm.pgid)
+        if vm.state == "starting":
+            if vmm is not None:
+                vmm.signal(signal.SIGKILL)
+            self._mark_stopped(vm, "failed", error="fc-agent stopped while this microVM was booting")
+            vm.exited.set()
+        elif vm.state in RUNNING_STATES:
+            if vmm is None:
+                self._mark_stopped(vm, "stopped")
+                vm.exited.set()
+                log.info("%s stopped while fc-agent was away (exit status %s)", vm.name, vm.exit_status)
+            else:
+                vm.state = "running"
+                self._go_live(vm, vmm)
+                log.info("%s is still running (pid %d): reattached", vm.name, vmm.pid)
+        else:
+            vm.exited.set()
+
+    async def close(self) -> None:
+        """Detach from every microVM (they keep running). Idempotent."""
+        for vm in self._vms.values():
+            if vm.watcher is not None:
+                vm.watcher.cancel()
+            if vm.broker is not None:
+                vm.broker.close("fc-agent is shutting down; the microVM keeps running")
+        for vm in self._vms.values():
+            if vm.watcher is not None:
+                try:
+                    await vm.watcher
+                except (asyncio.CancelledError, Exception):
+                    pass
+                vm.watcher = None
+
+    # -- queries ------------------------------------------------------------------
+
+    def paths(self, name: str) -> VMMPaths:
+        return VMMPaths(self.settings.microvms_dir / name)
+
+    def _get(self, name: str) -> MicroVM:
+        vm = self._vms.get(name)
+        if vm is None:
+            raise NotFoundError(
+                f"no microVM named {name!r}",
+                hint="list them with GET /v1/microvms ('fc-macos microvm list')",
+            )
+        return vm
+
+    def list(self) -> list[MicroVMInfo]:
+        return [self.info(vm) for vm in sorted(self._vms.values(), key=lambda v: v.created_at)]
+
+    def get(self, name: str) -> MicroVMInfo:
+        return self.info(self._get(name))
+
+    def info(self, vm: MicroVM) -> MicroVMInfo:
+        running = vm.state in RUNNING_STATES and vm.vmm is not None
+        usage = vm.vmm.usage() if running and vm.vmm is not None else None
+        return MicroVMInfo(
+            name=vm.name,
+            state=vm.state,
+            pid=vm.pid if running else None,
+            vcpus=int(vm.spec.get("vcpus", 1)),
+            memory_mib=int(vm.spec.get("memory_mib", 0)),
+            spec=vm.spec,
+            created_at=vm.created_at,
+            started_at=vm.started_at,
+            stopped_at=vm.stopped_at,
+            uptime_s=round(time.time() - vm.started_at, 3) if running and vm.started_at else None,
+            exit_status=vm.exit_status,
+            cpu_percent=usage.cpu_percent if usage else None,
+            memory_rss_mib=usage.memory_rss_mib if usage else None,
+            socket_path=str(self.paths(vm.name).api_sock) if running else None,
+            error=vm.error,
+        )
+
+    def running(self, name: str) -> MicroVM:
+        """The microVM ``name`` if it runs; NotFoundError / ConflictError otherwise."""
+        vm = self._get(name)
+        if vm.state not in RUNNING_STATES or vm.vmm is None:
+            raise ConflictError(
+                f"microVM {name!r} is {vm.state}, not running",
+                hint=f"start a new one with POST /v1/microvms, or read its logs with GET /v1/microvms/{name}/logs",
+            )
+        return vm
+
+    def console(self, name: str) -> ConsoleBroker:
+        vm = self.running(name)
+        assert vm.broker is not None
+        return vm.broker
+
+    def exited_event(self, name: str) -> asyncio.Event:
+        return self._get(name).exited
+
+    # -- create -------------------------------------------------------------------
+
+    def _new_name(self) -> str:
+        while f"microvm-{self._next_index}" in self._vms:
+            self._next_index += 1
+        name = f"microvm-{self._next_index}"
+        self._next_index += 1
+        return name
+
+    async def create(self, spec: MicroVMSpec) -> MicroVMInfo:
+        """Boot a microVM from ``spec``; return it ``running``. ConflictError if
+        the name is taken; BootError (naming the step) if booting fails, after
+        which nothing of it remains. Not idempotent."""
+        if spec.name is not None and spec.name in self._vms:
+            raise ConflictError(
+                f"a microVM named {spec.name!r} already exists",
+                hint="pick another name, or delete the old one first (DELETE /v1/microvms/NAME)",
+                code="already_exists",
+            )
+        name = spec.name or self._new_name()
+        vm = MicroVM(name=name, spec=spec.to_dict() | {"name": name}, state="starting", created_at=time.time())
+        self._vms[name] = vm
+        self._save()
+
+        def record_vmm(vmm: VMMProcess) -> None:
+            vm.pid, vm.start_time, vm.pgid = vmm.pid, vmm.start_time, vmm.pgid
+            self._save()
+
+        try:
+            async with AsyncExitStack() as stack:
+                ctx = BootContext(
+                    name=name, spec=spec, settings=self.settings, paths=self.paths(name), stack=stack,
+                    on_vmm_started=record_vmm,
+                )  # fmt: skip
+                await run_boot(ctx, self.steps)
+        except BaseException:
+            del self._vms[name]
+            self._save()
+            raise
+        assert ctx.vmm is not None
+        vm.spec = ctx.spec.to_dict()
+        vm.state = "running"
+        vm.started_at = time.time()
+        self._go_live(vm, ctx.vmm)
+        self._save()
+        return self.info(vm)
+
+    def _go_live(self, vm: MicroVM, vmm: VMMProcess) -> None:
+        vm.vmm = vmm
+        vm.pid, vm.start_time, vm.pgid = vmm.pid, vmm.start_time, vmm.pgid
+        vm.exited = asyncio.Event()
+        vm.broker = ConsoleBroker(vm.name, vmm.paths)
+        vm.broker.start()
+        vm.watcher = asyncio.get_running_loop().create_task(self._watch(vm, vmm), name=f"watch-{vm.name}")
+
+    # -- exit ---------------------------------------------------------------------
+
+    async def _watch(self, vm: MicroVM, vmm: VMMProcess) -> None:
+        await wait_exit(vmm)
+        deadline = time.monotonic() + EXIT_STATUS_WAIT_S
+        while read_exit_status(vmm.paths) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if vm.broker is not None:
+            await vm.broker.drain(2.0)
+        vmm.kill_leftovers()
+        self._mark_stopped(vm, "stopped")
+        vmm.paths.api_sock.unlink(missing_ok=True)
+        log.info("%s stopped (exit status %s)", vm.name, vm.exit_status)
+        self._save()
+        vm.exited.set()
+
+    def _mark_stopped(self, vm: MicroVM, state: str, *, error: str | None = None) -> None:
+        paths = self.paths(vm.name)
+        vm.state = state
+        vm.exit_status = read_exit_status(paths)
+        try:
+            vm.stopped_at = paths.exit_status.stat().st_mtime
+        except OSError:
+            vm.stopped_at = time.time()
+        if error is not None:
+            vm.error = error
+        vm.vmm = None
+        if vm.broker is not None:
+            status = "unknown" if vm.exit_status is None else vm.exit_status
+            vm.broker.close(f"microVM {vm.name} stopped (exit status {status})")
+            vm.broker = None
+
+    # -- stop / delete ------------------------------------------------------------
+
+    async def stop(self, name: str, *, force: bool = False, timeout_s: float = 10.0) -> MicroVMInfo:
+        """Stop ``name``: gracefully (Ctrl+Alt+Del on x86_64, SIGTERM elsewhere),
+        SIGKILL after ``timeout_s``; at once with ``force``. Idempotent: a
+        stopped microVM is returned as it is. ConflictError while it boots."""
+        vm = self._get(name)
+        if vm.state == "starting":
+            raise ConflictError(f"microVM {name!r} is still booting", hint="try again in a few seconds")
+        if vm.state not in RUNNING_STATES or vm.vmm is None:
+            return self.info(vm)
+        vmm, exited = vm.vmm, vm.exited
+        if vm.state != "stopping":
+            vm.state = "stopping"
+            self._save()
+            if not force:
+                await self._ask_to_stop(vm, vmm)
+        if not force:
+            try:
+                await asyncio.wait_for(exited.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                log.info("%s did not stop within %gs: killing it", name, timeout_s)
+        if not exited.is_set():
+            vmm.signal(signal.SIGKILL)
+            try:
+                await asyncio.wait_for(exited.wait(), KILL_WAIT_S)
+            except asyncio.TimeoutError as exc:
+                raise FcMacosError(
+                    f"microVM {name!r} (pid {vmm.pid}) did not die after SIGKILL",
+                    hint="check the process with 'ps' in the VM",
+                ) from exc
+        return self.info(vm)
+
+    async def _ask_to_stop(self, vm: MicroVM, vmm: VMMProcess) -> None:
+        if self.settings.arch in ("x86_64", "amd64"):
+            try:
+                async with FirecrackerClient(vmm.paths.api_sock, timeout=5.0) as fc:
+                    await fc.send_ctrl_alt_del()
+                return
+            except FcMacosError as exc:
+                log.info("%s: SendCtrlAltDel failed (%s); sending SIGTERM", vm.name, exc.message)
+        vmm.signal(signal.SIGTERM)
+
+    async def delete(self, name: str, *, force: bool = False) -> None:
+        """Delete ``name`` and its work directory (socket, logs, rootfs copy).
+        ConflictError if it runs and not ``force`` (then it is killed first)."""
+        vm = self._get(name)
+        if vm.state == "starting":
+            raise ConflictError(f"microVM {name!r} is still booting", hint="try again in a few seconds")
+        if vm.state in RUNNING_STATES:
+            if not force:
+                raise ConflictError(
+                    f"microVM {name!r} is running",
+                    hint=f"stop it first (POST /v1/microvms/{name}/stop), or delete with ?force=true",
+                    code="running",
+                )
+            await self.stop(name, force=True)
+        if self._vms.get(name) is not vm:
+            return  # deleted meanwhile by a concurrent call
+        del self._vms[name]
+        await asyncio.to_thread(shutil.rmtree, self.paths(name).workdir, True)
+        self._save()
+
+    # -- persistence --------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.store.save(
+            {
+                "next_index": self._next_index,
+                "microvms": {name: vm.to_record() for name, vm in self._vms.items()},
+            }
+        )
+
+
+async def wait_exit(vmm: VMMProcess) -> None:
+    """Return when the VMM process has exited (pidfd readiness; a slow poll
+    where pidfds are unavailable)."""
+    fd = pidfd_open(vmm.pid)
+    if fd is None:
+        while vmm.is_alive():
+            await asyncio.sleep(0.5)
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        if not vmm.is_alive():  # gone (or pid reused) before the pidfd was taken
+            return
+        done = loop.create_future()
+        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+        try:
+            await done
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,60 @@
+"""Where the files a microVM spec names are looked up.
+
+Bare names (``vmlinux``) resolve inside the image directories, in order
+(``<state-dir>/images`` first, then each ``--image-dir``). Absolute paths
+must lie inside one of those directories, after symlinks are resolved.
+Relative paths with a ``/`` are taken relative to each image directory and
+obey the same rule (so ``../`` cannot escape). The check is lexical: a symlink
+that the machine's owner put inside an image directory is trusted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fc_macos.errors import NotFoundError, ValidationError
+
+DEFAULT_KERNEL = "vmlinux"
+DEFAULT_INITRD = "initrd.img"
+DEFAULT_ROOTFS = "rootfs.ext4"
+
+
+def _inside(path: Path, dirs: tuple[Path, ...]) -> bool:
+    return any(path == d or d in path.parents for d in dirs)
+
+
+def resolve_file(kind: str, value: str, dirs: tuple[Path, ...]) -> Path:
+    """The absolute path of the ``kind`` file ``value`` (e.g. kind="kernel").
+
+    Raises ValidationError if it lies outside ``dirs`` and NotFoundError if
+    it does not exist. ``dirs`` must be absolute, normalized paths.
+    """
+    listing = ", ".join(str(d) for d in dirs)
+    allowed = dirs + tuple(d.resolve() for d in dirs)
+    raw = Path(value)
+    candidates = [raw] if raw.is_absolute() else [d / raw for d in dirs]
+    for candidate in candidates:
+        resolved = Path(os.path.normpath(candidate))
+        if not _inside(resolved, allowed):
+            raise ValidationError(
+                f"{kind} {value!r} is outside the directories the agent serves images from",
+                hint=f"put the file in one of: {listing} (or start fc-agent with --image-dir)",
+                code="path_outside_image_dirs",
+            )
+        if resolved.is_file():
+            return resolved
+    where = f"in {listing}" if not raw.is_absolute() else "on the agent's machine"
+    raise NotFoundError(
+        f"{kind} file {value!r} not found {where}",
+        hint=f"copy it into one of: {listing}, or name an existing file",
+        code="file_not_found",
+    )
+
+
+def find_default(name: str, dirs: tuple[Path, ...]) -> Path | None:
+    """The installed default image ``name`` (first image directory that has it)."""
+    for d in dirs:
+        if (d / name).is_file():
+            return d / name
+    return None
