@@ -136,6 +136,8 @@ GOOD = [
     ("PUT", "/mmds", {"anything": [1, {"goes": None}]}),
     ("PUT", "/mmds/config", {"network_interfaces": ["eth0"], "version": "V2", "ipv4_address": "169.254.169.254"}),
     ("PUT", "/logger", {}),
+    ("PUT", "/logger", {"level": "debug", "log_path": "/l"}),  # "The possible values are case-insensitive."
+    ("PUT", "/metrics", {"metrics_path": "/m", "emit_id": "x"}),  # MetricsConfig does not deny unknown fields
     ("PATCH", "/balloon/hinting/start", None),  # the body parameter is required: false
     ("PATCH", "/balloon/hinting/stop", None),
     ("GET", "/machine-config", None),
@@ -180,6 +182,8 @@ BAD = [
                                "network_overrides": [{"iface_id": "eth0"}]}, ["network_overrides[0].host_dev_name"], []),
     ("PUT", "/vsock", {"guest_cid": 3}, ["uds_path"], ["UNIX domain socket"]),
     ("PUT", "/mmds", [1, 2], ["a JSON object"], []),
+    ("PUT", "/logger", {"level": "verbose"}, ["level", "Warning", "any case", "verbose"], ["case-insensitive"]),
+    ("PUT", "/logger", {"log_path": "/l", "colour": True}, ["unknown", "colour"], ["show_level"]),
 ]
 
 
@@ -199,7 +203,7 @@ def test_invalid_bodies_name_the_field_and_the_rule(
 
 def test_unknown_fields_get_their_own_code() -> None:
     with pytest.raises(ValidationError) as info:
-        validate_body("PUT", "/metrics", {"metrics_path": "/m", "format": "json"})
+        validate_body("PUT", "/boot-source", {"kernel_image_path": "/k", "initrd": "/i"})
     assert info.value.code == "unknown_field"
 
 

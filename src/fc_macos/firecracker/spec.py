@@ -13,9 +13,16 @@ module follows what Firecracker's code does, not the letter of the spec:
   but Firecracker deserialises most bodies into serde structs marked
   ``deny_unknown_fields`` and answers 400 for an extra field. So every object
   definition that lists ``properties`` is closed (``additionalProperties:
-  false``) except those in :data:`OPEN_DEFINITIONS`, whose structs (as read in
-  Firecracker's source) do not deny unknown fields; for those we stay lenient
-  and let Firecracker decide. ``MmdsContentsObject`` is free-form by the spec.
+  false``) except those in :data:`OPEN_DEFINITIONS`. We read Firecracker's
+  source for this (several revisions, not exactly v1.16.1): the body structs of
+  boot-source, machine-config, drives, network-interfaces, pmem, vsock,
+  entropy, serial, logger, mmds/config, balloon, hotplug/memory, actions, vm,
+  snapshot create/load (and its memory backend), rate limiters and the CPU
+  template deny unknown fields; ``TokenBucketConfig``, ``MetricsConfig``,
+  ``NetworkOverride``, ``VsockOverride`` and the hinting start command do not,
+  and the CPU-template modifiers were not confirmed either way, so those stay
+  open and Firecracker judges them. ``MmdsContentsObject`` is free-form by the spec.
+* ``Logger.level`` is matched in any case, as its description says (and serde does).
 * ``PATCH /machine-config`` names ``MachineConfiguration`` but Firecracker
   takes a partial update there, so its ``required`` list is dropped.
 * PUT and PATCH need a body ("Empty PUT request."), unless the spec marks the
@@ -51,6 +58,7 @@ from fc_macos.errors import ValidationError
 OPEN_DEFINITIONS = frozenset(
     {
         "TokenBucket",  # TokenBucketConfig
+        "Metrics",  # MetricsConfig
         "NetworkOverride",
         "VsockOverride",
         "BalloonStartCmd",  # StartHintingCmd
@@ -65,13 +73,15 @@ OPEN_DEFINITIONS = frozenset(
 #: Operations whose body is a partial update of the named definition (``required`` dropped).
 PARTIAL_BODIES = frozenset({("PATCH", "/machine-config")})
 
-#: Path-parameter name -> body field that must carry the same value.
-ID_FIELDS = {"drive_id": "drive_id", "iface_id": "iface_id", "id": "id"}
+#: Path parameters whose value the body must repeat in the field of the same name.
+ID_PARAMS = frozenset({"drive_id", "iface_id", "id"})
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 
 # Keywords of Swagger's schema object that are not JSON Schema draft 4 validation keywords.
 _SWAGGER_ONLY = frozenset({"example", "readOnly", "discriminator", "xml", "externalDocs"})
+# Our own note on a schema whose enum is matched in any case (draft 4 ignores unknown keywords).
+_ANY_CASE = "fc-macos-enum-any-case"
 # Keywords whose value is a map of name -> schema.
 _SCHEMA_MAPS = frozenset({"properties", "definitions", "patternProperties"})
 # Keywords whose value is a schema or a list of schemas.
@@ -79,7 +89,7 @@ _SCHEMA_VALUES = frozenset({"items", "additionalProperties", "not", "allOf", "an
 
 
 def _load() -> dict[str, Any]:
-    text = resources.files(__package__).joinpath("firecracker-api.json").read_text(encoding="utf-8")
+    text = resources.files("fc_macos.firecracker").joinpath("firecracker-api.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -197,6 +207,11 @@ def swagger_to_draft4(schema: Any, name: str | None = None) -> Any:
             out[key] = copy.deepcopy(value)
     if "$ref" in out:
         return {"$ref": out["$ref"]}  # draft 4: siblings of $ref are ignored anyway
+    if "enum" in out and "case-insensitive" in str(out.get("description", "")):
+        # Logger.level: "The possible values are case-insensitive." (serde's case_insensitive).
+        words = "|".join(re.escape(str(v)) for v in out.pop("enum"))
+        out["pattern"] = f"^(?i:{words})$"
+        out[_ANY_CASE] = [str(v) for v in schema["enum"]]
     if "properties" in out and "additionalProperties" not in out and name not in OPEN_DEFINITIONS:
         out["additionalProperties"] = False
     return out
@@ -286,6 +301,8 @@ def _explain(op: Operation, path: str, exc: fastjsonschema.JsonSchemaValueExcept
         rule = f"must be {_TYPE_WORDS.get(schema['type'], schema['type'])}"
     elif exc.rule == "enum":
         rule = f"must be one of {', '.join(map(str, schema.get('enum', [])))}"
+    elif exc.rule == "pattern" and _ANY_CASE in schema:
+        rule = f"must be one of {', '.join(schema[_ANY_CASE])} (in any case)"
     elif exc.rule == "format":
         rule = f"must match the spec's pattern {schema.get('format')}"
     what = f"field {field}" if field else "the body"
@@ -336,10 +353,9 @@ def validate_body(method: str, path: str, body: Any) -> Match:
     except fastjsonschema.JsonSchemaValueException as exc:
         raise _explain(op, path.split('?', 1)[0], exc) from exc
     for name, value in params.items():
-        field = ID_FIELDS.get(name)
-        if field and isinstance(body, dict) and body.get(field) != value:
+        if name in ID_PARAMS and isinstance(body, dict) and body.get(name) != value:
             raise ValidationError(
-                f"{op.method} {op.path}: body field {field} ({body.get(field)!r}) differs from the path's {value!r}",
+                f"{op.method} {op.path}: body field {name} ({body.get(name)!r}) differs from the path's {value!r}",
                 hint="Firecracker requires the id in the path and in the body to be the same",
             )
     if op.body == "SnapshotLoadParams" and ("mem_backend" in body) == ("mem_file_path" in body):
