@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import socket
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -310,3 +312,29 @@ async def test_client_works_without_async_with_and_close_is_idempotent(fake_fc: 
     await fc.close()
     assert (await fc.get_version()) == {"firecracker_version": "1.16.1"}  # reopens
     await fc.close()
+
+
+TEST_VMM = Path(__file__).resolve().parents[1] / "doubles" / "firecracker_vmm.py"
+
+
+@pytest.mark.skipif(not TEST_VMM.is_file(), reason=f"the test VMM double is missing at {TEST_VMM}")
+async def test_against_the_test_vmm_process(short_tmp: str) -> None:
+    """The client against a separate Firecracker-compatible process (no guest is booted)."""
+    sock = os.path.join(short_tmp, "api.sock")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(TEST_VMM), "--api-sock", sock, "--log-path", os.path.join(short_tmp, "fc.log"),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with FirecrackerClient(sock) as fc:
+            assert (await fc.wait_ready(30))["state"] == "Not started"
+            await fc.put_machine_config(vcpu_count=2, mem_size_mib=256)
+            assert (await fc.get_machine_config())["vcpu_count"] == 2
+            with pytest.raises(FirecrackerAPIError) as info:
+                await fc.pause()
+            assert info.value.status == 400 and "before starting" in info.value.fault_message
+            big = await fc.request("PUT", "/mmds", data=b"x" * 60000)  # over micro_http's 51200-byte limit
+            assert big.status == 400 and "error" in big.json()
+    finally:
+        proc.kill()
+        await proc.wait()
