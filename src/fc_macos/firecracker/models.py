@@ -167,7 +167,10 @@ FullVmConfiguration = dict[str, Any]
 
 @dataclass(frozen=True)
 class FirecrackerResponse:
-    """One HTTP answer of the API socket, unchanged: ``status``, ``headers``, raw ``body`` bytes."""
+    """One HTTP answer of the API socket, unchanged: ``status``, ``headers``, raw ``body`` bytes.
+
+    From the client, ``headers`` is case-insensitive and keeps repeated headers.
+    """
 
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)

@@ -18,6 +18,7 @@ import os
 from typing import Any, Mapping, TypeVar, cast
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from fc_macos.errors import FirecrackerAPIError, FirecrackerUnavailable
@@ -64,7 +65,6 @@ def error_from_response(response: m.FirecrackerResponse) -> FirecrackerAPIError:
     return FirecrackerAPIError(response.status, fault, body=response.text, hint=_hint(response.status, fault))
 
 
-
 class FirecrackerTransport:
     """Async HTTP access to the Firecracker API at ``socket_path``.
 
@@ -101,7 +101,6 @@ class FirecrackerTransport:
             )
         return self._session
 
-
     async def request(
         self,
         method: str,
@@ -137,7 +136,7 @@ class FirecrackerTransport:
                 timeout=aiohttp.ClientTimeout(total=limit),
             ) as resp:
                 raw = await resp.read()
-                return m.FirecrackerResponse(resp.status, dict(resp.headers), raw)
+                return m.FirecrackerResponse(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), raw)
         except asyncio.TimeoutError as exc:
             raise FirecrackerUnavailable(
                 f"Firecracker at {self.socket_path} did not answer {method.upper()} {path} within {limit:g}s",
@@ -182,7 +181,7 @@ class FirecrackerTransport:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        last: Exception | None = None
+        last: FirecrackerUnavailable | None = None
         while True:
             remaining = deadline - loop.time()
             if os.path.exists(self.socket_path):
