@@ -13,14 +13,15 @@ def _show_status(state: AppState, status: object) -> None:
     data = asdict(status)  # type: ignore[call-overload]
 
     def show() -> None:
-        click.echo(f"VM:       {data['name']} ({data['provider']})")
-        click.echo(f"State:    {data['state']}")
+        lines = [("VM", f"{data['name']} ({data['provider']})"), ("State", data["state"])]
         if data.get("address"):
-            click.echo(f"Address:  {data['address']}")
+            lines.append(("Address", data["address"]))
         agent = data.get("agent_url") or "-"
-        click.echo(f"Agent:    {agent} ({'ok' if data['agent_ok'] else 'not answering'})")
-        for key, value in sorted((data.get("details") or {}).items()):
-            click.echo(f"{key + ':':<10}{value}")
+        lines.append(("Agent", f"{agent} ({'ok' if data['agent_ok'] else 'not answering'})"))
+        lines += [(str(k), "-" if v is None else v) for k, v in sorted((data.get("details") or {}).items())]
+        width = max(len(label) for label, _ in lines) + 2
+        for label, value in lines:
+            click.echo(f"{label + ':':<{width}}{value}")
 
     emit(state, data, show)
 

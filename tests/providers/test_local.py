@@ -1,0 +1,196 @@
+"""The ``local`` provider against the real fc-agent (a subprocess) with the test VMM
+as its Firecracker binary: setup, idempotence, locking, agent start/stop, doctor
+and bad input. Booting guests end to end lives in tests/cli/test_local_flow.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fc_macos.cli.main import cli
+from fc_macos.config import AgentEndpoint, Config
+from fc_macos.errors import ConfigError, ConflictError, SetupError
+from fc_macos.providers import get_provider
+from fc_macos.providers.base import SetupOptions
+from fc_macos.providers.local import LocalProvider, check_kvm
+from fc_macos.providers.local_agent import agent_request
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
+
+pytestmark = pytest.mark.skipif(not check_kvm().ok, reason="the local provider needs a usable /dev/kvm")
+
+
+class RecordingProgress:
+    """A Progress that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    def step(self, name: str, description: str) -> None:
+        self.events.append(("step", name, description))
+
+    def done(self, name: str, detail: str = "") -> None:
+        self.events.append(("done", name, detail))
+
+    def skip(self, name: str, reason: str) -> None:
+        self.events.append(("skip", name, reason))
+
+    def info(self, message: str) -> None:
+        self.events.append(("info", "", message))
+
+    def of(self, kind: str) -> set[str]:
+        return {name for k, name, _ in self.events if k == kind}
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> dict[str, Path]:
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {"kernel": src / "vmlinux", "rootfs": src / "rootfs.ext4"}
+    for kind, path in files.items():
+        path.write_bytes(kind.encode() * 100)
+    return files
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> Iterator[LocalProvider]:
+    home = tmp_path / "home"
+    prov = LocalProvider(home=home, config=Config(provider="local"))
+    yield prov
+    prov.vm_stop(force=True)
+
+
+def _options(images: dict[str, Path], **extra: object) -> SetupOptions:
+    return SetupOptions(firecracker_bin=TEST_VMM, kernel=images["kernel"], rootfs=images["rootfs"], **extra)  # type: ignore[arg-type]
+
+
+def test_registry_builds_the_local_provider(tmp_path: Path) -> None:
+    prov = get_provider("local", tmp_path, Config(provider="local"))
+    assert isinstance(prov, LocalProvider) and prov.name == "local"
+    with pytest.raises(ConfigError):
+        get_provider("qemu", tmp_path, Config())
+
+
+def test_setup_starts_the_agent_and_a_rerun_is_a_no_op(provider: LocalProvider, images: dict[str, Path]) -> None:
+    first = RecordingProgress()
+    endpoint = provider.setup(_options(images), first)
+    assert AgentEndpoint.load(provider.home) == endpoint
+    info = agent_request(endpoint.url, endpoint.token, "GET", "/v1/info")
+    assert info["firecracker_bin"] == str(TEST_VMM)
+    installed = Path(info["state_dir"]) / "images"
+    assert (installed / "vmlinux").read_bytes() == images["kernel"].read_bytes()
+    assert (installed / "rootfs.ext4").read_bytes() == images["rootfs"].read_bytes()
+    status = provider.vm_status()
+    assert (status.state, status.running, status.agent_ok) == ("running", True, True)
+    pid = status.details["pid"]
+
+    again = RecordingProgress()
+    assert provider.setup(_options(images), again) == endpoint
+    assert {"token", "start-agent", "save-endpoint"} <= again.of("skip")
+    assert provider.vm_status().details["pid"] == pid
+
+    forced = provider.setup(_options(images, force=True), RecordingProgress())
+    assert forced.token != endpoint.token
+    assert provider.vm_status().details["pid"] != pid
+    with pytest.raises(Exception):
+        agent_request(forced.url, endpoint.token, "GET", "/v1/info")  # the old token is gone
+
+
+def test_vm_stop_and_start_keep_the_endpoint(provider: LocalProvider, images: dict[str, Path]) -> None:
+    endpoint = provider.setup(_options(images), RecordingProgress())
+    stopped = provider.vm_stop()
+    assert (stopped.state, stopped.running, stopped.agent_ok) == ("stopped", False, False)
+    assert provider.vm_stop().state == "stopped"  # a no-op when stopped
+    names = {c.name: c for c in provider.doctor()}
+    assert not names["agent"].ok and "fc-macos vm start" in (names["agent"].fix or "")
+    started = provider.vm_start(RecordingProgress())
+    assert started.agent_ok
+    assert provider.endpoint() == endpoint
+    assert all(c.ok for c in provider.doctor()), provider.doctor()
+    log = "".join(provider.vm_logs())
+    assert log.count("starting fc-agent") == 2
+
+
+def test_vm_start_before_setup_says_run_setup(provider: LocalProvider) -> None:
+    with pytest.raises(ConfigError) as info:
+        provider.vm_start(RecordingProgress())
+    assert "setup" in (info.value.hint or "")
+    assert provider.vm_status().state == "missing"
+
+
+def test_missing_kernel_file_fails_before_anything_is_made(provider: LocalProvider, images: dict[str, Path], tmp_path: Path) -> None:
+    options = SetupOptions(firecracker_bin=TEST_VMM, kernel=tmp_path / "nope" / "vmlinux", rootfs=images["rootfs"])
+    with pytest.raises(SetupError) as info:
+        provider.setup(options, RecordingProgress())
+    assert info.value.step == "install-images"
+    assert "kernel file" in info.value.message and "--kernel" in (info.value.hint or "")
+    assert AgentEndpoint.load(provider.home) is None
+    assert not (provider.run_dir / "state" / "images" / "rootfs.ext4").exists()
+    assert provider.vm_status().running is False
+
+
+def test_firecracker_binary_must_be_executable(provider: LocalProvider, images: dict[str, Path], tmp_path: Path) -> None:
+    not_exec = tmp_path / "firecracker"
+    not_exec.write_text("#!/bin/sh\n")
+    with pytest.raises(SetupError) as info:
+        provider.setup(SetupOptions(firecracker_bin=not_exec, kernel=images["kernel"]), RecordingProgress())
+    assert info.value.step == "firecracker"
+    assert "not an executable file" in info.value.message
+    assert "--firecracker-bin" in (info.value.hint or "")
+
+
+def test_a_second_setup_racing_the_first_is_a_conflict(provider: LocalProvider, images: dict[str, Path]) -> None:
+    provider.home.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys\n"
+         f"fd = os.open({str(provider.home / 'setup.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "os.ftruncate(fd, 0); os.write(fd, str(os.getpid()).encode())\n"
+         "print('locked', flush=True)\n"
+         "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConflictError) as info:
+            provider.setup(_options(images), RecordingProgress())
+        assert f"another setup is running (pid {holder.pid})" == info.value.message
+        assert AgentEndpoint.load(provider.home) is None
+    finally:
+        holder.communicate("")
+    provider.setup(_options(images), RecordingProgress())  # free again
+
+
+def test_cli_setup_json_lines_doctor_and_vm_status(tmp_path: Path, images: dict[str, Path]) -> None:
+    home = tmp_path / "cli-home"
+    runner = CliRunner()
+    base = ["--home", str(home), "--provider", "local"]
+    try:
+        result = runner.invoke(cli, [*base, "setup", "--json", "--firecracker-bin", str(TEST_VMM),
+                                     "--kernel", str(images["kernel"]), "--rootfs", str(images["rootfs"])])
+        assert result.exit_code == 0, result.output
+        events = [json.loads(line) for line in result.output.splitlines()]
+        assert events[-1]["event"] == "result" and events[-1]["provider"] == "local"
+        assert {"step", "done"} <= {e["event"] for e in events}
+        assert Config.load(home).provider == "local"  # remembered: no --provider needed now
+        status = json.loads(runner.invoke(cli, ["--home", str(home), "vm", "status", "--json"]).output)
+        assert status["agent_ok"] is True and status["provider"] == "local"
+        doctor = runner.invoke(cli, ["--home", str(home), "doctor", "--json"])
+        assert doctor.exit_code == 0 and json.loads(doctor.output)["ok"] is True
+        stop = runner.invoke(cli, ["--home", str(home), "vm", "stop"])
+        assert stop.exit_code == 0
+        unreachable = runner.invoke(cli, ["--home", str(home), "microvm", "list"])
+        assert unreachable.exit_code == 1
+        assert "Hint: check it with 'fc-macos vm status'; start it with 'fc-macos vm start'" in unreachable.output
+        doctor = runner.invoke(cli, ["--home", str(home), "doctor"])
+        assert doctor.exit_code == 1 and "fix: run 'fc-macos vm start'" in doctor.output
+    finally:
+        runner.invoke(cli, ["--home", str(home), "vm", "stop", "--force"])
