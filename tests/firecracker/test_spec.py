@@ -84,6 +84,7 @@ def test_operations_lists_method_path_id_and_body() -> None:
         ("PATCH", "/network-interfaces/eth0?x=1", "/network-interfaces/{iface_id}", {"iface_id": "eth0"}),
         ("GET", "/", "/", {}),
         ("GET", "", "/", {}),
+        ("GET", "version", "/version", {}),
         ("PATCH", "/balloon/hinting/start", "/balloon/hinting/start", {}),
         ("PUT", "/pmem/p_1", "/pmem/{id}", {"id": "p_1"}),
     ],

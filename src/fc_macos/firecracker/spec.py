@@ -176,10 +176,11 @@ def _patterns() -> tuple[tuple[re.Pattern[str], Operation], ...]:
 def match_operation(method: str, path: str) -> Match | None:
     """Map a concrete request (``PUT``, ``/drives/rootfs?x``) to its operation.
 
-    The query string is ignored. Returns ``None`` when the spec has no such
-    method+path; Firecracker itself answers 400 for those.
+    The query string is ignored and a missing leading ``/`` is added. Returns
+    ``None`` when the spec has no such method+path; Firecracker itself answers
+    400 for those.
     """
-    path = path.split("?", 1)[0] or "/"
+    path = "/" + path.split("?", 1)[0].lstrip("/")
     method = method.upper()
     for regex, op in _patterns():
         if op.method == method:
