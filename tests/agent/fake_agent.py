@@ -36,6 +36,7 @@ class FakeAgent:
             ("GET", "version"): (200, {"firecracker_version": "1.16.1"}),
         }
         self.resizes: list[tuple[int, int]] = []
+        self.console_input: list[bytes] = []
         self.boot_fails_with: str | None = None
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +160,7 @@ class FakeAgent:
             await ws.send_bytes(b"scrollback\r\n")
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
+                self.console_input.append(msg.data)
                 if msg.data == b"poweroff\r":
                     vm.update(state="stopped", pid=None)
                     await ws.send_bytes(b"power down\r\n")

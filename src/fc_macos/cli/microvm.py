@@ -95,6 +95,7 @@ def _attach(state: AppState, name: str) -> None:
     from fc_macos.cli.console import attach
 
     outcome = attach(state, name)
+    click.echo(err=True)  # the guest's last line may not have ended
     if outcome == "detached":
         click.echo(f"Detached from {name}; it keeps running. Stop it with: fc-macos microvm stop --name {name}",
                    err=True)
