@@ -1,0 +1,1571 @@
+#!/usr/bin/env python3
+"""A Firecracker-compatible test VMM: Firecracker's command line and REST API, QEMU underneath.
+
+Used ONLY by tests (given to the agent as ``--firecracker-bin``); product code never names it.
+It runs with the standard library only, because it is copied into the Tart double's "Linux VM"
+and started with that VM's /usr/bin/python3.
+
+What it mirrors from Firecracker v1.16.1 (see /work/shared/firecracker/README.md):
+  * flags: --api-sock (default /run/firecracker.socket), --id, --config-file, --no-api,
+    --log-path, --level, --show-level, --show-log-origin, --module, --metrics-path, --metadata,
+    --boot-timer, --enable-pci, --http-api-max-payload-size, --mmds-size-limit, --no-seccomp,
+    --seccomp-filter, --start-time-us, --start-time-cpu-us, --parent-cpu-time-us, --version
+    (prints "Firecracker v1.16.1"), --snapshot-version, --help. Unknown flags exit 153,
+    a bad --config-file or --level exits 152, an API socket path that exists exits 1.
+  * the API over a Unix socket (HTTP/1.1 keep-alive, ``Server: Firecracker API``): paths,
+    methods, pre-/post-boot phases, 204/200/400 codes and Firecracker's fault messages;
+    micro_http-level failures (body over the payload limit) answer 400 ``{"error": ...}``.
+  * the serial console is this process's stdin/stdout (QEMU inherits fds 0 and 1), unless
+    PUT /serial gives serial_out_path. Log lines go to stdout until a logger target is set.
+  * InstanceStart checks the kernel like Firecracker on x86_64 (must be an ELF vmlinux).
+  * SendCtrlAltDel ends the VM and the process exits 0 (as Firecracker does with reboot=k);
+    a guest reboot or power-off (QEMU exits) also exits 0. The API socket is not removed.
+
+What is NOT real (honest list):
+  * network interfaces, pmem, balloon, memory hot-plug, cpu-config and MMDS are validated and
+    recorded (and shown by GET /vm/config) but give the guest no device; no TAP is touched.
+  * vsock: the uds_path socket is bound and listens (so paths behave), but no guest device
+    exists; a host connection is read ("CONNECT n") and closed, as if nothing listened.
+  * post-boot hot-plug with --enable-pci is accepted and recorded only.
+  * snapshots: the "mem file" is QEMU's migration stream (RAM + device state, written with
+    QMP ``migrate`` to ``exec:cat``), not a raw image of guest memory, so its size is not the
+    guest memory size; the "state file" is a JSON description of the configuration. Loading
+    starts QEMU with ``-incoming`` from that stream, so a restore really resumes the guest.
+
+Environment:
+  FC_TEST_VMM_QEMU       QEMU binary (default: qemu-system-x86_64 on PATH)
+  FC_TEST_VMM_QEMU_ARGS  extra QEMU arguments, split like a shell would (e.g. "-accel kvm")
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Callable
+
+VERSION = "1.16.1"
+DEFAULT_API_SOCK = "/run/firecracker.socket"
+DEFAULT_INSTANCE_ID = "anonymous-instance"
+DEFAULT_PAYLOAD_LIMIT = 51200
+DEFAULT_BOOT_ARGS = (
+    "reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd "
+    "swiotlb=noforce"
+)
+EXIT_OK, EXIT_GENERIC, EXIT_BAD_CONFIG, EXIT_ARG_PARSING = 0, 1, 152, 153
+
+NOT_PRE_BOOT = "The requested operation is not supported before starting the microVM."
+NOT_POST_BOOT = "The requested operation is not supported after starting the microVM."
+KERNEL_LOADER = (
+    "Cannot load kernel due to invalid memory configuration or invalid kernel image: "
+    "Kernel Loader: failed to load ELF kernel image"
+)
+
+
+class ApiError(Exception):
+    """A request failure: answered with ``{"fault_message": message}`` (or ``error``)."""
+
+    def __init__(self, message: str, status: int = 400, key: str = "fault_message") -> None:
+        super().__init__(message)
+        self.message, self.status, self.key = message, status, key
+
+
+# --------------------------------------------------------------------------- logging/metrics
+
+LEVELS = {"off": 0, "error": 1, "warning": 2, "info": 3, "debug": 4, "trace": 5}
+
+
+def open_nonblock(path: str) -> int:
+    """Open a log/metrics/serial target like Firecracker: create, read-write, non-blocking."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_APPEND, 0o644)
+
+
+class Logger:
+    """Firecracker-style log lines: ``<time> [<id>:<thread>(:LEVEL)] message``."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        self.fd = 1
+        self.level = LEVELS["info"]
+        self.show_level = False
+        self.show_origin = False
+        self.lock = threading.Lock()
+
+    def configure(self, log_path: str | None, level: str | None, show_level: bool | None,
+                  show_origin: bool | None) -> None:
+        if log_path is not None:
+            fd = open_nonblock(log_path)
+            if self.fd != 1:
+                os.close(self.fd)
+            self.fd = fd
+        if level is not None:
+            self.level = LEVELS[level.lower()]
+        if show_level is not None:
+            self.show_level = show_level
+        if show_origin is not None:
+            self.show_origin = show_origin
+
+    def log(self, level: str, message: str) -> None:
+        if LEVELS[level] > self.level:
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+        stamp += ".%09d" % int((now % 1) * 1e9)
+        thread = threading.current_thread().name
+        tag = f"{self.instance_id}:{thread}"
+        if self.show_level:
+            tag += ":" + level.upper()
+        if self.show_origin:
+            tag += ":tests/doubles/firecracker_vmm.py:0"
+        line = f"{stamp} [{tag}] {message}\n".encode()
+        with self.lock:
+            try:
+                os.write(self.fd, line)
+            except OSError:
+                pass  # a full FIFO or a closed reader loses the line, as in Firecracker
+
+    def error(self, m: str) -> None:
+        self.log("error", m)
+
+    def warn(self, m: str) -> None:
+        self.log("warning", m)
+
+    def info(self, m: str) -> None:
+        self.log("info", m)
+
+    def debug(self, m: str) -> None:
+        self.log("debug", m)
+
+
+class Metrics:
+    """One JSON object per flush (on FlushMetrics, every 60 s, and at exit)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.counts: dict[str, dict[str, int]] = {"get": {}, "put": {}, "patch": {}}
+        self.api_fails = 0
+        self.last_flush = time.monotonic()
+
+    def count(self, method: str, path: str, failed: bool) -> None:
+        table = self.counts.get(method.lower())
+        if table is not None:
+            key = (path.strip("/").split("/")[0] or "instance_info").replace("-", "_") + "_count"
+            table[key] = table.get(key, 0) + 1
+        self.api_fails += failed
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if self.fd is None:
+            return
+        line = {
+            "utc_timestamp_ms": int(time.time() * 1000),
+            "api_server": {"sync_response_fails": self.api_fails},
+            "get_api_requests": self.counts["get"],
+            "put_api_requests": self.counts["put"],
+            "patch_api_requests": self.counts["patch"],
+        }
+        try:
+            os.write(self.fd, (json.dumps(line) + "\n").encode())
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- body validation
+
+
+def describe(value: Any) -> str:
+    """How serde names an unexpected JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        return f"floating point `{value}`"
+    if isinstance(value, str):
+        return f'string "{value}"'
+    return "map" if isinstance(value, dict) else "sequence"
+
+
+UINT_BITS = {"u8": 8, "u16": 16, "u32": 32, "u64": 64, "usize": 64, "i32": 31, "i64": 63}
+
+# A field spec is (kind, required). Kinds: "str", "bool", "any", an unsigned name from UINT_BITS,
+# ("enum", values), ("struct", name), ("list", kind).
+TOKEN_BUCKET = {"size": ("u64", True), "one_time_burst": ("u64", False),
+                "refill_time": ("u64", True)}
+RATE_LIMITER = {"bandwidth": (("struct", "TokenBucket"), False),
+                "ops": (("struct", "TokenBucket"), False)}
+CPU_TEMPLATES = ("C3", "T2", "T2S", "T2CL", "T2A", "V1N1", "None")
+SCHEMAS: dict[str, dict[str, tuple[Any, bool]]] = {
+    "TokenBucket": TOKEN_BUCKET,
+    "RateLimiterConfig": RATE_LIMITER,
+    "ActionBody": {"action_type": (("enum", ("FlushMetrics", "InstanceStart",
+                                              "SendCtrlAltDel")), True)},
+    "MachineConfig": {"vcpu_count": ("u8", True), "mem_size_mib": ("usize", True),
+                      "smt": ("bool", False), "cpu_template": (("enum", CPU_TEMPLATES), False),
+                      "track_dirty_pages": ("bool", False),
+                      "huge_pages": (("enum", ("None", "2M")), False)},
+    "BootSourceConfig": {"kernel_image_path": ("str", True), "initrd_path": ("str", False),
+                         "boot_args": ("str", False)},
+    "BlockDeviceConfig": {"drive_id": ("str", True), "partuuid": ("str", False),
+                          "is_root_device": ("bool", True),
+                          "cache_type": (("enum", ("Unsafe", "Writeback")), False),
+                          "is_read_only": ("bool", False), "path_on_host": ("str", False),
+                          "rate_limiter": (("struct", "RateLimiterConfig"), False),
+                          "io_engine": (("enum", ("Sync", "Async")), False),
+                          "socket": ("str", False)},
+    "BlockDeviceUpdateConfig": {"drive_id": ("str", True), "path_on_host": ("str", False),
+                                "rate_limiter": (("struct", "RateLimiterConfig"), False)},
+    "NetworkInterfaceConfig": {"iface_id": ("str", True), "host_dev_name": ("str", True),
+                               "guest_mac": ("str", False), "mtu": ("u16", False),
+                               "rx_rate_limiter": (("struct", "RateLimiterConfig"), False),
+                               "tx_rate_limiter": (("struct", "RateLimiterConfig"), False)},
+    "NetworkInterfaceUpdateConfig": {
+        "iface_id": ("str", True),
+        "rx_rate_limiter": (("struct", "RateLimiterConfig"), False),
+        "tx_rate_limiter": (("struct", "RateLimiterConfig"), False)},
+    "PmemConfig": {"id": ("str", True), "path_on_host": ("str", True),
+                   "root_device": ("bool", False), "read_only": ("bool", False),
+                   "rate_limiter": (("struct", "RateLimiterConfig"), False)},
+    "PmemUpdateConfig": {"id": ("str", True),
+                         "rate_limiter": (("struct", "RateLimiterConfig"), False)},
+    "VsockDeviceConfig": {"vsock_id": ("str", False), "guest_cid": ("u32", True),
+                          "uds_path": ("str", True)},
+    "EntropyDeviceConfig": {"rate_limiter": (("struct", "RateLimiterConfig"), False)},
+    "SerialConfig": {"serial_out_path": ("str", False),
+                     "rate_limiter": (("struct", "TokenBucket"), False)},
+    "LoggerConfig": {"log_path": ("str", False), "level": ("str", False),
+                     "show_level": ("bool", False), "show_log_origin": ("bool", False),
+                     "module": ("str", False)},
+    "MetricsConfig": {"metrics_path": ("str", True)},
+    "MmdsConfig": {"version": (("enum", ("V1", "V2")), False),
+                   "network_interfaces": (("list", "str"), True),
+                   "ipv4_address": ("str", False), "imds_compat": ("bool", False)},
+    "BalloonDeviceConfig": {"amount_mib": ("u32", True), "deflate_on_oom": ("bool", True),
+                            "stats_polling_interval_s": ("u16", False),
+                            "free_page_hinting": ("bool", False),
+                            "free_page_reporting": ("bool", False)},
+    "BalloonUpdateConfig": {"amount_mib": ("u32", True)},
+    "BalloonUpdateStatsConfig": {"stats_polling_interval_s": ("u16", True)},
+    "StartHintingCmd": {"acknowledge_on_stop": ("bool", False)},
+    "MemoryHotplugConfig": {"total_size_mib": ("usize", False),
+                            "slot_size_mib": ("usize", False),
+                            "block_size_mib": ("usize", False)},
+    "MemoryHotplugSizeUpdate": {"requested_size_mib": ("usize", False)},
+    "Vm": {"state": (("enum", ("Paused", "Resumed")), True)},
+    "CreateSnapshotParams": {"snapshot_type": (("enum", ("Full", "Diff")), False),
+                             "snapshot_path": ("str", True), "mem_file_path": ("str", True)},
+    "LoadSnapshotConfig": {"snapshot_path": ("str", True), "mem_file_path": ("str", False),
+                           "mem_backend": (("struct", "MemBackendConfig"), False),
+                           "enable_diff_snapshots": ("bool", False),
+                           "track_dirty_pages": ("bool", False), "resume_vm": ("bool", False),
+                           "network_overrides": (("list", ("struct", "NetworkOverride")), False),
+                           "vsock_override": (("struct", "VsockOverride"), False),
+                           "clock_realtime": ("bool", False)},
+    "MemBackendConfig": {"backend_type": (("enum", ("File", "Uffd")), True),
+                         "backend_path": ("str", True)},
+    "NetworkOverride": {"iface_id": ("str", True), "host_dev_name": ("str", True)},
+    "VsockOverride": {"uds_path": ("str", True)},
+    "CustomCpuTemplate": {"kvm_capabilities": (("list", "str"), False),
+                          "cpuid_modifiers": (("list", "any"), False),
+                          "msr_modifiers": (("list", "any"), False),
+                          "reg_modifiers": (("list", "any"), False),
+                          "vcpu_features": (("list", "any"), False)},
+}
+CONFIG_FILE_SECTIONS = {
+    "balloon": "BalloonDeviceConfig", "drives": ("list", "BlockDeviceConfig"),
+    "boot-source": "BootSourceConfig", "cpu-config": "CustomCpuTemplate",
+    "logger": "LoggerConfig", "machine-config": "MachineConfig", "metrics": "MetricsConfig",
+    "mmds-config": "MmdsConfig", "network-interfaces": ("list", "NetworkInterfaceConfig"),
+    "vsock": "VsockDeviceConfig", "entropy": "EntropyDeviceConfig",
+    "pmem": ("list", "PmemConfig"), "memory-hotplug": "MemoryHotplugConfig",
+}
+
+
+def check_value(value: Any, kind: Any) -> Any:
+    """Validate one JSON value against a kind; raise ValueError with serde's wording."""
+    if kind == "any":
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"invalid type: {describe(value)}, expected a string")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"invalid type: {describe(value)}, expected a boolean")
+        return value
+    if kind in UINT_BITS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"invalid type: {describe(value)}, expected {kind}")
+        if value < 0 or value >= 2 ** UINT_BITS[kind]:
+            raise ValueError(f"invalid value: {describe(value)}, expected {kind}")
+        return value
+    if kind[0] == "enum":
+        if not isinstance(value, str):
+            raise ValueError(f"invalid type: {describe(value)}, expected string or map")
+        if value not in kind[1]:
+            options = ", ".join(f"`{v}`" for v in kind[1])
+            raise ValueError(f"unknown variant `{value}`, expected one of {options}")
+        return value
+    if kind[0] == "list":
+        if not isinstance(value, list):
+            raise ValueError(f"invalid type: {describe(value)}, expected a sequence")
+        return [check_value(item, kind[1]) for item in value]
+    return check_struct(value, kind[1])
+
+
+def check_struct(value: Any, name: str) -> dict[str, Any]:
+    """Validate a JSON object against SCHEMAS[name] (serde's deny_unknown_fields)."""
+    schema = SCHEMAS[name]
+    if not isinstance(value, dict):
+        raise ValueError(f"invalid type: {describe(value)}, expected struct {name}")
+    for key in value:
+        if key not in schema:
+            options = ", ".join(f"`{k}`" for k in schema)
+            raise ValueError(f"unknown field `{key}`, expected one of {options}")
+    out: dict[str, Any] = {}
+    for key, (kind, required) in schema.items():
+        if key not in value:
+            if required:
+                raise ValueError(f"missing field `{key}`")
+            continue
+        if value[key] is None and not required:
+            continue
+        out[key] = check_value(value[key], kind)
+    return out
+
+
+def serde_error(text: str, message: str, at: int | None = None) -> ApiError:
+    """Wrap a deserialisation failure the way Firecracker's API reports it."""
+    at = len(text.rstrip()) if at is None else at
+    line = text.count("\n", 0, at) + 1
+    column = at - (text.rfind("\n", 0, at) + 1)
+    return ApiError("An error occurred when deserializing the json body of a request: "
+                    f"{message} at line {line} column {column}.")
+
+
+def parse_json(body: bytes) -> tuple[Any, str]:
+    text = body.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text), text
+    except json.JSONDecodeError as exc:
+        wording = {"Expecting value": "expected value", "Extra data": "trailing characters"}
+        message = wording.get(exc.msg, exc.msg[:1].lower() + exc.msg[1:])
+        if exc.pos >= len(text.rstrip()):
+            message = "EOF while parsing a value"
+        raise serde_error(text, message, exc.pos + 1) from None
+
+
+def parse_struct(body: bytes, name: str) -> dict[str, Any]:
+    value, text = parse_json(body)
+    try:
+        return check_struct(value, name)
+    except ValueError as exc:
+        key = re.search(r"`([^`]*)`", str(exc))
+        at = None
+        if key and f'"{key.group(1)}"' in text and not str(exc).startswith("missing"):
+            at = text.index(f'"{key.group(1)}"') + len(key.group(1)) + 2
+        raise serde_error(text, str(exc), at) from None
+
+
+def checked_id(token: str | None) -> str:
+    if not token:
+        raise ApiError("The ID cannot be empty.")
+    if not all(c == "_" or c.isalnum() for c in token):
+        raise ApiError("API Resource IDs can only contain alphanumeric characters and "
+                       "underscores.")
+    return token
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+class Parsed:
+    """A parsed API request: the VMM action to run and whether it used deprecated fields."""
+
+    def __init__(self, action: str, payload: Any = None, deprecated: str | None = None) -> None:
+        self.action, self.payload, self.deprecated = action, payload, deprecated
+
+
+def parse_request(method: str, path: str, body: bytes | None) -> Parsed:
+    """Turn (method, path, body) into an action, or raise ApiError as Firecracker's parser."""
+    tokens = [t for t in path.split("?")[0].lstrip("/").split("/")]
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    first = tokens[0] if tokens else ""
+    sub = tokens[1] if len(tokens) > 1 else None
+    third = tokens[2] if len(tokens) > 2 else None
+    if method == "GET" and body is None:
+        simple = {"": "describe_instance", "version": "version",
+                  "machine-config": "get_machine_config", "mmds": "get_mmds"}
+        if first in simple:
+            return Parsed(simple[first])
+        if first == "balloon":
+            if sub is None:
+                return Parsed("get_balloon")
+            if sub == "statistics":
+                return Parsed("get_balloon_stats")
+            if sub == "hinting" and third == "status":
+                return Parsed("get_hinting_status")
+            raise ApiError(f"Invalid request method and/or path: GET /balloon/{sub}.")
+        if first == "vm" and sub == "config":
+            return Parsed("get_vm_config")
+        if first == "hotplug" and sub == "memory":
+            return Parsed("get_memory_hotplug")
+    elif method == "GET":
+        raise ApiError("GET request cannot have a body.")
+    if method == "PUT" and body is not None:
+        return parse_put(first, sub, body)
+    if method == "PUT":
+        raise ApiError("Empty PUT request.")
+    if method == "PATCH" and first == "balloon":
+        return parse_patch_balloon(sub, third, body)
+    if method == "PATCH" and body is not None:
+        parsed = parse_patch(first, sub, body)
+        if parsed is not None:
+            return parsed
+    elif method == "PATCH":
+        raise ApiError("Empty PATCH request.")
+    if method == "DELETE" and first in ("drives", "network-interfaces", "pmem"):
+        return Parsed("hot_unplug", (first, checked_id(sub)))
+    raise ApiError(f"Invalid request method and/or path: {method} {first}.")
+
+
+def parse_put(first: str, sub: str | None, body: bytes) -> Parsed:
+    plain = {"actions": ("action", "ActionBody"), "balloon": ("put_balloon", "BalloonDeviceConfig"),
+             "boot-source": ("put_boot_source", "BootSourceConfig"),
+             "cpu-config": ("put_cpu_config", "CustomCpuTemplate"),
+             "logger": ("put_logger", "LoggerConfig"), "serial": ("put_serial", "SerialConfig"),
+             "machine-config": ("put_machine_config", "MachineConfig"),
+             "metrics": ("put_metrics", "MetricsConfig"),
+             "entropy": ("put_entropy", "EntropyDeviceConfig")}
+    if first in plain:
+        action, schema = plain[first]
+        return Parsed(action, parse_struct(body, schema))
+    if first in ("drives", "network-interfaces", "pmem"):
+        id_ = checked_id(sub)
+        schema, key, action = {
+            "drives": ("BlockDeviceConfig", "drive_id", "put_drive"),
+            "network-interfaces": ("NetworkInterfaceConfig", "iface_id", "put_net"),
+            "pmem": ("PmemConfig", "id", "put_pmem")}[first]
+        cfg = parse_struct(body, schema)
+        if cfg[key] != id_:
+            raise ApiError("The id from the path does not match the id from the body!")
+        return Parsed(action, cfg)
+    if first == "mmds":
+        if sub is None:
+            return Parsed("put_mmds", parse_json(body)[0])
+        if sub == "config":
+            return Parsed("put_mmds_config", parse_struct(body, "MmdsConfig"))
+        raise ApiError(f"Invalid request method and/or path: PUT /mmds/{sub}.")
+    if first == "snapshot":
+        if sub == "create":
+            return Parsed("create_snapshot", parse_struct(body, "CreateSnapshotParams"))
+        if sub == "load":
+            cfg = parse_struct(body, "LoadSnapshotConfig")
+            if ("mem_file_path" in cfg) == ("mem_backend" in cfg):
+                raise ApiError("Either the mem_backend or mem_file_path field must be "
+                               "present, but not both.")
+            deprecated = None
+            if "mem_file_path" in cfg or "enable_diff_snapshots" in cfg:
+                deprecated = "PUT /snapshot/load: deprecated fields used."
+                cfg.setdefault("mem_backend", {"backend_type": "File",
+                                               "backend_path": cfg.get("mem_file_path")})
+            return Parsed("load_snapshot", cfg, deprecated)
+        if sub is None:
+            raise ApiError("Missing snapshot operation type.")
+        raise ApiError(f"Invalid request method and/or path: PUT /snapshot/{sub}.")
+    if first == "vsock":
+        cfg = parse_struct(body, "VsockDeviceConfig")
+        deprecated = "PUT /vsock: vsock_id field is deprecated." if "vsock_id" in cfg else None
+        return Parsed("put_vsock", cfg, deprecated)
+    if first == "hotplug" and sub == "memory":
+        return Parsed("put_memory_hotplug", parse_struct(body, "MemoryHotplugConfig"))
+    raise ApiError(f"Invalid request method and/or path: PUT {first}.")
+
+
+def parse_patch(first: str, sub: str | None, body: bytes) -> Parsed | None:
+    if first == "drives":
+        cfg = parse_struct(body, "BlockDeviceUpdateConfig")
+        if cfg["drive_id"] != checked_id(sub):
+            raise ApiError("The id from the path does not match the id from the body!")
+        return Parsed("patch_drive", cfg)
+    if first == "network-interfaces":
+        cfg = parse_struct(body, "NetworkInterfaceUpdateConfig")
+        if cfg["iface_id"] != checked_id(sub):
+            raise ApiError("The id from the path does not match the id from the body!")
+        return Parsed("patch_net", cfg)
+    if first == "machine-config":
+        value, text = parse_json(body)
+        schema = {k: (kind, False) for k, (kind, _) in SCHEMAS["MachineConfig"].items()}
+        SCHEMAS["MachineConfigUpdate"] = schema
+        try:
+            cfg = check_struct(value, "MachineConfigUpdate")
+        except ValueError as exc:
+            raise serde_error(text, str(exc)) from None
+        if not cfg:
+            raise ApiError("Empty PATCH request.")
+        return Parsed("patch_machine_config", cfg)
+    if first == "mmds":
+        return Parsed("patch_mmds", parse_json(body)[0])
+    if first == "vm":
+        return Parsed("patch_vm", parse_struct(body, "Vm"))
+    if first == "hotplug" and sub == "memory":
+        return Parsed("patch_memory_hotplug", parse_struct(body, "MemoryHotplugSizeUpdate"))
+    return None
+
+
+def parse_patch_balloon(sub: str | None, third: str | None, body: bytes | None) -> Parsed:
+    if sub == "hinting" and third == "start":
+        cfg = parse_struct(body, "StartHintingCmd") if body is not None else {}
+        return Parsed("start_hinting", cfg)
+    if sub == "hinting" and third == "stop":
+        return Parsed("stop_hinting")
+    if body is None:
+        raise ApiError("Empty PATCH request.")
+    if sub is None:
+        return Parsed("patch_balloon", parse_struct(body, "BalloonUpdateConfig"))
+    if sub == "statistics":
+        return Parsed("patch_balloon_stats", parse_struct(body, "BalloonUpdateStatsConfig"))
+    raise ApiError(f"Invalid request method and/or path: PATCH /balloon/{sub}.")
+
+
+# --------------------------------------------------------------------------- QEMU control
+
+
+class Qmp:
+    """A minimal QMP client on QEMU's control socket (used from the VMM thread only)."""
+
+    def __init__(self, path: str, qemu: subprocess.Popen, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if qemu.poll() is not None:
+                raise ApiError(f"Internal error while starting microVM: QEMU exited with "
+                               f"status {qemu.returncode} (see the VMM's stderr)")
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise ApiError("Internal error while starting microVM: QEMU's control "
+                                   "socket did not appear") from None
+                time.sleep(0.05)
+        self.reader = self.sock.makefile("rb")
+        self.reader.readline()  # greeting
+        self.execute("qmp_capabilities")
+
+    def execute(self, command: str, **arguments: Any) -> Any:
+        message: dict[str, Any] = {"execute": command}
+        if arguments:
+            message["arguments"] = arguments
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+        while True:
+            line = self.reader.readline()
+            if not line:
+                raise ApiError(f"Internal error: QEMU closed its control socket during "
+                               f"{command}")
+            reply = json.loads(line)
+            if "return" in reply:
+                return reply["return"]
+            if "error" in reply:
+                raise ApiError(f"Internal error: QEMU {command}: {reply['error'].get('desc')}")
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def set_parent_death_signal() -> None:
+    """In the QEMU child: die with SIGKILL when the VMM (the spawning thread) dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def qemu_value(text: str) -> str:
+    return text.replace(",", ",,")
+
+
+def is_elf_vmlinux(path: str) -> bool:
+    with open(path, "rb") as kernel:
+        head = kernel.read(64)
+    # ELF magic, 64-bit class, little-endian: what linux-loader's ELF loader accepts.
+    return len(head) == 64 and head[:4] == b"\x7fELF" and head[4] == 2 and head[5] == 1
+
+
+def os_error_text(exc: OSError) -> str:
+    return f"{exc.strerror} (os error {exc.errno})"
+
+
+class VsockListener:
+    """The host side of a vsock device: a listening Unix socket at uds_path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.bind(path)
+        except OSError as exc:
+            self.sock.close()
+            raise ApiError("Cannot create backend for vsock device: UnixBind(Os { code: "
+                           f'{exc.errno}, message: "{exc.strerror}" }})') from None
+        self.sock.listen(16)
+        threading.Thread(target=self._serve, name="fc_vsock", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            # No guest device listens: read the CONNECT line, then close, like Firecracker
+            # does when nothing listens on the guest port.
+            try:
+                conn.settimeout(5)
+                conn.recv(64)
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self, unlink: bool) -> None:
+        self.sock.close()
+        if unlink:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------- the VMM
+
+PRE_BOOT_ONLY = {
+    "put_balloon", "put_boot_source", "put_cpu_config", "put_logger", "put_serial",
+    "put_machine_config", "patch_machine_config", "put_metrics", "put_entropy",
+    "put_mmds_config", "put_vsock", "put_memory_hotplug", "load_snapshot", "InstanceStart",
+}
+POST_BOOT_ONLY = {
+    "patch_drive", "patch_net", "patch_balloon", "patch_balloon_stats", "start_hinting",
+    "stop_hinting", "get_balloon_stats", "get_hinting_status", "get_memory_hotplug",
+    "patch_memory_hotplug", "patch_vm", "create_snapshot", "hot_unplug", "FlushMetrics",
+    "SendCtrlAltDel",
+}
+# Configuring any of these makes a later /snapshot/load invalid (Firecracker's "boot path").
+NOT_BOOT_PATH = {"put_logger", "put_metrics", "describe_instance", "version",
+                 "get_machine_config", "get_mmds", "get_balloon", "get_vm_config", "put_mmds",
+                 "patch_mmds"}
+Reply = "tuple[int, Any]"
+
+
+class Vmm:
+    """The microVM's state and the actions the API (or --config-file) applies to it.
+
+    Every action runs on the VMM thread (the main thread), one at a time, like Firecracker.
+    """
+
+    def __init__(self, instance_id: str, logger: Logger, metrics: Metrics, enable_pci: bool,
+                 mmds_limit: int) -> None:
+        self.instance_id, self.logger, self.metrics = instance_id, logger, metrics
+        self.enable_pci, self.mmds_limit = enable_pci, mmds_limit
+        self.state = "Not started"
+        self.machine: dict[str, Any] = {"vcpu_count": 1, "mem_size_mib": 128, "smt": False,
+                                        "track_dirty_pages": False, "huge_pages": "None"}
+        self.boot_source: dict[str, Any] | None = None
+        self.drives: list[dict[str, Any]] = []  # the root drive first
+        self.nets: list[dict[str, Any]] = []
+        self.pmems: list[dict[str, Any]] = []
+        self.vsock: dict[str, Any] | None = None
+        self.vsock_listener: VsockListener | None = None
+        self.logger_cfg: dict[str, Any] | None = None
+        self.metrics_cfg: dict[str, Any] | None = None
+        self.mmds_cfg: dict[str, Any] | None = None
+        self.mmds_data: Any = None
+        self.balloon: dict[str, Any] | None = None
+        self.entropy: dict[str, Any] | None = None
+        self.serial: dict[str, Any] | None = None
+        self.cpu_config: dict[str, Any] | None = None
+        self.hotplug: dict[str, Any] | None = None
+        self.hotplug_requested = 0
+        self.boot_path = False
+        self.restored = False
+        self.workdir = tempfile.mkdtemp(prefix="fcvmm-")
+        self.qemu: subprocess.Popen | None = None
+        self.qmp: Qmp | None = None
+        self.exit_code: int | None = None
+
+    # ---- dispatch
+
+    def run(self, parsed: Parsed) -> tuple[int, Any]:
+        action = parsed.action
+        phase_key = parsed.payload["action_type"] if action == "action" else action
+        booted = self.state != "Not started"
+        if booted and phase_key in PRE_BOOT_ONLY:
+            raise ApiError(NOT_POST_BOOT)
+        if not booted and phase_key in POST_BOOT_ONLY:
+            raise ApiError(NOT_PRE_BOOT)
+        if booted and action in ("put_drive", "put_net", "put_pmem") and not self.enable_pci:
+            raise ApiError(NOT_POST_BOOT)
+        handler: Callable[[Any], Any] = getattr(self, "do_" + action)
+        result = handler(parsed.payload)
+        if not booted and action not in NOT_BOOT_PATH:
+            self.boot_path = True
+        return (204, None) if result is None else (200, result)
+
+    # ---- informational
+
+    def do_describe_instance(self, _: Any) -> dict[str, Any]:
+        return {"id": self.instance_id, "state": self.state, "vmm_version": VERSION,
+                "app_name": "Firecracker"}
+
+    def do_version(self, _: Any) -> dict[str, Any]:
+        return {"firecracker_version": VERSION}
+
+    def do_get_machine_config(self, _: Any) -> dict[str, Any]:
+        return dict(self.machine)
+
+    def do_get_vm_config(self, _: Any) -> dict[str, Any]:
+        boot = self.boot_source or {"kernel_image_path": "", "initrd_path": None}
+        if self.restored:
+            boot = {"kernel_image_path": "", "initrd_path": None}
+        return {
+            "balloon": self.balloon, "drives": self.drives, "boot-source": boot,
+            "cpu-config": self.cpu_config, "logger": self.logger_cfg,
+            "machine-config": self.machine, "metrics": self.metrics_cfg,
+            "memory-hotplug": self.hotplug, "mmds-config": self.mmds_cfg,
+            "network-interfaces": self.nets, "pmem": self.pmems, "vsock": self.vsock,
+            "entropy": self.entropy,
+        }
+
+    # ---- pre-boot configuration
+
+    def do_put_machine_config(self, cfg: dict[str, Any]) -> None:
+        full = {"smt": False, "track_dirty_pages": False, "huge_pages": "None"}
+        full.update(cfg)
+        self._set_machine(full)
+
+    def do_patch_machine_config(self, cfg: dict[str, Any]) -> None:
+        merged = dict(self.machine)
+        merged.update(cfg)
+        self._set_machine(merged)
+
+    def _set_machine(self, cfg: dict[str, Any]) -> None:
+        vcpus = cfg["vcpu_count"]
+        if vcpus == 0 or vcpus > 32 or (cfg["smt"] and vcpus > 1 and vcpus % 2):
+            raise ApiError("The number of vCPUs must be greater than 0, less than 32 and must "
+                           "be 1 or an even number if SMT is enabled.")
+        mem = cfg["mem_size_mib"]
+        if mem == 0 or (cfg["huge_pages"] == "2M" and mem % 2):
+            raise ApiError("The memory size (MiB) is either 0, or not a multiple of the "
+                           "configured page size.")
+        if self.balloon and self.balloon["amount_mib"] > mem:
+            raise ApiError("The memory size (MiB) is smaller than the previously set balloon "
+                           "device target size.")
+        order = ("vcpu_count", "mem_size_mib", "smt", "cpu_template", "track_dirty_pages",
+                 "huge_pages")
+        self.machine = {k: cfg[k] for k in order if k in cfg and cfg[k] is not None}
+        if self.machine.get("cpu_template") == "None":
+            del self.machine["cpu_template"]
+
+    def do_put_boot_source(self, cfg: dict[str, Any]) -> None:
+        try:
+            open(cfg["kernel_image_path"], "rb").close()
+        except OSError as exc:
+            raise ApiError(f"The kernel file cannot be opened: {os_error_text(exc)}") from None
+        if cfg.get("initrd_path") is not None:
+            try:
+                open(cfg["initrd_path"], "rb").close()
+            except OSError as exc:
+                raise ApiError("The initrd file cannot be opened due to invalid path or "
+                               f"invalid permissions. {os_error_text(exc)}") from None
+        cfg.setdefault("initrd_path", None)
+        self.boot_source = cfg
+
+    def do_put_drive(self, cfg: dict[str, Any]) -> None:
+        if "socket" not in cfg:
+            if "path_on_host" not in cfg:
+                raise ApiError("Unable to create the block device: missing field "
+                               "`path_on_host` for a virtio-block device")
+            try:
+                open(cfg["path_on_host"], "rb").close()
+            except OSError as exc:
+                raise ApiError("Unable to create the block device: BackingFile("
+                               f"{os_error_text(exc)}, \"{cfg['path_on_host']}\")") from None
+        drive = {"drive_id": cfg["drive_id"], "partuuid": cfg.get("partuuid"),
+                 "is_root_device": cfg["is_root_device"],
+                 "cache_type": cfg.get("cache_type", "Unsafe"),
+                 "is_read_only": cfg.get("is_read_only", False),
+                 "path_on_host": cfg.get("path_on_host"),
+                 "rate_limiter": cfg.get("rate_limiter"),
+                 "io_engine": cfg.get("io_engine", "Sync"), "socket": cfg.get("socket")}
+        index = next((i for i, d in enumerate(self.drives)
+                      if d["drive_id"] == drive["drive_id"]), None)
+        has_root = bool(self.drives) and self.drives[0]["is_root_device"]
+        if drive["is_root_device"] and has_root and index != 0:
+            raise ApiError("A root block device already exists!")
+        if any(p.get("root_device") for p in self.pmems) and drive["is_root_device"]:
+            raise ApiError("A root block device already exists!")
+        if index is None:
+            self.drives.insert(0, drive) if drive["is_root_device"] else self.drives.append(drive)
+        else:
+            self.drives[index] = drive
+            if index != 0 and drive["is_root_device"]:
+                self.drives.insert(0, self.drives.pop(index))
+
+    def do_put_net(self, cfg: dict[str, Any]) -> None:
+        # No TAP is opened: the interface is recorded only (see the module docstring).
+        for other in self.nets:
+            if other["iface_id"] != cfg["iface_id"]:
+                if other["host_dev_name"] == cfg["host_dev_name"]:
+                    raise ApiError("Could not create the network device: The host device "
+                                   "name is already in use.")
+                if cfg.get("guest_mac") and other.get("guest_mac") == cfg["guest_mac"]:
+                    raise ApiError(f"The MAC address is already in use: {cfg['guest_mac']}")
+        mtu = cfg.get("mtu")
+        if mtu is not None and not 68 <= mtu <= 65535:
+            raise ApiError(f"Invalid MTU: {mtu}")
+        net = {"iface_id": cfg["iface_id"], "host_dev_name": cfg["host_dev_name"],
+               "guest_mac": cfg.get("guest_mac"), "rx_rate_limiter": cfg.get("rx_rate_limiter"),
+               "tx_rate_limiter": cfg.get("tx_rate_limiter")}
+        if mtu is not None:
+            net["mtu"] = mtu
+        self._replace(self.nets, "iface_id", net)
+
+    def do_put_pmem(self, cfg: dict[str, Any]) -> None:
+        try:
+            open(cfg["path_on_host"], "rb").close()
+        except OSError as exc:
+            raise ApiError(f"Unable to open the pmem backing file: {os_error_text(exc)}") from None
+        if cfg.get("root_device") and (
+                any(p.get("root_device") and p["id"] != cfg["id"] for p in self.pmems)
+                or any(d["is_root_device"] for d in self.drives)):
+            raise ApiError("A root device already exists!")
+        self._replace(self.pmems, "id", cfg)
+
+    @staticmethod
+    def _replace(items: list[dict[str, Any]], key: str, item: dict[str, Any]) -> None:
+        for i, other in enumerate(items):
+            if other[key] == item[key]:
+                items[i] = item
+                return
+        items.append(item)
+
+    def do_put_vsock(self, cfg: dict[str, Any]) -> None:
+        if cfg["guest_cid"] < 3:
+            raise ApiError("Cannot create backend for vsock device: invalid guest CID "
+                           f"{cfg['guest_cid']}")
+        if self.vsock_listener is not None:
+            self.vsock_listener.close(unlink=True)
+            self.vsock_listener = None
+        self.vsock_listener = VsockListener(cfg["uds_path"])
+        self.vsock = {"guest_cid": cfg["guest_cid"], "uds_path": cfg["uds_path"]}
+
+    def do_put_entropy(self, cfg: dict[str, Any]) -> None:
+        self.entropy = cfg
+
+    def do_put_serial(self, cfg: dict[str, Any]) -> None:
+        if cfg.get("serial_out_path") is not None:
+            try:
+                os.close(open_nonblock(cfg["serial_out_path"]))
+            except OSError as exc:
+                raise ApiError(f"Failed to open the serial output file: "
+                               f"{os_error_text(exc)}") from None
+        self.serial = cfg
+
+    def do_put_cpu_config(self, cfg: dict[str, Any]) -> None:
+        self.cpu_config = cfg
+
+    def do_put_logger(self, cfg: dict[str, Any]) -> None:
+        level = cfg.get("level")
+        if level is not None and level.lower() not in LEVELS:
+            raise ApiError(f"Failed to parse the log level: {level}")
+        try:
+            self.logger.configure(cfg.get("log_path"), level, cfg.get("show_level"),
+                                  cfg.get("show_log_origin"))
+        except OSError as exc:
+            raise ApiError(f"Failed to open target file: {os_error_text(exc)}") from None
+        self.logger_cfg = cfg
+
+    def do_put_metrics(self, cfg: dict[str, Any]) -> None:
+        if self.metrics.fd is not None:
+            raise ApiError("Reinitialization of metrics not allowed.")
+        try:
+            self.metrics.fd = open_nonblock(cfg["metrics_path"])
+        except OSError as exc:
+            raise ApiError(f"Failed to open target file: {os_error_text(exc)}") from None
+        self.metrics_cfg = cfg
+
+    def do_put_mmds_config(self, cfg: dict[str, Any]) -> None:
+        ids = cfg["network_interfaces"]
+        if not ids:
+            raise ApiError("The list of network interface IDs that allow forwarding MMDS "
+                           "requests is empty.")
+        known = {n["iface_id"] for n in self.nets}
+        if any(i not in known for i in ids):
+            raise ApiError("The list of network interface IDs provided contains at least one "
+                           "ID that does not correspond to any existing network interface.")
+        address = cfg.get("ipv4_address", "169.254.169.254")
+        parts = address.split(".")
+        if (len(parts) != 4 or parts[:2] != ["169", "254"]
+                or not all(p.isdigit() and int(p) < 256 for p in parts)):
+            raise ApiError(f"The MMDS IPv4 address is not link local: {address}")
+        self.mmds_cfg = {"version": cfg.get("version", "V1"), "network_interfaces": ids,
+                         "ipv4_address": address, "imds_compat": cfg.get("imds_compat", False)}
+
+    def do_put_mmds(self, data: Any) -> None:
+        if len(json.dumps(data)) > self.mmds_limit:
+            raise ApiError("The MMDS patch request doesn't fit.", 413)
+        self.mmds_data = data
+
+    def do_patch_mmds(self, patch: Any) -> None:
+        merged = merge_patch(json.loads(json.dumps(self.mmds_data)), patch)
+        if len(json.dumps(merged)) > self.mmds_limit:
+            raise ApiError("The MMDS patch request doesn't fit.", 413)
+        self.mmds_data = merged
+
+    def do_get_mmds(self, _: Any) -> Any:
+        return {} if self.mmds_data is None else self.mmds_data
+
+    def do_put_balloon(self, cfg: dict[str, Any]) -> None:
+        if cfg["amount_mib"] > self.machine["mem_size_mib"]:
+            raise ApiError("Amount of pages requested is too large.")
+        self.balloon = {"amount_mib": cfg["amount_mib"], "deflate_on_oom": cfg["deflate_on_oom"],
+                        "stats_polling_interval_s": cfg.get("stats_polling_interval_s", 0),
+                        "free_page_hinting": cfg.get("free_page_hinting", False),
+                        "free_page_reporting": cfg.get("free_page_reporting", False)}
+
+    def do_get_balloon(self, _: Any) -> dict[str, Any]:
+        return dict(self._balloon())
+
+    def _balloon(self) -> dict[str, Any]:
+        if self.balloon is None:
+            raise ApiError("No balloon device found.")
+        return self.balloon
+
+    def do_put_memory_hotplug(self, cfg: dict[str, Any]) -> None:
+        slot, block = cfg.get("slot_size_mib", 128), cfg.get("block_size_mib", 2)
+        total = cfg.get("total_size_mib", 0)
+        if slot < 128 or block < 2 or block & (block - 1) or slot % block or total % slot:
+            raise ApiError("Invalid memory hotplug configuration: the slot size must be at "
+                           "least 128 MiB, the block size a power of 2 of at least 2 MiB, and "
+                           "the total size a multiple of the slot size.")
+        self.hotplug = {"total_size_mib": total, "slot_size_mib": slot, "block_size_mib": block}
+
+    # ---- post-boot
+
+    def do_get_balloon_stats(self, _: Any) -> dict[str, Any]:
+        balloon = self._balloon()
+        if not balloon["stats_polling_interval_s"]:
+            raise ApiError("Statistics for the balloon device are not enabled")
+        pages = balloon["amount_mib"] * 256
+        return {"target_pages": pages, "actual_pages": pages,
+                "target_mib": balloon["amount_mib"], "actual_mib": balloon["amount_mib"]}
+
+    def do_patch_balloon(self, cfg: dict[str, Any]) -> None:
+        balloon = self._balloon()
+        if cfg["amount_mib"] > self.machine["mem_size_mib"]:
+            raise ApiError("Amount of pages requested is too large.")
+        balloon["amount_mib"] = cfg["amount_mib"]
+
+    def do_patch_balloon_stats(self, cfg: dict[str, Any]) -> None:
+        balloon = self._balloon()
+        if not balloon["stats_polling_interval_s"] or not cfg["stats_polling_interval_s"]:
+            raise ApiError("Cannot enable or disable the statistics after boot.")
+        balloon["stats_polling_interval_s"] = cfg["stats_polling_interval_s"]
+
+    def _hinting(self) -> None:
+        if not self._balloon()["free_page_hinting"]:
+            raise ApiError("Free page hinting was not enabled when the device was configured.")
+
+    def do_start_hinting(self, _: Any) -> None:
+        self._hinting()
+
+    def do_stop_hinting(self, _: Any) -> None:
+        self._hinting()
+
+    def do_get_hinting_status(self, _: Any) -> dict[str, Any]:
+        self._hinting()
+        return {"host_cmd": 0, "guest_cmd": None}
+
+    def do_get_memory_hotplug(self, _: Any) -> dict[str, Any]:
+        if self.hotplug is None:
+            raise ApiError("The memory hotplug device was not configured.")
+        return dict(self.hotplug, plugged_size_mib=self.hotplug_requested,
+                    requested_size_mib=self.hotplug_requested)
+
+    def do_patch_memory_hotplug(self, cfg: dict[str, Any]) -> None:
+        status = self.do_get_memory_hotplug(None)
+        size = cfg.get("requested_size_mib", 0)
+        if size > status["total_size_mib"] or size % status["block_size_mib"]:
+            raise ApiError(f"Invalid requested size {size} MiB for the memory hotplug device.")
+        self.hotplug_requested = size
+
+    def do_patch_drive(self, cfg: dict[str, Any]) -> None:
+        drive = next((d for d in self.drives if d["drive_id"] == cfg["drive_id"]), None)
+        if drive is None:
+            raise ApiError("Invalid block device ID!")
+        drive.update(cfg)  # recorded only: the QEMU backend keeps its file
+
+    def do_patch_net(self, cfg: dict[str, Any]) -> None:
+        net = next((n for n in self.nets if n["iface_id"] == cfg["iface_id"]), None)
+        if net is None:
+            raise ApiError("Invalid network interface ID!")
+        net.update(cfg)
+
+    def do_hot_unplug(self, what: tuple[str, str]) -> None:
+        if not self.enable_pci:
+            raise ApiError("Device hot-unplug requires the PCI transport (--enable-pci).")
+        kind, id_ = what
+        items, key = {"drives": (self.drives, "drive_id"), "network-interfaces": (
+            self.nets, "iface_id"), "pmem": (self.pmems, "id")}[kind]
+        if not any(i[key] == id_ for i in items):
+            raise ApiError(f"Device {id_} not found.")
+        items[:] = [i for i in items if i[key] != id_]
+
+    def do_patch_vm(self, cfg: dict[str, Any]) -> None:
+        assert self.qmp is not None
+        if cfg["state"] == "Paused":
+            self.qmp.execute("stop")
+            self.state = "Paused"
+        else:
+            self.qmp.execute("cont")
+            self.state = "Running"
+        self.logger.info(f"The microVM state is now {self.state}.")
+
+    def do_action(self, cfg: dict[str, Any]) -> None:
+        kind = cfg["action_type"]
+        if kind == "InstanceStart":
+            self.start()
+        elif kind == "FlushMetrics":
+            self.metrics.flush()
+        else:
+            # Firecracker injects Ctrl+Alt+Del; with reboot=k the guest resets and the VMM
+            # exits 0. QEMU's microvm has no i8042, so the VM is ended directly.
+            assert self.qmp is not None
+            self.logger.info("Sending Ctrl+Alt+Del: the guest ends.")
+            try:
+                self.qmp.execute("quit")
+            except ApiError:
+                pass  # QEMU may close the socket before it answers
+
+    # ---- boot
+
+    def kernel_cmdline(self) -> str:
+        assert self.boot_source is not None
+        args = self.boot_source.get("boot_args")
+        parts = [DEFAULT_BOOT_ARGS if args is None else args]
+        if self.drives and self.drives[0]["is_root_device"]:
+            root = self.drives[0]
+            uuid = root.get("partuuid")
+            parts.append(f"root=PARTUUID={uuid}" if uuid else "root=/dev/vda")
+            parts.append("ro" if root["is_read_only"] else "rw")
+        if not self.enable_pci:
+            parts.append("pci=off")
+        return " ".join(p for p in parts if p)
+
+    def check_boot_files(self) -> None:
+        if self.boot_source is None:
+            raise ApiError("Cannot start microvm without kernel configuration.")
+        kernel = self.boot_source["kernel_image_path"]
+        try:
+            elf = is_elf_vmlinux(kernel)
+        except OSError as exc:
+            raise ApiError(f"The kernel file cannot be opened: {os_error_text(exc)}") from None
+        if not elf:
+            raise ApiError(KERNEL_LOADER)
+        files = [("initrd", self.boot_source.get("initrd_path"))]
+        files += [("block device backing file", d["path_on_host"]) for d in self.drives]
+        for what, path in files:
+            if path is None:
+                continue
+            try:
+                open(path, "rb").close()
+            except OSError as exc:
+                raise ApiError(f"Unable to open the {what} {path}: {os_error_text(exc)}") from None
+        if any(d["socket"] for d in self.drives):
+            raise ApiError("vhost-user block devices are not supported by the test VMM.")
+
+    def qemu_argv(self) -> list[str]:
+        assert self.boot_source is not None
+        binary = os.environ.get("FC_TEST_VMM_QEMU") or shutil.which("qemu-system-x86_64")
+        if not binary:
+            raise ApiError("Internal error while starting microVM: qemu-system-x86_64 not found "
+                           "(install QEMU or set FC_TEST_VMM_QEMU)")
+        argv = [binary, "-nodefaults", "-accel", "tcg", "-M", "microvm,rtc=on",
+                "-m", str(self.machine["mem_size_mib"]), "-smp", str(self.machine["vcpu_count"]),
+                "-kernel", self.boot_source["kernel_image_path"]]
+        if self.boot_source.get("initrd_path"):
+            argv += ["-initrd", self.boot_source["initrd_path"]]
+        argv += ["-append", self.kernel_cmdline()]
+        for index, drive in enumerate(self.drives):
+            opts = f"id=drive{index},file={qemu_value(drive['path_on_host'])},format=raw,if=none"
+            opts += ",readonly=on" if drive["is_read_only"] else ""
+            opts += ",cache=unsafe" if drive["cache_type"] == "Unsafe" else ",cache=writeback"
+            argv += ["-drive", opts, "-device", f"virtio-blk-device,drive=drive{index}"]
+        if self.entropy is not None:
+            argv += ["-object", "rng-random,id=rng0,filename=/dev/urandom",
+                     "-device", "virtio-rng-device,rng=rng0"]
+        out = (self.serial or {}).get("serial_out_path")
+        if out:
+            argv += ["-chardev", f"file,id=ser0,path={qemu_value(out)},append=on"]
+        else:
+            argv += ["-chardev", "stdio,id=ser0,signal=off"]
+        argv += ["-serial", "chardev:ser0", "-display", "none", "-monitor", "none",
+                 "-no-reboot", "-qmp", f"unix:{self.workdir}/qmp.sock,server=on,wait=off"]
+        return argv + shlex.split(os.environ.get("FC_TEST_VMM_QEMU_ARGS", ""))
+
+    def launch(self, extra: list[str]) -> None:
+        argv = self.qemu_argv() + extra
+        self.logger.debug("Starting QEMU: " + shlex.join(argv))
+        serial_out = (self.serial or {}).get("serial_out_path")
+        try:
+            self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL if serial_out else None,
+                                         preexec_fn=set_parent_death_signal)
+        except OSError as exc:
+            raise ApiError("Internal error while starting microVM: cannot run QEMU: "
+                           f"{os_error_text(exc)}") from None
+        try:
+            self.qmp = Qmp(f"{self.workdir}/qmp.sock", self.qemu)
+        except ApiError:
+            self.stop_qemu()
+            self.qemu = None
+            raise
+
+    def start(self) -> None:
+        self.check_boot_files()
+        self.launch([])
+        self.state = "Running"
+        self.logger.info("Successfully started microvm.")
+
+    def stop_qemu(self) -> None:
+        if self.qemu is not None and self.qemu.poll() is None:
+            self.qemu.kill()
+            self.qemu.wait()
+
+    # ---- snapshots
+
+    def do_create_snapshot(self, cfg: dict[str, Any]) -> None:
+        assert self.qmp is not None
+        if self.state != "Paused":
+            raise ApiError("Create snapshot error: Cannot save the microVM state: the microVM "
+                           "must be paused (PATCH /vm {\"state\": \"Paused\"}) first.")
+        if cfg.get("snapshot_type") == "Diff" and not self.machine["track_dirty_pages"]:
+            raise ApiError("Create snapshot error: Diff snapshots require track_dirty_pages.")
+        mem = os.path.abspath(cfg["mem_file_path"])
+        self.qmp.execute("migrate", uri="exec:cat > " + shlex.quote(mem))
+        while True:
+            status = self.qmp.execute("query-migrate").get("status")
+            if status == "completed":
+                break
+            if status in ("failed", "cancelled"):
+                raise ApiError(f"Create snapshot error: saving guest memory {status}.")
+            time.sleep(0.05)
+        state = {"fc_test_vmm_snapshot": 1, "vmm_version": VERSION,
+                 "mem_format": "qemu-migration-stream", "config": self.do_get_vm_config(None),
+                 "serial": self.serial}
+        state["config"]["boot-source"] = self.boot_source
+        try:
+            with open(cfg["snapshot_path"], "w") as out:
+                json.dump(state, out)
+        except OSError as exc:
+            raise ApiError(f"Create snapshot error: {os_error_text(exc)}") from None
+        self.logger.info("Snapshot created.")
+
+    def do_load_snapshot(self, cfg: dict[str, Any]) -> None:
+        if self.boot_path:
+            raise ApiError("Loading a microVM snapshot not allowed after configuring "
+                           "boot-specific resources.")
+        backend = cfg["mem_backend"]
+        if backend["backend_type"] != "File":
+            raise ApiError("Load snapshot error: the test VMM supports only the File backend.")
+        try:
+            with open(cfg["snapshot_path"]) as state_file:
+                state = json.load(state_file)
+            open(backend["backend_path"], "rb").close()
+        except (OSError, ValueError) as exc:
+            raise ApiError(f"Load snapshot error: Cannot open the snapshot files: {exc}") from None
+        config = state["config"]
+        self.machine, self.boot_source = config["machine-config"], config["boot-source"]
+        self.drives, self.nets = config["drives"], config["network-interfaces"]
+        self.pmems, self.balloon = config["pmem"], config["balloon"]
+        self.entropy, self.mmds_cfg = config["entropy"], config["mmds-config"]
+        self.hotplug, self.serial = config["memory-hotplug"], state.get("serial")
+        for override in cfg.get("network_overrides", []):
+            for net in self.nets:
+                if net["iface_id"] == override["iface_id"]:
+                    net["host_dev_name"] = override["host_dev_name"]
+        if config["vsock"] is not None:
+            vsock = dict(config["vsock"])
+            if "vsock_override" in cfg:
+                vsock["uds_path"] = cfg["vsock_override"]["uds_path"]
+            self.do_put_vsock(vsock)
+        mem = os.path.abspath(backend["backend_path"])
+        self.launch(["-incoming", "exec:cat " + shlex.quote(mem)])
+        assert self.qmp is not None
+        while self.qmp.execute("query-status").get("status") == "inmigrate":
+            if self.qemu is not None and self.qemu.poll() is not None:
+                raise ApiError("Load snapshot error: QEMU could not restore the memory file.")
+            time.sleep(0.05)
+        self.restored = True
+        self.state = "Paused"
+        if cfg.get("resume_vm"):
+            self.qmp.execute("cont")
+            self.state = "Running"
+        self.logger.info("Snapshot loaded.")
+
+    # ---- --config-file
+
+    def configure_from_json(self, text: str) -> None:
+        """Apply a --config-file document and boot; raise ApiError on any failure."""
+        value, _ = parse_json(text.encode())
+        if not isinstance(value, dict):
+            raise ApiError(f"invalid type: {describe(value)}, expected struct VmmConfig")
+        if "boot-source" not in value:
+            raise ApiError("missing field `boot-source`")
+        for key in value:
+            if key not in CONFIG_FILE_SECTIONS:
+                options = ", ".join(f"`{k}`" for k in CONFIG_FILE_SECTIONS)
+                raise ApiError(f"unknown field `{key}`, expected one of {options}")
+        steps = [("logger", "put_logger"), ("metrics", "put_metrics"),
+                 ("machine-config", "put_machine_config"), ("cpu-config", "put_cpu_config"),
+                 ("boot-source", "put_boot_source"), ("drives", "put_drive"),
+                 ("pmem", "put_pmem"), ("network-interfaces", "put_net"),
+                 ("vsock", "put_vsock"), ("balloon", "put_balloon"),
+                 ("mmds-config", "put_mmds_config"), ("entropy", "put_entropy"),
+                 ("memory-hotplug", "put_memory_hotplug")]
+        for key, action in steps:
+            if value.get(key) is None:
+                continue
+            try:
+                section = check_value(value[key], CONFIG_FILE_SECTIONS[key]) if isinstance(
+                    CONFIG_FILE_SECTIONS[key], tuple) else check_struct(
+                        value[key], CONFIG_FILE_SECTIONS[key])
+            except ValueError as exc:
+                raise ApiError(str(exc)) from None
+            for item in section if isinstance(section, list) else [section]:
+                if key in ("drives", "network-interfaces", "pmem"):
+                    checked_id(item.get("drive_id", item.get("iface_id", item.get("id"))))
+                self.run(Parsed(action, item))
+        self.run(Parsed("action", {"action_type": "InstanceStart"}))
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as PATCH /mmds applies it."""
+    if not isinstance(patch, dict):
+        return patch
+    if not isinstance(target, dict):
+        target = {}
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = merge_patch(target.get(key), value)
+    return target
+
+
+# --------------------------------------------------------------------------- API server
+
+STATUS_TEXT = {200: "200 OK", 204: "204 No Content", 400: "400 Bad Request",
+               413: "413 Payload Too Large"}
+
+
+class Controller:
+    """Hands parsed requests from API threads to the VMM thread and the answers back."""
+
+    def __init__(self, vmm: Vmm, logger: Logger, metrics: Metrics, payload_limit: int) -> None:
+        self.vmm, self.logger, self.metrics = vmm, logger, metrics
+        self.payload_limit = payload_limit
+        self.requests: queue.Queue = queue.Queue()
+        self.inflight = 0
+        self.idle = threading.Condition()
+
+    def handle(self, method: str, path: str, body: bytes | None) -> tuple[int, Any, str | None]:
+        """Answer one request: (status, JSON body or None, deprecation message or None)."""
+        verb = method.capitalize()
+        if body is None or path.rstrip("/") == "/mmds":
+            self.logger.info(f"The API server received a {verb} request on {json.dumps(path)}.")
+        else:
+            text = json.dumps(body.decode("utf-8", errors="replace"))
+            self.logger.info(f"The API server received a {verb} request on {json.dumps(path)} "
+                             f"with body {text}.")
+        try:
+            parsed = parse_request(method, path, body)
+            reply: queue.Queue = queue.Queue(1)
+            self.requests.put((parsed, reply))
+            result = reply.get()
+            if isinstance(result, ApiError):
+                raise result
+            status, data = result
+        except ApiError as err:
+            self.metrics.count(method, path, True)
+            self.logger.error(f"Received Error. Status code: {STATUS_TEXT[err.status]}. "
+                              f"Message: {err.message}")
+            return err.status, {err.key: err.message}, None
+        self.metrics.count(method, path, False)
+        self.logger.info(f"The request was executed successfully. Status code: "
+                         f"{STATUS_TEXT[status]}.")
+        if parsed.deprecated:
+            self.logger.warn(parsed.deprecated)
+        return status, data, parsed.deprecated
+
+    def serve_vmm(self) -> int:
+        """The VMM thread: run requests one at a time; return when the guest has ended."""
+        while True:
+            try:
+                parsed, reply = self.requests.get(timeout=0.1)
+            except queue.Empty:
+                pass
+            else:
+                try:
+                    reply.put(self.vmm.run(parsed))
+                except ApiError as err:
+                    reply.put(err)
+                except Exception as exc:  # a bug in the double must not hang the client
+                    reply.put(ApiError(f"Internal error in the test VMM: {exc!r}"))
+            qemu = self.vmm.qemu
+            if qemu is not None and qemu.poll() is not None:
+                self.logger.info(f"The guest has ended (QEMU exit status {qemu.returncode}).")
+                return EXIT_OK if qemu.returncode == 0 else EXIT_GENERIC
+            if time.monotonic() - self.metrics.last_flush > 60:
+                self.metrics.flush()
+
+    def begin(self) -> None:
+        with self.idle:
+            self.inflight += 1
+
+    def end(self) -> None:
+        with self.idle:
+            self.inflight -= 1
+            self.idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> None:
+        with self.idle:
+            self.idle.wait_for(lambda: self.inflight == 0, timeout)
+
+
+class ApiHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 over the API socket, answering like Firecracker's micro_http server."""
+
+    protocol_version = "HTTP/1.1"
+    controller: Controller  # set on the subclass made by serve_api
+
+    def version_string(self) -> str:
+        return "Firecracker API"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def address_string(self) -> str:
+        return "api-client"
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        self.close_connection = True
+        self._reply(400, {"error": message or "Invalid HTTP request."}, None)
+
+    def _reply(self, status: int, data: Any, deprecated: str | None) -> None:
+        self.send_response(status)
+        if deprecated:
+            self.send_header("Deprecation", "true")
+        payload = b""
+        if data is not None:
+            payload = json.dumps(data).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _handle(self) -> None:
+        threading.current_thread().name = "fc_api"
+        controller = self.controller
+        controller.begin()
+        try:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self.send_error(400, "Invalid value. Key:Content-Length; Value: "
+                                f"{self.headers.get('Content-Length')}")
+                return
+            if length > controller.payload_limit:
+                self.close_connection = True
+                self._reply(400, {"error": f"Request payload with size {length} is larger than "
+                                  f"the limit of {controller.payload_limit} allowed by server.\n"
+                                  "All previous unanswered requests will be dropped."}, None)
+                return
+            body = self.rfile.read(length) if length else None
+            status, data, deprecated = controller.handle(self.command, self.path, body)
+            self._reply(status, data, deprecated)
+        except OSError:
+            self.close_connection = True
+        finally:
+            controller.end()
+
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_POST = do_HEAD = do_OPTIONS = _handle
+
+
+class UnixApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def serve_api(path: str, controller: Controller) -> UnixApiServer:
+    """Bind the API socket (raise OSError if the path exists) and serve it on a thread."""
+    if os.path.lexists(path):
+        raise OSError(98, "Address in use")
+    handler = type("Handler", (ApiHandler,), {"controller": controller})
+    server = UnixApiServer(path, handler)
+    threading.Thread(target=server.serve_forever, name="fc_api", daemon=True).start()
+    return server
+
+
+# --------------------------------------------------------------------------- command line
+
+VALUE_FLAGS = {"api-sock", "id", "seccomp-filter", "start-time-us", "start-time-cpu-us",
+               "parent-cpu-time-us", "config-file", "metadata", "log-path", "level", "module",
+               "metrics-path", "describe-snapshot", "http-api-max-payload-size",
+               "mmds-size-limit"}
+SWITCH_FLAGS = {"no-seccomp", "no-api", "show-level", "show-log-origin", "boot-timer",
+                "version", "snapshot-version", "help", "enable-pci"}
+
+
+class ArgError(Exception):
+    pass
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    """Firecracker's argument rules: --name value or --name=value, each at most once."""
+    args: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name, has_eq, value = token[2:].partition("=")
+        if not token.startswith("--") or name not in VALUE_FLAGS | SWITCH_FLAGS:
+            raise ArgError(f"Found argument '{token}' which wasn't expected, or isn't valid "
+                           "in this context.")
+        if name in args:
+            raise ArgError(f"The argument '--{name}' was provided more than once.")
+        if name in VALUE_FLAGS:
+            if not has_eq:
+                i += 1
+                if i >= len(argv) or argv[i].startswith("--"):
+                    raise ArgError(f"The argument '--{name}' requires a value, but none was "
+                                   "supplied.")
+                value = argv[i]
+            args[name] = value
+        elif has_eq:
+            raise ArgError(f"Found argument '{token}' which wasn't expected, or isn't valid "
+                           "in this context.")
+        else:
+            args[name] = True
+        i += 1
+    if "no-api" in args and "config-file" not in args:
+        raise ArgError("Argument 'config-file' required, but not found.")
+    if "no-seccomp" in args and "seccomp-filter" in args:
+        raise ArgError("Argument 'no-seccomp' cannot be used together with argument "
+                       "'seccomp-filter'.")
+    return args
+
+
+def finish(controller: Controller | None, vmm: Vmm | None, logger: Logger, code: int) -> None:
+    """Leave like Firecracker: final metrics, a last log line, the API socket left in place."""
+    if controller is not None:
+        controller.wait_idle(2.0)
+    if vmm is not None:
+        vmm.stop_qemu()
+        vmm.metrics.flush()
+        shutil.rmtree(vmm.workdir, ignore_errors=True)
+    if code == EXIT_OK:
+        logger.info("Firecracker exiting successfully. exit_code=0")
+    else:
+        logger.error(f"Firecracker exiting with error. exit_code={code}")
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def main(argv: list[str]) -> None:
+    threading.current_thread().name = "main"
+    try:
+        args = parse_args(argv)
+    except ArgError as exc:
+        sys.stderr.write(f"Arguments parsing error: {exc} \n\nFor more information try --help.\n")
+        sys.exit(EXIT_ARG_PARSING)
+    if args.get("help"):
+        print(f"Firecracker v{VERSION}\n\nA Firecracker-compatible test VMM (see the source).")
+        return
+    if args.get("version"):
+        print(f"Firecracker v{VERSION}\n")
+        return
+    if args.get("snapshot-version"):
+        print("v8.0.0")
+        return
+    instance_id = args.get("id", DEFAULT_INSTANCE_ID)
+    if not (0 < len(instance_id) <= 64 and all(c.isalnum() or c == "-" for c in instance_id)):
+        sys.stderr.write(f"Invalid instance ID: {instance_id!r}\n")
+        sys.exit(EXIT_GENERIC)
+    logger = Logger(instance_id)
+    level = args.get("level")
+    if level is not None and level.lower() not in LEVELS:
+        sys.stderr.write(f"Error: Invalid value for logger level: {level}.Possible values: "
+                         "[Error, Warning, Info, Debug]\n")
+        sys.exit(EXIT_BAD_CONFIG)
+    try:
+        logger.configure(args.get("log-path"), level, args.get("show-level"),
+                         args.get("show-log-origin"))
+    except OSError as exc:
+        sys.stderr.write(f"Error: Could not initialize logger: {exc}\n")
+        sys.exit(EXIT_GENERIC)
+    logger.info(f"Running Firecracker v{VERSION}")
+    metrics = Metrics()
+    try:
+        payload_limit = int(args.get("http-api-max-payload-size", DEFAULT_PAYLOAD_LIMIT))
+        mmds_limit = int(args.get("mmds-size-limit", payload_limit))
+        if "metrics-path" in args:
+            metrics.fd = open_nonblock(args["metrics-path"])
+    except (OSError, ValueError) as exc:
+        logger.error(f"Could not initialize metrics or limits: {exc}")
+        sys.exit(EXIT_GENERIC)
+    vmm = Vmm(instance_id, logger, metrics, bool(args.get("enable-pci")), mmds_limit)
+    if "metrics-path" in args:
+        vmm.metrics_cfg = {"metrics_path": args["metrics-path"]}
+    if "metadata" in args:
+        with open(args["metadata"]) as meta:
+            vmm.mmds_data = json.load(meta)
+    controller = Controller(vmm, logger, metrics, payload_limit)
+    if not args.get("no-api"):
+        path = args.get("api-sock", DEFAULT_API_SOCK)
+        try:
+            serve_api(path, controller)
+        except OSError:
+            message = f"Failed to open the API socket at: {path}. Check that it is not already used."
+            logger.error(message)
+            sys.stderr.write(message + "\n")
+            finish(None, vmm, logger, EXIT_GENERIC)
+    if "config-file" in args:
+        try:
+            with open(args["config-file"]) as config:
+                vmm.configure_from_json(config.read())
+        except (OSError, ApiError) as exc:
+            text = exc.message if isinstance(exc, ApiError) else str(exc)
+            logger.error(f"Configuration for VMM from one single json failed: {text}")
+            sys.stderr.write(f"Error: Configuration for VMM from one single json failed: {text}\n")
+            finish(None, vmm, logger, EXIT_BAD_CONFIG)
+        logger.info("Successfully started microvm that was configured from one single json")
+    threading.current_thread().name = "fc_vmm"
+    finish(controller, vmm, logger, controller.serve_vmm())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
