@@ -4,7 +4,7 @@
     scripts/gen_firecracker_spec.py [YAML] [OUT]
 
 YAML defaults to ``$FC_MACOS_FIRECRACKER_YAML`` or
-``/work/shared/firecracker/firecracker-api.yaml`` (Firecracker v1.16.1,
+``third_party/firecracker/firecracker-api.yaml`` (Firecracker v1.16.1,
 ``src/firecracker/swagger/firecracker.yaml`` at commit
 2038188f145fb81b8d098147a10e9d9f392fd22f); OUT defaults to
 ``src/fc_macos/firecracker/firecracker-api.json``.
@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_YAML = Path(os.environ.get("FC_MACOS_FIRECRACKER_YAML", "/work/shared/firecracker/firecracker-api.yaml"))
+DEFAULT_YAML = Path(os.environ.get("FC_MACOS_FIRECRACKER_YAML", str(Path(__file__).resolve().parents[1] / "third_party" / "firecracker" / "firecracker-api.yaml")))
 DEFAULT_OUT = REPO / "src" / "fc_macos" / "firecracker" / "firecracker-api.json"
 
 

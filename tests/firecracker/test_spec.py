@@ -18,7 +18,7 @@ from fc_macos.firecracker import SPEC, SPEC_VERSION, FirecrackerClient, match_op
 from fc_macos.firecracker.spec import OPEN_DEFINITIONS, definitions, swagger_to_draft4, validator
 
 REPO = Path(__file__).resolve().parents[2]
-YAML_PATH = Path(os.environ.get("FC_MACOS_FIRECRACKER_YAML", "/work/shared/firecracker/firecracker-api.yaml"))
+YAML_PATH = Path(os.environ.get("FC_MACOS_FIRECRACKER_YAML", str(Path(__file__).resolve().parents[2] / "third_party" / "firecracker" / "firecracker-api.yaml")))
 needs_yaml = pytest.mark.skipif(
     not YAML_PATH.is_file(),
     reason=f"Firecracker's YAML spec is not at {YAML_PATH}; set FC_MACOS_FIRECRACKER_YAML to its path to run this",
