@@ -20,7 +20,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import shutil
 import threading
@@ -30,15 +29,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from fc_macos.errors import ProviderError
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's contents."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from fc_macos.images.digest import sha256_file
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,188 @@
+"""``TartProvider``: fc-agent in a Linux VM driven through Tart (the default on macOS).
+
+The VM (default name ``fc-macos``, image ``ghcr.io/cirruslabs/ubuntu:latest``)
+runs with ``tart run --nested`` so that it has /dev/kvm. Setup installs
+Firecracker, fc-agent (from wheels, with the VM's own python3), guest images
+and a token inside it, then starts the agent (a systemd unit, or a detached
+process where the VM has no systemd). The host talks to the agent at
+``http://<VM address>:8080`` with the token saved in ``FC_MACOS_HOME/agent.json``.
+
+Files under ``FC_MACOS_HOME``: ``agent.json`` (URL + token, 0600),
+``setup.lock``, ``tart-run.log`` (what ``tart run`` printed, quoted on
+failure), ``wheelhouse/<python>/`` (cached dependency wheels).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from fc_macos.config import AgentEndpoint, Config
+from fc_macos.errors import AgentAuthError, AgentError, ConfigError, ConflictError, FcMacosError, NotFoundError
+from fc_macos.providers import setup_steps as S
+from fc_macos.providers.base import Check, NullProgress, Progress, SetupOptions, VMStatus
+from fc_macos.providers.local import setup_lock
+from fc_macos.providers.local_agent import agent_request
+from fc_macos.providers.tart_cli import TartCLI
+from fc_macos.providers.tart_setup import TartSetup
+
+
+class TartProvider:
+    """The ``tart`` provider; see :class:`fc_macos.providers.base.Provider` for the contract."""
+
+    name = "tart"
+
+    def __init__(self, home: Path, config: Config, tart: TartCLI | None = None) -> None:
+        self.home = home
+        self.config = config
+        self.tart = tart or TartCLI()
+
+    @property
+    def vm_name(self) -> str:
+        return self.config.vm_name
+
+    def _session(self, progress: Progress, options: SetupOptions | None = None) -> TartSetup:
+        return TartSetup(self.tart, self.home, self.config, self.vm_name, progress, options)
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def setup(self, options: SetupOptions, progress: Progress) -> AgentEndpoint:
+        """See Provider.setup. Steps: check-tart, check-host, clone-vm, configure-vm,
+        start-vm, wait-ip, wait-exec, check-kvm, inspect-vm, install-firecracker,
+        install-agent, install-images, write-token, start-agent, check-agent."""
+        if options.vm_name:
+            self.config.vm_name = options.vm_name
+        if options.image:
+            self.config.image = options.image
+        self.config.provider = self.name
+        with setup_lock(self.home):
+            session = self._session(progress, options)
+            try:
+                S.run_steps(session.setup_steps(), progress, session.cleanups)
+            finally:
+                session.close()
+        return self.endpoint()
+
+    # -- the rest of the Provider interface ----------------------------------------------------
+
+    def endpoint(self) -> AgentEndpoint:
+        endpoint = AgentEndpoint.load(self.home)
+        if endpoint is None:
+            raise ConfigError(f"no agent endpoint in {self.home / 'agent.json'}", hint="run 'fc-macos setup' first")
+        return endpoint
+
+    def vm_status(self) -> VMStatus:
+        try:
+            vm = self.tart.find(self.vm_name)
+        except FcMacosError as exc:
+            return VMStatus(self.vm_name, self.name, False, False, "missing", details={"error": exc.message})
+        if vm is None:
+            return VMStatus(self.vm_name, self.name, False, False, "missing")
+        details: dict[str, object] = {}
+        try:
+            info = self.tart.get(self.vm_name)
+            details.update(cpus=info.cpus, memory_mib=info.memory_mib)
+        except FcMacosError as exc:
+            details["error"] = exc.message
+        address = self.tart.ip(self.vm_name) if vm.running else None
+        url = f"http://{address}:{S.AGENT_PORT}" if address else None
+        agent_ok = False
+        if url:
+            try:
+                agent_request(url, None, "GET", "/healthz", timeout=3)
+                agent_ok = True
+            except AgentError:
+                pass
+        return VMStatus(self.vm_name, self.name, True, vm.running, vm.state, address, url, agent_ok, details)
+
+    def vm_start(self, progress: Progress) -> VMStatus:
+        """Start the VM and the agent (a no-op when they run); keeps agent.json's
+        URL in step with the VM's address."""
+        endpoint = self.endpoint()
+        if self.tart.find(self.vm_name) is None:
+            raise NotFoundError(f"the VM '{self.vm_name}' does not exist", hint="run 'fc-macos setup'")
+        session = self._session(progress)
+        session.token = endpoint.token
+        try:
+            steps = [
+                *session.start_steps(),
+                S.Step("start-agent", "starting fc-agent in the VM", session.start_agent),
+                S.Step("check-agent", "checking that fc-agent answers", session.check_agent),
+            ]
+            S.run_steps(steps, progress, session.cleanups)
+        finally:
+            session.close()
+        return self.vm_status()
+
+    def vm_stop(self, *, force: bool = False) -> VMStatus:
+        vm = self.tart.find(self.vm_name)
+        if vm is not None and vm.running:
+            self.tart.stop(self.vm_name, timeout=0 if force else None)
+        return self.vm_status()
+
+    def _need_running(self) -> None:
+        vm = self.tart.find(self.vm_name)
+        if vm is None:
+            raise NotFoundError(f"the VM '{self.vm_name}' does not exist", hint="run 'fc-macos setup'")
+        if not vm.running:
+            raise ConflictError(f"the VM '{self.vm_name}' is not running", hint="start it with 'fc-macos vm start'")
+
+    def vm_shell(self, command: list[str] | None = None) -> int:
+        self._need_running()
+        return self.tart.exec_interactive(self.vm_name, command or ["bash", "-l"], tty=sys.stdin.isatty())
+
+    def vm_logs(self, *, follow: bool = False) -> Iterator[str]:
+        """fc-agent's log: ``journalctl -u fc-agent`` where the VM has systemd,
+        else its log file; ``follow`` keeps streaming."""
+        self._need_running()
+        session = self._session(NullProgress())
+        try:
+            if session.has_systemd():
+                argv = ["sudo", "journalctl", "-u", "fc-agent", "--no-pager", *(["-f"] if follow else [])]
+            else:
+                argv = ["sudo", "tail", "-n", "200", *(["-F"] if follow else []), S.AGENT_LOG]
+        finally:
+            session.close()
+        for line in self.tart.exec_stream(self.vm_name, argv):
+            yield line.rstrip("\n")
+
+    def doctor(self) -> list[Check]:
+        checks = [S.check_macos(), S.check_chip()]
+        try:
+            program = self.tart.program
+            version = self.tart.version()
+        except FcMacosError as exc:
+            return [*checks, Check("tart", False, exc.message, exc.hint)]
+        tart_check = S.check_tart_version(version)
+        checks.append(Check("tart", tart_check.ok, f"{tart_check.detail} at {program}", tart_check.fix))
+        status = self.vm_status()
+        checks.append(Check("vm-exists", status.exists, f"VM '{self.vm_name}' {'exists' if status.exists else 'is missing'}",
+                            None if status.exists else "run 'fc-macos setup'"))
+        if not status.exists:
+            return checks
+        checks.append(Check("vm-running", status.running, f"VM '{self.vm_name}' is {status.state}",
+                            None if status.running else "run 'fc-macos vm start'"))
+        if not status.running:
+            return checks
+        checks.append(Check("agent", status.agent_ok, f"fc-agent at {status.agent_url} "
+                            f"{'answers' if status.agent_ok else 'does not answer'}",
+                            None if status.agent_ok else "run 'fc-macos vm start' (or 'fc-macos setup')"))
+        checks.append(self._token_check(status))
+        return checks
+
+    def _token_check(self, status: VMStatus) -> Check:
+        try:
+            endpoint = self.endpoint()
+        except ConfigError as exc:
+            return Check("token", False, exc.message, exc.hint)
+        if status.agent_url and endpoint.url != status.agent_url:
+            return Check("token", False, f"agent.json points at {endpoint.url}, the VM is at {status.agent_url}",
+                         "run 'fc-macos vm start' to update it")
+        try:
+            agent_request(endpoint.url, endpoint.token, "GET", "/v1/info", timeout=5)
+        except AgentAuthError:
+            return Check("token", False, "fc-agent refuses the saved token", "run 'fc-macos setup' again")
+        except AgentError as exc:
+            return Check("token", False, exc.message, "run 'fc-macos vm start'")
+        return Check("token", True, "fc-agent accepts the saved token")

@@ -1,0 +1,218 @@
+"""TartProvider against the Tart double: setup end to end (test VMM as Firecracker, local
+guest images), idempotence, the lock, VM control, doctor, and setup's failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fc_macos.config import AgentEndpoint, Config
+from fc_macos.errors import ConflictError, SetupError
+from fc_macos.images.digest import sha256_file
+from fc_macos.providers import setup_steps
+from fc_macos.providers.base import SetupOptions
+from fc_macos.providers.local_agent import agent_request
+from fc_macos.providers.tart import TartProvider
+from tests.doubles.tart_double.fixtures import TART, TartDouble, cannot_run_vms, tart_double  # noqa: F401
+from tests.doubles.tart_double.state import pid_alive
+from tests.helpers.progress import RecordingProgress
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
+
+
+# -- setup end to end (one VM for the module: a setup takes ~30 s here) -----------------------------
+
+
+@dataclass
+class World:
+    home: Path
+    tart: TartDouble
+    provider: TartProvider
+    options: SetupOptions
+    endpoint: AgentEndpoint
+    progress: RecordingProgress
+
+    @property
+    def root(self) -> Path:
+        return self.tart.vm_root(self.provider.vm_name)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    reason = cannot_run_vms()
+    if reason:
+        pytest.skip(reason)
+    from tests.helpers.guest_images import build_test_images
+
+    images = build_test_images()
+    base = tmp_path_factory.mktemp("tart-provider")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TART_HOME", str(base / "tart-home"))
+        mp.setenv("FC_MACOS_TART", str(TART))
+        tart = TartDouble(TART, base / "tart-home")
+        home = base / "fc-home"
+        provider = TartProvider(home, Config(provider="tart", vm_name="fc-test"))
+        options = SetupOptions(cpus=2, memory_mib=2048, firecracker_bin=TEST_VMM,
+                               kernel=images.kernel, initrd=images.initrd, rootfs=images.rootfs)
+        progress = RecordingProgress()
+        try:
+            endpoint = provider.setup(options, progress)
+            yield World(home, tart, provider, options, endpoint, progress)
+        finally:
+            tart.stop_all()
+
+
+def test_setup_runs_every_step_and_the_agent_answers_from_the_host(world: World) -> None:
+    expected = ["check-tart", "check-host", "clone-vm", "configure-vm", "start-vm", "wait-ip", "wait-exec",
+                "check-kvm", "inspect-vm", "install-firecracker", "install-agent", "install-images",
+                "write-token", "start-agent", "check-agent"]
+    assert world.progress.names("step") == expected
+    assert world.progress.names("done") == expected
+    address = world.provider.tart.ip("fc-test")
+    assert world.endpoint.url == f"http://{address}:8080"
+    saved = AgentEndpoint.load(world.home)
+    assert saved == world.endpoint
+    assert stat.S_IMODE((world.home / "agent.json").stat().st_mode) == 0o600
+    assert agent_request(world.endpoint.url, None, "GET", "/healthz")["status"] == "ok"
+    info = agent_request(world.endpoint.url, world.endpoint.token, "GET", "/v1/info")
+    assert info["firecracker_bin"] == "/usr/local/bin/firecracker"
+    assert info["arch"] == os.uname().machine
+    assert world.provider.config.vm_name == "fc-test"
+
+
+def test_what_setup_installs_lands_in_the_vm_and_not_on_the_host(world: World) -> None:
+    root = world.root
+    token = root / "etc" / "fc-agent" / "token"
+    assert token.read_text().strip() == world.endpoint.token
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert sha256_file(root / "usr-local-bin" / "firecracker") == sha256_file(TEST_VMM)
+    assert (root / "usr-local-bin" / "fc-agent").read_text() == setup_steps.agent_wrapper("fc_macos.agent.main")
+    assert (root / "opt" / "fc-agent" / "lib" / "fc_macos" / "agent" / "main.py").is_file()
+    assert (root / "opt" / "fc-agent" / "lib" / "aiohttp" / "__init__.py").is_file()
+    images = root / "var" / "lib" / "fc-agent" / "images"
+    assert sha256_file(images / "vmlinux") == sha256_file(world.options.kernel)  # type: ignore[arg-type]
+    assert sha256_file(images / "rootfs.ext4") == sha256_file(world.options.rootfs)  # type: ignore[arg-type]
+    for host_path in ("/etc/fc-agent", "/opt/fc-agent", "/usr/local/bin/fc-agent", "/var/lib/fc-agent"):
+        assert not Path(host_path).exists(), host_path
+
+
+def test_setup_again_changes_nothing(world: World) -> None:
+    pid_file = world.root / "var" / "lib" / "fc-agent" / "agent.pid"
+    agent_pid = pid_file.read_text().strip()
+    progress = RecordingProgress()
+    endpoint = world.provider.setup(world.options, progress)
+    assert endpoint == world.endpoint
+    assert set(progress.names("skip")) == {"clone-vm", "configure-vm", "start-vm", "install-firecracker",
+                                           "install-agent", "install-images", "write-token", "start-agent"}
+    assert pid_file.read_text().strip() == agent_pid and pid_alive(int(agent_pid))
+
+
+def test_a_second_setup_racing_the_first_fails_clearly(world: World) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from fc_macos.providers.local import setup_lock\n"
+         "with setup_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)", str(world.home)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConflictError) as err:
+            world.provider.setup(world.options, RecordingProgress())
+        assert f"pid {holder.pid}" in err.value.message
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_status_doctor_logs_and_shell(world: World) -> None:
+    status = world.provider.vm_status()
+    assert (status.exists, status.running, status.state, status.agent_ok) == (True, True, "running", True)
+    assert status.agent_url == world.endpoint.url and status.details["cpus"] == 2
+    checks = {check.name: check for check in world.provider.doctor()}
+    assert all(check.ok for check in checks.values()), checks
+    assert {"tart", "vm-exists", "vm-running", "agent", "token"} <= set(checks)
+    assert any("listening" in line for line in world.provider.vm_logs())
+    assert world.provider.vm_shell(["sh", "-c", "test -f /etc/fc-agent/token && exit 3"]) == 3
+
+
+def test_stop_then_start_brings_the_agent_back(world: World) -> None:
+    stopped = world.provider.vm_stop()
+    assert (stopped.running, stopped.state, stopped.agent_ok) == (False, "stopped", False)
+    checks = {check.name: check for check in world.provider.doctor()}
+    assert not checks["vm-running"].ok and "fc-macos vm start" in (checks["vm-running"].fix or "")
+    assert world.provider.vm_stop().state == "stopped"  # a no-op when stopped
+    started = world.provider.vm_start(RecordingProgress())
+    assert (started.running, started.agent_ok) == (True, True)
+    endpoint = world.provider.endpoint()
+    assert endpoint.url == started.agent_url and endpoint.token == world.endpoint.token
+    agent_request(endpoint.url, endpoint.token, "GET", "/v1/info")
+
+
+# -- failures (each on its own fresh Tart home) ------------------------------------------------------
+
+
+def _provider(tmp_path: Path) -> TartProvider:
+    return TartProvider(tmp_path / "fc-home", Config(provider="tart", vm_name="fc-fail"))
+
+
+def test_too_old_tart_names_the_missing_feature(tart_double: TartDouble, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TART_DOUBLE_VERSION", "2.26.3")
+    with pytest.raises(SetupError) as err:
+        _provider(tmp_path).setup(SetupOptions(), RecordingProgress())
+    assert err.value.step == "check-tart"
+    assert "tart exec" in err.value.message and "brew upgrade cirruslabs/cli/tart" in (err.value.hint or "")
+
+
+def test_a_failed_first_clone_leaves_no_vm(tart_double: TartDouble, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TART_DOUBLE_FAIL_CLONE", "1")
+    with pytest.raises(SetupError) as err:
+        _provider(tmp_path).setup(SetupOptions(), RecordingProgress())
+    assert err.value.step == "clone-vm" and "pull" in err.value.message
+    rows = json.loads(tart_double("list", "--format", "json").stdout)
+    assert [r["Name"] for r in rows if r["Source"] == "local"] == []
+
+
+def test_a_host_without_nested_virtualization_gets_a_clear_error(tart_double: TartDouble, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TART_DOUBLE_NO_NESTED", "1")
+    provider = _provider(tmp_path)
+    with pytest.raises(SetupError) as err:
+        provider.setup(SetupOptions(), RecordingProgress())
+    assert err.value.step == "wait-ip"
+    assert "M3 chip" in err.value.message and "macOS 15" in (err.value.hint or "")
+    assert provider.vm_status().running is False
+
+
+# -- pieces -------------------------------------------------------------------------------------------
+
+
+def test_firecracker_release_is_pinned_per_architecture() -> None:
+    url, sha, member = setup_steps.firecracker_release("aarch64")
+    assert url == ("https://github.com/firecracker-microvm/firecracker/releases/download/v1.16.1/"
+                   "firecracker-v1.16.1-aarch64.tgz")
+    assert len(sha) == 64 and member == "release-v1.16.1-aarch64/firecracker-v1.16.1-aarch64"
+    with pytest.raises(SetupError) as err:
+        setup_steps.firecracker_release("riscv64")
+    assert "--firecracker-bin" in (err.value.hint or "")
+
+
+def test_host_checks() -> None:
+    assert setup_steps.check_macos("linux").ok and "not applicable" in setup_steps.check_macos("linux").detail
+    assert setup_steps.check_chip("linux").ok
+    if sys.platform != "darwin":  # no sw_vers/sysctl here: the checks must fail, not pass by accident
+        assert not setup_steps.check_macos("darwin").ok
+        assert not setup_steps.check_chip("darwin").ok
+    assert not setup_steps.check_tart_version((2, 26, 9)).ok
+    assert setup_steps.check_tart_version((2, 27, 0)).ok
+    assert setup_steps.nested_failure("Error: Nested virtualization is only available for Mac with the M3 chip")
+    assert not setup_steps.nested_failure("Error: VM is already running!")
