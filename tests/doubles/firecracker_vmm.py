@@ -610,6 +610,16 @@ def is_elf_vmlinux(path: str) -> bool:
     return len(head) == 64 and head[:4] == b"\x7fELF" and head[4] == 2 and head[5] == 1
 
 
+def host_tsc_khz() -> int | None:
+    """The host's TSC rate in kHz (from /proc/cpuinfo), or None if unknown."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            match = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo.read(), re.M)
+    except OSError:
+        return None
+    return int(float(match.group(1)) * 1000) if match else None
+
+
 def os_error_text(exc: OSError) -> str:
     return f"{exc.strerror} (os error {exc.errno})"
 
@@ -1076,6 +1086,12 @@ class Vmm:
             parts.append("ro" if root["is_read_only"] else "rw")
         if not self.enable_pci:
             parts.append("pci=off")
+        tsc_khz = host_tsc_khz()
+        if tsc_khz and "tsc_early_khz=" not in parts[0]:
+            # Under KVM the guest learns the TSC rate from the hypervisor. Under TCG on a busy
+            # host its PIT calibration fails and the boot hangs, so tell it the rate (TCG's
+            # TSC runs at the host's rate).
+            parts.append(f"tsc_early_khz={tsc_khz}")
         return " ".join(p for p in parts if p)
 
     def check_boot_files(self) -> None:
