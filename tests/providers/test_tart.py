@@ -3,6 +3,7 @@ guest images), idempotence, the lock, VM control, doctor, and setup's failures."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -216,3 +217,53 @@ def test_host_checks() -> None:
     assert setup_steps.check_tart_version((2, 27, 0)).ok
     assert setup_steps.nested_failure("Error: Nested virtualization is only available for Mac with the M3 chip")
     assert not setup_steps.nested_failure("Error: VM is already running!")
+
+
+@pytest.mark.guest
+async def test_a_microvm_boots_through_the_agent_in_the_vm(world: World) -> None:
+    """The whole chain: host -> agent in the Tart VM -> test VMM (QEMU) -> guest shell."""
+    import asyncio
+
+    from fc_macos.agent.client import AgentClient
+    from fc_macos.agent.wire import MicroVMSpec
+
+    endpoint = world.provider.endpoint()
+    async with AgentClient.from_endpoint(endpoint) as agent:
+        info = await agent.create_microvm(MicroVMSpec(name="probe", memory_mib=256))
+        try:
+            assert info.state == "running"
+            # the microVM's files live in the Tart VM's own state directory
+            assert (world.root / "var" / "lib" / "fc-agent" / "microvms" / "probe").is_dir()
+            seen = b""
+            async with agent.console("probe") as console:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 180
+                while b"FC-PROBE-OK" not in seen:
+                    assert loop.time() < deadline, seen[-500:]
+                    await console.send(b"echo FC-PROBE-$((40+2))\r" if b":/# " in seen else b"\r")
+                    try:
+                        chunk = await asyncio.wait_for(console.receive(), 3)
+                    except asyncio.TimeoutError:
+                        continue
+                    assert chunk is not None
+                    seen += chunk
+                    seen = seen.replace(b"FC-PROBE-42", b"FC-PROBE-OK")
+        finally:
+            await agent.delete_microvm("probe", force=True)
+
+
+def test_force_rebuilds_the_vm_from_scratch(world: World) -> None:
+    from fc_macos.errors import AgentAuthError
+
+    marker = world.root / "home" / "admin" / "marker"
+    marker.write_text("old VM")
+    old = world.provider.endpoint()
+    progress = RecordingProgress()
+    new = world.provider.setup(dataclasses.replace(world.options, force=True), progress)
+    assert progress.names("skip") == []
+    assert any("deleting the VM 'fc-test'" in message for kind, _, message in progress.events if kind == "info")
+    assert not marker.exists()
+    assert new.token != old.token
+    agent_request(new.url, new.token, "GET", "/v1/info")
+    with pytest.raises(AgentAuthError):
+        agent_request(new.url, old.token, "GET", "/v1/info")
