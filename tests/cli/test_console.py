@@ -4,10 +4,6 @@ guest, Ctrl+] detaching, and the terminal restored on every way out."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-import select
-import struct
 import subprocess
 import sys
 import termios
@@ -19,8 +15,7 @@ import pytest
 
 from fc_macos.config import AgentEndpoint
 from tests.agent.fake_agent import TOKEN, FakeAgent
-
-READ_TIMEOUT_S = 20.0
+from tests.cli.terminal import READ_TIMEOUT_S, Terminal, set_size
 
 
 @pytest.fixture
@@ -35,59 +30,6 @@ def agent() -> Iterator[FakeAgent]:
 def home(tmp_path: Path, agent: FakeAgent) -> Path:
     AgentEndpoint(agent.url, TOKEN).save(tmp_path)
     return tmp_path
-
-
-def _set_size(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-class Terminal:
-    """A process whose stdin/stdout/stderr are the slave side of a new pty (its
-    controlling terminal); the test types on and reads the master side."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.master, self.slave = os.openpty()
-        _set_size(self.slave, 24, 80)
-        self.cooked = termios.tcgetattr(self.slave)
-
-        def controlling_tty() -> None:
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-        self.proc = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave, stderr=self.slave,
-                                     preexec_fn=controlling_tty, close_fds=True)
-        self.output = b""
-
-    def read_until(self, marker: bytes) -> bytes:
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while marker not in self.output:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{marker!r} never came; got {self.output!r}")
-            ready, _, _ = select.select([self.master], [], [], remaining)
-            if ready:
-                try:
-                    chunk = os.read(self.master, 4096)
-                except OSError:  # the process ended and closed the pty
-                    chunk = b""
-                if not chunk:
-                    raise AssertionError(f"{marker!r} never came before EOF; got {self.output!r}")
-                self.output += chunk
-        return self.output
-
-    def type(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def wait(self) -> int:
-        code = self.proc.wait(READ_TIMEOUT_S)
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self.master)
-        os.close(self.slave)
 
 
 def eventually(condition: Callable[[], bool]) -> bool:
@@ -114,7 +56,7 @@ def test_shell_raw_mode_resize_ctrl_c_and_detach(home: Path, agent: FakeAgent) -
         assert b"ls\r\n" not in term.output.split(b"scrollback", 1)[1].replace(b"echo:ls\r", b"")
         term.type(b"\x03")  # Ctrl+C goes to the guest, the client lives on
         term.read_until(b"echo:\x03")
-        _set_size(term.master, 50, 132)  # the kernel sends SIGWINCH to the client
+        set_size(term.master, 50, 132)  # the kernel sends SIGWINCH to the client
         assert eventually(lambda: (50, 132) in agent.resizes)
         term.type(b"pwd\x1dignored")
         term.read_until(b"Detached from a")

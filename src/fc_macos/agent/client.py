@@ -289,7 +289,8 @@ class AgentClient:
                 hint=f"the token in {token_file} does not match the agent's; run 'fc-macos setup' again",
             )
         if status == 404 and code == "not_found":
-            return NotFoundError(message, hint=hint or "run 'fc-macos microvm list'")
+            # The agent's hint speaks HTTP; the host's user wants the command.
+            return NotFoundError(message, hint="run 'fc-macos microvm list'")
         if status == 409:
             return ConflictError(message, hint=hint)
         if code == "boot_failed":

@@ -1,0 +1,67 @@
+"""A process on a new pseudo-terminal, for console tests (tests type on the master side)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import struct
+import subprocess
+import termios
+import time
+
+READ_TIMEOUT_S = 20.0
+
+
+def set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class Terminal:
+    """A process whose stdin/stdout/stderr are the slave side of a new pty (its
+    controlling terminal); the test types on and reads the master side."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.master, self.slave = os.openpty()
+        set_size(self.slave, 24, 80)
+        self.cooked = termios.tcgetattr(self.slave)
+
+        def controlling_tty() -> None:
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave, stderr=self.slave,
+                                     preexec_fn=controlling_tty, close_fds=True)
+        self.output = b""
+
+    def read_until(self, marker: bytes, timeout: float = READ_TIMEOUT_S, since: int = 0) -> bytes:
+        """Read until ``marker`` shows in the output (after offset ``since``)."""
+        deadline = time.monotonic() + timeout
+        while marker not in self.output[since:]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{marker!r} never came; got {self.output!r}")
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:  # the process ended and closed the pty
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"{marker!r} never came before EOF; got {self.output!r}")
+                self.output += chunk
+        return self.output
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def wait(self) -> int:
+        code = self.proc.wait(READ_TIMEOUT_S)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+        os.close(self.slave)
