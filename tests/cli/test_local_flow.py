@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from fc_macos.agent.wire import DEFAULT_BOOT_ARGS
 from fc_macos.config import AgentEndpoint
 from fc_macos.providers.local import check_kvm
 from tests.cli.terminal import Terminal
@@ -27,22 +26,6 @@ pytestmark = [
     pytest.mark.guest,
     pytest.mark.skipif(not check_kvm().ok, reason="the local provider needs a usable /dev/kvm"),
 ]
-
-
-def boot_args() -> str:
-    """The default command line plus ``tsc_early_khz``: under QEMU TCG on a busy host the
-    guest kernel's TSC calibration against the PIT fails and boot hangs right after
-    "tsc: Marking TSC unstable due to could not calculate TSC khz"; giving the
-    frequency skips that calibration (seen on this 2-core test machine)."""
-    khz = 2_000_000
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                khz = int(float(line.split(":")[1]) * 1000)
-                break
-    except (OSError, ValueError):
-        pass
-    return f"{DEFAULT_BOOT_ARGS} tsc_early_khz={khz}"
 
 
 def fc(home: Path, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -104,8 +87,7 @@ def test_local_flow_end_to_end(home: Path) -> None:
     assert json.loads(fc(home, "microvm", "list", "--json").stdout) == []  # nothing half-made
 
     for index in (1, 2, 3):
-        info = json.loads(fc(home, "run", "--name", f"vm-{index}", "--background", "--json",
-                             "--boot-args", boot_args()).stdout)
+        info = json.loads(fc(home, "run", "--name", f"vm-{index}", "--background", "--json").stdout)
         assert info["state"] == "running"
     listed = json.loads(fc(home, "microvm", "list", "--json").stdout)
     assert sorted(vm["name"] for vm in listed) == ["vm-1", "vm-2", "vm-3"]
