@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from fc_macos.errors import (
     AgentUnreachable,
     BootError,
     ConflictError,
+    FcMacosError,
     FirecrackerAPIError,
     NotFoundError,
 )
@@ -162,3 +164,26 @@ async def test_using_the_client_outside_async_with_is_a_programming_error() -> N
     client = AgentClient("http://127.0.0.1:1", TOKEN)
     with pytest.raises(RuntimeError):
         await client.list_microvms()
+
+
+async def test_against_the_real_agent(client: Any) -> None:
+    """The real fc-agent app (tests/agent/conftest.py) with the test VMM; nothing boots."""
+    from tests.agent.conftest import TOKEN as REAL_TOKEN
+
+    url = str(client.make_url("")).rstrip("/")
+    async with AgentClient(url, REAL_TOKEN) as agent:
+        assert (await agent.health())["status"] == "ok"
+        assert (await agent.info())["firecracker_bin"].endswith("firecracker_vmm.py")
+        assert await agent.list_microvms() == []
+        with pytest.raises(NotFoundError) as missing:
+            await agent.get_microvm("ghost")
+        assert missing.value.hint == "run 'fc-macos microvm list'"
+        with pytest.raises(FcMacosError) as no_kernel:
+            await agent.create_microvm(MicroVMSpec(name="nokernel", kernel="no-such-vmlinux"))
+        assert "no-such-vmlinux" in no_kernel.value.message and no_kernel.value.hint
+        with pytest.raises(BootError) as not_elf:  # the image dir's vmlinux is not a kernel
+            await agent.create_microvm(MicroVMSpec(name="bad"))
+        assert not_elf.value.step and not_elf.value.step in not_elf.value.message
+    async with AgentClient(url, "wrong-token") as agent:
+        with pytest.raises(AgentAuthError):
+            await agent.list_microvms()
