@@ -5,19 +5,25 @@ offline guest images as an image directory."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from fc_macos.agent.app import create_app
 from fc_macos.agent.settings import AgentSettings
+from fc_macos.agent.wire import DEFAULT_BOOT_ARGS
 from fc_macos.firecracker.launcher import proc_start_time
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,3 +88,85 @@ async def client(settings: AgentSettings) -> AsyncIterator[TestClient]:
     finally:
         await c.close()
         kill_recorded_vmms(settings.state_dir)
+
+
+PROMPT_TIMEOUT_S = 180.0  # three guests under QEMU TCG on two shared cores
+
+
+def live_processes_mentioning(text: str) -> list[int]:
+    """Pids of non-zombie processes whose command line contains ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if text.encode() in cmdline and stat[stat.rindex(")") + 2] != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def guest_settings(settings: AgentSettings) -> AgentSettings:
+    """Settings whose image directory holds the offline guest images
+    (vmlinux, initrd.img, rootfs.ext4): the defaults boot a real guest."""
+    from dataclasses import replace
+
+    from tests.helpers.guest_images import build_test_images
+
+    images = build_test_images()
+    return replace(settings, image_dirs=(images.kernel.parent,))
+
+
+class ConsoleReader:
+    """Collects what a console WebSocket delivers and waits for patterns in it."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.seen = b""
+        self.closed_with: str | None = None
+
+    async def wait_for(self, pattern: bytes, timeout: float = PROMPT_TIMEOUT_S, *, poke: bytes | None = None) -> bytes:
+        """Read until ``pattern`` (a regex) shows up after what was already
+        matched; ``poke`` is sent every few seconds meanwhile (e.g. b"\\n")."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        start = len(self.seen)
+        next_poke = loop.time()
+        while True:
+            match = re.search(pattern, self.seen[start:])
+            if match:
+                return match.group(0)
+            now = loop.time()
+            if now > deadline:
+                raise AssertionError(f"{pattern!r} did not appear; last output: {self.seen[-600:]!r}")
+            if poke is not None and now >= next_poke:
+                await self.ws.send_bytes(poke)
+                next_poke = now + 5.0
+            try:
+                msg = await asyncio.wait_for(self.ws.receive(), min(1.0, deadline - now))
+            except asyncio.TimeoutError:
+                continue
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                self.seen += msg.data
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                self.closed_with = self.ws.close_code and str(msg.extra or "")
+                raise AssertionError(f"console closed ({msg.extra!r}) before {pattern!r}; output: {self.seen[-600:]!r}")
+
+    async def run(self, command: str, timeout: float = PROMPT_TIMEOUT_S) -> bytes:
+        """Type ``command`` and wait for the shell to print a unique marker after it."""
+        marker = f"done-{secrets.token_hex(4)}"
+        # $((...)) makes the echoed command line differ from its output.
+        await self.ws.send_bytes(f"{command}; echo {marker}-$((40+2))\n".encode())
+        await self.wait_for(f"{marker}-42".encode(), timeout)
+        return self.seen
+
+
+#: The offline rootfs's shell prompt (busybox ash may follow it with a cursor query).
+SHELL_PROMPT = rb"fc-microvm:[^ ]*# "
+#: Under QEMU TCG on a loaded host the guest kernel's PIT calibration of the TSC can
+#: fail, after which it hangs; telling it the TSC frequency skips that calibration.
+GUEST_BOOT_ARGS = DEFAULT_BOOT_ARGS + " tsc_early_khz=2000000"

@@ -269,9 +269,13 @@ def launch(firecracker_bin: str, name: str, paths: VMMPaths, *, pid_timeout_s: f
         # Exited already (e.g. a bad flag): the wrapper writes its status.
         wrapper.wait(timeout=pid_timeout_s)
         status = read_exit_status(paths)
+        try:
+            said = paths.stderr.read_text(errors="replace").strip()[-300:]
+        except OSError:
+            said = ""
         raise FirecrackerError(
-            f"{firecracker_bin} exited at once with status {status}",
-            hint=f"see {paths.stderr} and {paths.log}",
+            f"{firecracker_bin} exited at once with status {status}" + (f": {said}" if said else ""),
+            hint=f"check fc-agent's --firecracker-bin and that /dev/kvm is usable; see {paths.log}",
         )
     return VMMProcess(pid=pid, start_time=start_time, pgid=wrapper.pid, paths=paths)
 
