@@ -155,7 +155,8 @@ def test_exec_exit_codes_and_stdin(tart_double_root: TartDouble, running_vm: str
 
 def test_host_reaches_a_daemon_in_the_vm_and_stop_kills_it(tart_double_root: TartDouble, running_vm: str) -> None:
     tart = tart_double_root
-    server = ("import os, socket; open('/tmp/srv.pid', 'w').write(str(os.getpid())); s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+    server = ("import os, socket; open('/tmp/srv.pid', 'w').write(str(os.getpid())); s = socket.socket(); "
+              "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
               "s.bind(('0.0.0.0', 8765)); s.listen(); c, _ = s.accept(); c.sendall(b'from-vm'); c.close(); "
               "import time; time.sleep(600)")
     start = tart("exec", "vm1", "sh", "-c", f"nohup setsid python3 -c \"{server}\" >/tmp/srv.log 2>&1 &")

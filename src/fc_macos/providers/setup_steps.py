@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fc_macos.errors import FcMacosError, SetupError
-from fc_macos.providers.base import Check
+from fc_macos.providers.base import Check, Progress
 
 MIN_TART = (2, 27, 0)
 MIN_MACOS = 15
@@ -135,15 +135,14 @@ class Step:
     commit: bool = False  # success drops the cleanups registered so far
 
 
-def run_steps(steps: list[Step], progress: object, cleanups: list[Callable[[], None]]) -> None:
-    """Run ``steps`` in order (see the module docstring). ``progress`` is a
-    :class:`~fc_macos.providers.base.Progress`."""
+def run_steps(steps: list[Step], progress: Progress, cleanups: list[Callable[[], None]]) -> None:
+    """Run ``steps`` in order (see the module docstring)."""
     for step in steps:
-        progress.step(step.name, step.description)  # type: ignore[attr-defined]
+        progress.step(step.name, step.description)
         try:
             detail = step.run()
         except Skipped as skip:
-            progress.skip(step.name, str(skip))  # type: ignore[attr-defined]
+            progress.skip(step.name, str(skip))
             continue
         except BaseException as exc:
             _undo(cleanups)
@@ -154,7 +153,7 @@ def run_steps(steps: list[Step], progress: object, cleanups: list[Callable[[], N
             if isinstance(exc, OSError):
                 raise SetupError(step.name, str(exc), hint=step.hint) from exc
             raise
-        progress.done(step.name, detail or "")  # type: ignore[attr-defined]
+        progress.done(step.name, detail or "")
         if step.commit:
             cleanups.clear()
 
@@ -188,6 +187,9 @@ def agent_command() -> str:
 
 
 def systemd_unit() -> str:
+    """fc-agent's unit. ``KillMode=process``: stopping or restarting the agent
+    leaves the Firecracker processes (its children, in its cgroup) running; a
+    new agent takes them over from its state directory."""
     return (
         "[Unit]\nDescription=fc-agent: Firecracker microVMs over HTTP (fc-macos)\n"
         "After=network-online.target\nWants=network-online.target\n\n"

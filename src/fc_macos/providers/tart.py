@@ -85,7 +85,12 @@ class TartProvider:
             details.update(cpus=info.cpus, memory_mib=info.memory_mib)
         except FcMacosError as exc:
             details["error"] = exc.message
-        address = self.tart.ip(self.vm_name) if vm.running else None
+        address = None
+        if vm.running:
+            try:
+                address = self.tart.ip(self.vm_name)
+            except FcMacosError as exc:
+                details["error"] = exc.message
         url = f"http://{address}:{S.AGENT_PORT}" if address else None
         agent_ok = False
         if url:
@@ -157,7 +162,8 @@ class TartProvider:
         tart_check = S.check_tart_version(version)
         checks.append(Check("tart", tart_check.ok, f"{tart_check.detail} at {program}", tart_check.fix))
         status = self.vm_status()
-        checks.append(Check("vm-exists", status.exists, f"VM '{self.vm_name}' {'exists' if status.exists else 'is missing'}",
+        exists = "exists" if status.exists else "is missing"
+        checks.append(Check("vm-exists", status.exists, f"VM '{self.vm_name}' {exists}",
                             None if status.exists else "run 'fc-macos setup'"))
         if not status.exists:
             return checks

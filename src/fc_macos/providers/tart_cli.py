@@ -129,7 +129,8 @@ def find_tart(env: Mapping[str, str] | None = None) -> Path:
         candidate = app / "tart.app" / "Contents" / "MacOS" / "tart"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise NotFoundError("the tart program was not found (FC_MACOS_TART, PATH, ~/Applications/tart.app)", hint=INSTALL_HINT)
+    raise NotFoundError("the tart program was not found (FC_MACOS_TART, PATH, ~/Applications/tart.app)",
+                        hint=INSTALL_HINT)
 
 
 def parse_version(text: str) -> tuple[int, int, int]:

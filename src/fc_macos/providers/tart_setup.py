@@ -60,11 +60,17 @@ class TartSetup:
         self.token: str | None = None
         self.agent_changed = False
         self._server: FileServer | None = None
-        self._tmp = Path(tempfile.mkdtemp(prefix="setup-", dir=self._home_dir()))
+        self._tmp_dir: Path | None = None
+        self._run_pid: int | None = None  # the `tart run` this session started
+        self._run_offset = 0  # where its output starts in run_log
 
-    def _home_dir(self) -> Path:
-        self.home.mkdir(parents=True, exist_ok=True)
-        return self.home
+    @property
+    def _tmp(self) -> Path:
+        """This run's private scratch directory under FC_MACOS_HOME (made on first use)."""
+        if self._tmp_dir is None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            self._tmp_dir = Path(tempfile.mkdtemp(prefix="setup-", dir=self.home))
+        return self._tmp_dir
 
     @property
     def run_log(self) -> Path:
@@ -75,7 +81,9 @@ class TartSetup:
         if self._server is not None:
             self._server.stop()
             self._server = None
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+            self._tmp_dir = None
 
     def serve(self, path: Path, name: str | None = None) -> ServedFile:
         if self._server is None:
@@ -149,8 +157,8 @@ class TartSetup:
             raise S.Skipped(f"the VM '{self.name}' runs")
         offset = self.run_log.stat().st_size if self.run_log.exists() else 0
         pid = self.tart.run_detached(self.name, log_path=self.run_log, nested=True)
-        self.cleanups.append(lambda: self._stop_run(pid))
         self._run_pid, self._run_offset = pid, offset
+        self.cleanups.append(lambda: self._stop_run(pid))
         return f"tart run (pid {pid}), output in {self.run_log}"
 
     def _stop_run(self, pid: int) -> None:
@@ -164,13 +172,13 @@ class TartSetup:
     def _run_output(self) -> str:
         try:
             with open(self.run_log, "rb") as fh:
-                fh.seek(getattr(self, "_run_offset", 0))
+                fh.seek(self._run_offset)
                 return fh.read().decode(errors="replace").strip()
         except OSError:
             return ""
 
     def _check_run_alive(self, step: str) -> None:
-        pid = getattr(self, "_run_pid", None)
+        pid = self._run_pid
         if pid is None or _pid_alive(pid):
             return
         output = self._run_output()
@@ -205,7 +213,7 @@ class TartSetup:
             time.sleep(1)
 
     def check_kvm(self) -> str:
-        if not self.guest.ok("test -c /dev/kvm || test -e /dev/kvm"):
+        if not self.guest.ok("test -e /dev/kvm"):
             raise SetupError("check-kvm", "/dev/kvm does not exist inside the VM", hint=S.NESTED_HINT)
         return "/dev/kvm present"
 
@@ -302,8 +310,15 @@ class TartSetup:
         if self.options.skip_assets:
             raise S.Skipped("--skip-assets given")
         self.progress.info("building guest images inside the VM (downloads the Firecracker CI kernel)")
-        self.guest.sh(f'fc-macos images build --source online --out {S.IMAGES_DIR} {"--force" if self.options.force else ""}',
-                      sudo=True, timeout=1800)
+        build = f"fc-macos images build --source online --out {S.IMAGES_DIR}"
+        if self.options.force:
+            build += " --force"
+        try:
+            self.guest.sh(build, sudo=True, timeout=1800)
+        except TartError as exc:
+            raise SetupError("install-images", f"cannot build guest images in the VM: {exc.message}",
+                             hint="check the VM's internet access, or pass --kernel/--rootfs (and --initrd) "
+                             "to install your own images, or --skip-assets to install none") from exc
         return f"built from the online source into {S.IMAGES_DIR}"
 
     def write_token(self) -> str:
@@ -352,7 +367,8 @@ class TartSetup:
         deadline = time.monotonic() + AGENT_TIMEOUT_S
         while not self._agent_answers():
             if time.monotonic() > deadline:
-                raise SetupError("start-agent", f"fc-agent does not answer at {self.agent_url}:\n{self.agent_log_tail()}",
+                raise SetupError("start-agent",
+                                 f"fc-agent does not answer at {self.agent_url}:\n{self.agent_log_tail()}",
                                  hint="see the whole log with 'fc-macos vm logs'")
             time.sleep(0.5)
 
