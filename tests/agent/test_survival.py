@@ -1,0 +1,156 @@
+"""The agent as a real process: ``kill -9`` it while microVMs run, start it
+again on the same state directory, and carry on (listed, attachable,
+controllable); a microVM that died meanwhile shows as stopped with its exit
+status. Also: SIGTERM shuts the agent down without stopping microVMs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from fc_macos.agent.settings import AgentSettings
+from fc_macos.firecracker.launcher import proc_start_time
+from tests.agent.conftest import (
+    AUTH,
+    GUEST_BOOT_ARGS,
+    SHELL_PROMPT,
+    ConsoleReader,
+    kill_recorded_vmms,
+    live_processes_mentioning,
+)
+
+pytestmark = [pytest.mark.guest, pytest.mark.timeout(900)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AgentProcess:
+    """``fc-agent`` run as ``python -m fc_macos.agent.main`` on a free port."""
+
+    def __init__(self, settings: AgentSettings, token_file: Path, log: Path) -> None:
+        self.settings = settings
+        self.token_file = token_file
+        self.log = log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        argv = [
+            sys.executable, "-m", "fc_macos.agent.main",
+            "--listen", f"127.0.0.1:{self.port}", "--token-file", str(self.token_file),
+            "--state-dir", str(self.settings.state_dir), "--firecracker-bin", self.settings.firecracker_bin,
+        ]  # fmt: skip
+        for d in self.settings.image_dirs:
+            argv += ["--image-dir", str(d)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                assert self.proc.poll() is None, self.log.read_text()
+                try:
+                    async with session.get(self.url + "/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"fc-agent did not come up: {self.log.read_text()}")
+
+    def kill(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def token_file(short_tmp: Path) -> Path:
+    path = short_tmp / "token"
+    path.write_text(AUTH["Authorization"].split()[1] + "\n")
+    return path
+
+
+@pytest.fixture
+def agent(guest_settings: AgentSettings, token_file: Path, short_tmp: Path) -> Iterator[AgentProcess]:
+    proc = AgentProcess(guest_settings, token_file, short_tmp / "agent.log")
+    yield proc
+    if proc.proc is not None and proc.proc.poll() is None:
+        proc.kill(signal.SIGKILL)
+    kill_recorded_vmms(guest_settings.state_dir)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(headers=AUTH) as s:
+        yield s
+
+
+async def console_answers(session: aiohttp.ClientSession, agent: AgentProcess, name: str) -> None:
+    async with session.ws_connect(f"{agent.url}/v1/microvms/{name}/console?scrollback=0") as ws:
+        reader = ConsoleReader(ws)
+        await reader.run(f"echo hello from {name}")
+        await ws.close()
+
+
+async def test_agent_killed_with_9_and_restarted_keeps_microvms(
+    agent: AgentProcess, session: aiohttp.ClientSession, guest_settings: AgentSettings
+) -> None:
+    await agent.start()
+    created = []
+    for name in ("keep-a", "keep-b", "doomed"):
+        resp = await session.post(agent.url + "/v1/microvms", json={"name": name, "memory_mib": 128, "boot_args": GUEST_BOOT_ARGS})
+        assert resp.status == 201, await resp.text()
+        created.append(await resp.json())
+    pids = {vm["name"]: vm["pid"] for vm in created}
+    for name in ("keep-a", "keep-b"):
+        async with session.ws_connect(f"{agent.url}/v1/microvms/{name}/console") as ws:
+            await ConsoleReader(ws).wait_for(SHELL_PROMPT, poke=b"\n")
+
+    assert agent.kill(signal.SIGKILL) == -signal.SIGKILL
+    # While the agent is away: the guests keep running, one VMM dies.
+    os.kill(pids["doomed"], signal.SIGKILL)
+    for name in ("keep-a", "keep-b"):
+        assert proc_start_time(pids[name]) is not None
+
+    await agent.start()
+    listed = {vm["name"]: vm for vm in (await (await session.get(agent.url + "/v1/microvms")).json())["microvms"]}
+    assert set(listed) == {"keep-a", "keep-b", "doomed"}
+    for name in ("keep-a", "keep-b"):
+        assert listed[name]["state"] == "running" and listed[name]["pid"] == pids[name]
+    assert listed["doomed"]["state"] == "stopped"
+    assert listed["doomed"]["exit_status"] == 128 + signal.SIGKILL
+
+    # attachable: the console still answers
+    for name in ("keep-a", "keep-b"):
+        await console_answers(session, agent, name)
+    # controllable: the raw API and stop
+    resp = await session.get(f"{agent.url}/v1/microvms/keep-a/firecracker/")
+    assert resp.status == 200 and (await resp.json())["state"] == "Running"
+    resp = await session.post(f"{agent.url}/v1/microvms/keep-a/stop", json={"timeout_s": 60})
+    assert (await resp.json())["state"] == "stopped"
+
+    # SIGTERM: the agent exits cleanly and leaves the running microVM alone
+    assert agent.kill(signal.SIGTERM) == 0
+    assert proc_start_time(pids["keep-b"]) is not None
+    await agent.start()
+    await console_answers(session, agent, "keep-b")
+    resp = await session.post(f"{agent.url}/v1/microvms/keep-b/stop", json={"force": True})
+    assert (await resp.json())["exit_status"] == 128 + signal.SIGKILL
+
+    for name in ("keep-a", "keep-b", "doomed"):
+        assert (await session.delete(f"{agent.url}/v1/microvms/{name}")).status == 204
+    assert live_processes_mentioning(str(guest_settings.microvms_dir)) == []
+    assert list(guest_settings.microvms_dir.iterdir()) == []
