@@ -210,11 +210,17 @@ def launch(firecracker_bin: str, name: str, paths: VMMPaths, *, pid_timeout_s: f
     socket may not exist yet. Raises FirecrackerError if the process cannot be
     started. Not idempotent: each call starts a new VMM.
     """
-    make_fifos(paths)
-    paths.log.touch()
-    paths.metrics.touch()
-    for stale in (paths.api_sock, paths.exit_status, paths.pid_file):
-        stale.unlink(missing_ok=True)
+    try:
+        make_fifos(paths)
+        paths.log.touch()
+        paths.metrics.touch()
+        for stale in (paths.api_sock, paths.exit_status, paths.pid_file):
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        raise FirecrackerError(
+            f"cannot prepare {paths.workdir} for Firecracker: {exc}",
+            hint="check that the agent's state directory exists and is writable",
+        ) from exc
     argv = [
         firecracker_bin,
         "--api-sock", str(paths.api_sock),
