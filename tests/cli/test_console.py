@@ -99,3 +99,20 @@ def test_piped_input_is_sent_and_output_printed(home: Path, agent: FakeAgent) ->
     assert result.stdout == b"scrollback\r\necho:uname -a\n"
     assert b"Connected to a. Press Ctrl+] to detach." in result.stderr
     assert agent.resizes == []  # no terminal, no size
+
+
+def test_run_in_the_foreground_attaches_at_once(home: Path, agent: FakeAgent) -> None:
+    term = Terminal(_cli(home, "run", "--name", "fresh", "--vcpus", "2"))
+    try:
+        term.read_until(b"Started microVM fresh")
+        term.read_until(b"Connected to fresh. Press Ctrl+] to detach.")
+        term.read_until(b"scrollback\r\n")  # guest output is read only once the terminal is raw
+        term.type(b"hi\r")
+        term.read_until(b"echo:hi\r")
+        term.type(b"\x1d")
+        term.read_until(b"it keeps running")
+        assert term.wait() == 0
+        assert agent.microvms["fresh"]["state"] == "running" and agent.microvms["fresh"]["vcpus"] == 2
+        assert termios.tcgetattr(term.slave) == term.cooked
+    finally:
+        term.close()

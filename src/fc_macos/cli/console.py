@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 DETACH_BYTE = b"\x1d"  # Ctrl+]
 QUIET_AFTER_EOF_S = 1.0  # with piped input: how long the guest must be quiet before we leave
+FIRST_ANSWER_S = 5.0  # ... but first give it this long to start answering
 READ_SIZE = 65536
 
 
@@ -152,12 +153,16 @@ class _Session:
             outcome = keyboard.result()
             if outcome == "eof":
                 # Piped input ended: let the guest answer, leave once it is quiet.
+                wait = FIRST_ANSWER_S
+                self.output_seen.clear()
                 while not screen.done():
-                    self.output_seen.clear()
-                    try:
-                        await asyncio.wait_for(self.output_seen.wait(), QUIET_AFTER_EOF_S)
-                    except asyncio.TimeoutError:
+                    seen = loop.create_task(self.output_seen.wait())
+                    done, _ = await asyncio.wait({screen, seen}, timeout=wait)
+                    seen.cancel()
+                    if not done:
                         break
+                    self.output_seen.clear()
+                    wait = QUIET_AFTER_EOF_S
                 return "closed" if screen.done() else "detached"
             return outcome
         finally:
