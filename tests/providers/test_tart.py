@@ -157,6 +157,32 @@ def test_stop_then_start_brings_the_agent_back(world: World) -> None:
     agent_request(endpoint.url, endpoint.token, "GET", "/v1/info")
 
 
+def test_the_release_installer_checks_the_tarball_before_installing(world: World, tmp_path: Path) -> None:
+    """The script that installs the pinned Firecracker release, fed a local tarball
+    (this machine cannot reach GitHub): it installs the member only when the
+    tarball's sha256 is the expected one."""
+    import tarfile
+
+    from fc_macos.providers.fileserver import FileServer
+    from fc_macos.providers.tart_guest import Guest
+
+    member = "release-v1.16.1-x86_64/firecracker-v1.16.1-x86_64"
+    binary = tmp_path / "fc"
+    binary.write_text("#!/bin/sh\necho Firecracker v1.16.1\n")
+    tarball = tmp_path / "firecracker-v1.16.1-x86_64.tgz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(binary, arcname=member)
+    guest = Guest(world.provider.tart, world.provider.vm_name)
+    gateway = guest.output("ip route show default").split()[2]
+    with FileServer(gateway) as server:
+        url = server.add(tarball).url
+        bad = guest.sh(setup_steps.INSTALL_RELEASE, url, "0" * 64, member, "/usr/local/bin/fc-probe",
+                       sudo=True, check=False)
+        assert bad.returncode != 0 and not (world.root / "usr-local-bin" / "fc-probe").exists()
+        guest.sh(setup_steps.INSTALL_RELEASE, url, sha256_file(tarball), member, "/usr/local/bin/fc-probe", sudo=True)
+    assert guest.output("/usr/local/bin/fc-probe") == "Firecracker v1.16.1"
+
+
 # -- failures (each on its own fresh Tart home) ------------------------------------------------------
 
 
