@@ -14,7 +14,7 @@ from typing import Mapping
 
 from aiohttp import web
 
-from fc_macos.agent.manager import RUNNING_STATES, MicroVMManager
+from fc_macos.agent.manager import MicroVMManager
 from fc_macos.errors import ValidationError
 
 SOURCES = {"serial": "serial_log", "firecracker": "log"}
@@ -78,18 +78,26 @@ async def stream_logs(request: web.Request, manager: MicroVMManager, name: str) 
     offset = tail_offset(path, tail) if tail is not None else 0
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
+    try:
+        await _stream(path, offset, follow, exited, resp)
+    except ConnectionResetError:
+        pass  # the reader went away; nothing else to do
+    return resp
+
+
+async def _stream(path: Path, offset: int, follow: bool, exited: asyncio.Event, resp: web.StreamResponse) -> None:
+    """Copy ``path`` from ``offset``; with ``follow`` keep copying until ``exited`` is set."""
     while True:
         offset = await _copy_from(path, offset, resp)
-        if not follow or exited.is_set() or manager.get(name).state not in RUNNING_STATES:
+        if not follow or exited.is_set():
             break
         try:
-            await asyncio.wait_for(asyncio.shield(exited.wait()), FOLLOW_INTERVAL_S)
+            await asyncio.wait_for(exited.wait(), FOLLOW_INTERVAL_S)
         except asyncio.TimeoutError:
             pass
     if follow:
         await _copy_from(path, offset, resp)  # what the last moments added
     await resp.write_eof()
-    return resp
 
 
 async def _copy_from(path: Path, offset: int, resp: web.StreamResponse) -> int:

@@ -186,8 +186,13 @@ class MicroVMManager:
         return vm
 
     def console(self, name: str) -> ConsoleBroker:
+        """The console broker of running microVM ``name``."""
         vm = self.running(name)
-        assert vm.broker is not None
+        if vm.broker is None:
+            raise ConflictError(
+                f"the console of microVM {name!r} is unavailable ({vm.error})",
+                hint=f"stop it (POST /v1/microvms/{name}/stop) and create it again",
+            )
         return vm.broker
 
     def exited_event(self, name: str) -> asyncio.Event:
@@ -244,8 +249,16 @@ class MicroVMManager:
         vm.vmm = vmm
         vm.pid, vm.start_time, vm.pgid = vmm.pid, vmm.start_time, vmm.pgid
         vm.exited = asyncio.Event()
-        vm.broker = ConsoleBroker(vm.name, vmm.paths)
-        vm.broker.start()
+        broker = ConsoleBroker(vm.name, vmm.paths)
+        try:
+            broker.start()
+            vm.broker = broker
+        except OSError as exc:
+            # The microVM runs on; only its console is out of reach.
+            log.warning("%s: cannot open its console: %s", vm.name, exc)
+            broker.close(f"console unavailable: {exc}")
+            vm.broker = None
+            vm.error = f"console unavailable: {exc}"
         vm.watcher = asyncio.get_running_loop().create_task(self._watch(vm, vmm), name=f"watch-{vm.name}")
 
     # -- exit ---------------------------------------------------------------------
