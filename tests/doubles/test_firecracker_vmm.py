@@ -100,15 +100,16 @@ class VmmProcess:
         start = len(self.seen)
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
+        eof = False
         while not regex.search(self.seen, start):
             left = deadline - time.monotonic()
-            if left <= 0 or (self.proc.poll() is not None and not self._readable(0)):
+            if left <= 0 or eof:
                 tail = self.seen[-3000:].decode(errors="replace")
-                raise AssertionError(f"no {pattern!r} on the console; it said:\n{tail}")
+                raise AssertionError(f"no {pattern!r} on the console (exit status "
+                                     f"{self.proc.poll()}); it said:\n{tail}")
             if self._readable(min(left, 1.0)):
                 chunk = os.read(self.proc.stdout.fileno(), 65536)
-                if not chunk and self.proc.poll() is not None:
-                    continue
+                eof = not chunk
                 self.seen.extend(chunk)
         return bytes(self.seen[start:])
 
@@ -377,5 +378,89 @@ def test_boot_talk_on_the_serial_console_and_ctrl_alt_del(workdir: Path, images:
         assert vmm.call("PUT", "/actions", {"action_type": "SendCtrlAltDel"}).status == 204
         assert vmm.proc.wait(timeout=60) == 0
         assert os.path.exists(vmm.sock)  # Firecracker leaves its API socket behind
+    finally:
+        vmm.stop()
+
+
+def qemu_children(pid: int) -> list[int]:
+    """The QEMU processes started by the VMM with this pid."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in children if "qemu" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+
+
+def gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.guest
+@pytest.mark.timeout(400)
+def test_snapshot_restores_the_running_guest_in_a_fresh_process(workdir: Path, images: Any) -> None:
+    rootfs = workdir / "rootfs.ext4"
+    shutil.copyfile(images.rootfs, rootfs)
+    token = secrets.token_hex(6)
+    first = VmmProcess(workdir, "--id", "snap-src")
+    try:
+        first.wait_ready()
+        configure(first, images, rootfs)
+        first.expect(PROMPT, 180)
+        first.type(f"X=snap-{token}\n")
+        first.expect(PROMPT, 30)
+        paths = {"snapshot_path": str(workdir / "vm.state"), "mem_file_path": str(workdir / "vm.mem")}
+        assert first.call("PUT", "/snapshot/create", paths).status == 400  # still running
+        assert first.call("PATCH", "/vm", {"state": "Paused"}).status == 204
+        assert first.call("PUT", "/snapshot/create", paths).status == 204
+        assert (workdir / "vm.mem").stat().st_size > 0
+        [qemu] = qemu_children(first.proc.pid)
+        first.proc.kill()  # SIGKILL: QEMU must not outlive the VMM
+        assert gone(qemu, 30)
+    finally:
+        first.stop()
+
+    (workdir / "api.sock").unlink()
+    second = VmmProcess(workdir, "--id", "snap-dst")
+    try:
+        second.wait_ready()
+        load = {"snapshot_path": str(workdir / "vm.state"), "resume_vm": True,
+                "mem_backend": {"backend_type": "File", "backend_path": str(workdir / "vm.mem")}}
+        reply = second.call("PUT", "/snapshot/load", load)
+        assert reply.status == 204, reply.body
+        assert second.call("GET", "/").body["state"] == "Running"
+        assert second.call("PUT", "/snapshot/load", load).fault == NOT_POST_BOOT
+        second.type("echo $X-$((1+1))\n")  # the shell variable lived only in guest memory
+        second.expect(f"snap-{token}-2".encode(), 60)
+        assert second.call("PUT", "/actions", {"action_type": "SendCtrlAltDel"}).status == 204
+        assert second.proc.wait(timeout=60) == 0
+    finally:
+        second.stop()
+
+
+@pytest.mark.guest
+@pytest.mark.timeout(300)
+def test_config_file_without_api_boots_and_a_guest_reboot_ends_it(workdir: Path, images: Any) -> None:
+    rootfs = workdir / "rootfs.ext4"
+    shutil.copyfile(images.rootfs, rootfs)
+    config = {
+        "boot-source": {"kernel_image_path": str(images.kernel), "initrd_path": str(images.initrd),
+                        "boot_args": "console=ttyS0 reboot=k panic=1"},
+        "drives": [{"drive_id": "rootfs", "path_on_host": str(rootfs), "is_root_device": True, "is_read_only": False}],
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 256},
+    }
+    (workdir / "vm.json").write_text(json.dumps(config))
+    vmm = VmmProcess(workdir, "--no-api", "--config-file", str(workdir / "vm.json"))
+    try:
+        vmm.expect(PROMPT, 180)
+        assert not os.path.exists(vmm.sock)
+        vmm.type("reboot -f\n")
+        assert vmm.proc.wait(timeout=60) == 0
     finally:
         vmm.stop()
