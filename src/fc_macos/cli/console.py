@@ -122,6 +122,7 @@ class _Session:
                 if before:
                     await self.console.send(before)
                 return "detached"
+            self.output_seen.clear()
             await self.console.send(data)
 
     async def screen(self) -> str:
@@ -153,11 +154,12 @@ class _Session:
             outcome = keyboard.result()
             if outcome == "eof":
                 # Piped input ended: let the guest answer, leave once it is quiet.
-                wait = FIRST_ANSWER_S
-                self.output_seen.clear()
+                wait = FIRST_ANSWER_S  # output_seen: the guest answered since the last input
                 while not screen.done():
                     seen = loop.create_task(self.output_seen.wait())
-                    done, _ = await asyncio.wait({screen, seen}, timeout=wait)
+                    done, _ = await asyncio.wait(
+                        {screen, seen}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                    )
                     seen.cancel()
                     if not done:
                         break
