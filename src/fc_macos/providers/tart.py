@@ -97,7 +97,7 @@ class TartProvider:
             try:
                 agent_request(url, None, "GET", "/healthz", timeout=3)
                 agent_ok = True
-            except AgentError:
+            except (AgentError, ValueError):  # ValueError: something else answers, not JSON
                 pass
         return VMStatus(self.vm_name, self.name, True, vm.running, vm.state, address, url, agent_ok, details)
 
