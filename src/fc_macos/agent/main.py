@@ -31,7 +31,7 @@ from fc_macos.agent.settings import (
     AgentSettings,
     parse_listen,
 )
-from fc_macos.errors import FcMacosError
+from fc_macos.errors import ConfigError, FcMacosError
 
 log = logging.getLogger("fc_agent")
 
@@ -58,14 +58,26 @@ async def serve(settings: AgentSettings, host: str, port: int) -> None:
     """Run until SIGTERM/SIGINT, then shut down in the documented order."""
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()  # starts the manager: reads state.json, reattaches
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use the state directory {settings.state_dir}: {exc}",
+            hint="pass a writable --state-dir (or run fc-agent as root for /var/lib/fc-agent)",
+        ) from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                hint="is another fc-agent running? Stop it, or pick another --listen HOST:PORT",
+            ) from exc
         log.info("fc-agent %s listening on %s:%d (state in %s)", __version__, host, port, settings.state_dir)
         await stop.wait()
         log.info("shutting down; microVMs keep running")
@@ -93,9 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     except FcMacosError as exc:
         print(f"fc-agent: {exc}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:
-        print(f"fc-agent: {exc}\nHint: is another fc-agent listening on {args.listen}?", file=sys.stderr)
-        return 1
     return 0
 
 
