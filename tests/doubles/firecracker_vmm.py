@@ -289,6 +289,7 @@ SCHEMAS: dict[str, dict[str, tuple[Any, bool]]] = {
                           "reg_modifiers": (("list", "any"), False),
                           "vcpu_features": (("list", "any"), False)},
 }
+SCHEMAS["MachineConfigUpdate"] = {k: (kind, False) for k, (kind, _) in SCHEMAS["MachineConfig"].items()}
 CONFIG_FILE_SECTIONS: dict[str, Any] = {
     key: ("list", ("struct", name)) if key in ("drives", "network-interfaces", "pmem")
     else ("struct", name)
@@ -517,13 +518,7 @@ def parse_patch(first: str, sub: str | None, body: bytes) -> Parsed | None:
             raise ApiError("The id from the path does not match the id from the body!")
         return Parsed("patch_net", cfg)
     if first == "machine-config":
-        value, text = parse_json(body)
-        schema = {k: (kind, False) for k, (kind, _) in SCHEMAS["MachineConfig"].items()}
-        SCHEMAS["MachineConfigUpdate"] = schema
-        try:
-            cfg = check_struct(value, "MachineConfigUpdate")
-        except ValueError as exc:
-            raise serde_error(text, str(exc)) from None
+        cfg = parse_struct(body, "MachineConfigUpdate")
         if not cfg:
             raise ApiError("Empty PATCH request.")
         return Parsed("patch_machine_config", cfg)
@@ -600,10 +595,16 @@ class Qmp:
             pass
 
 
-def set_parent_death_signal() -> None:
-    """In the QEMU child: die with SIGKILL when the VMM (the spawning thread) dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+def parent_death_signal(parent: int) -> Callable[[], None]:
+    """A preexec_fn for QEMU: die with SIGKILL when the VMM dies, even if it already has."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork
+
+    def arm() -> None:
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
 
 
 def qemu_value(text: str) -> str:
@@ -691,7 +692,6 @@ POST_BOOT_ONLY = {
 NOT_BOOT_PATH = {"put_logger", "put_metrics", "describe_instance", "version",
                  "get_machine_config", "get_mmds", "get_balloon", "get_vm_config", "put_mmds",
                  "patch_mmds"}
-Reply = "tuple[int, Any]"
 
 
 class Vmm:
@@ -1040,6 +1040,12 @@ class Vmm:
         drive = next((d for d in self.drives if d["drive_id"] == cfg["drive_id"]), None)
         if drive is None:
             raise ApiError("Invalid block device ID!")
+        if "path_on_host" in cfg:
+            try:
+                open(cfg["path_on_host"], "rb").close()
+            except OSError as exc:
+                raise ApiError("Unable to patch the block device: BackingFile("
+                               f"{os_error_text(exc)}, \"{cfg['path_on_host']}\")") from None
         drive.update(cfg)  # recorded only: the QEMU backend keeps its file
 
     def do_patch_net(self, cfg: dict[str, Any]) -> None:
@@ -1162,7 +1168,7 @@ class Vmm:
         serial_out = (self.serial or {}).get("serial_out_path")
         try:
             self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL if serial_out else None,
-                                         preexec_fn=set_parent_death_signal)
+                                         preexec_fn=parent_death_signal(os.getpid()))
         except OSError as exc:
             raise ApiError("Internal error while starting microVM: cannot run QEMU: "
                            f"{os_error_text(exc)}") from None
