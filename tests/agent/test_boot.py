@@ -37,6 +37,14 @@ async def test_kernel_firecracker_refuses_fails_in_start_instance(client: TestCl
     assert (await (await client.get("/v1/microvms", headers=AUTH)).json()) == {"microvms": []}
 
 
+async def test_failed_boot_does_not_use_up_the_automatic_name(client: TestClient, settings: AgentSettings) -> None:
+    for _ in range(2):
+        resp = await client.post("/v1/microvms", json={"memory_mib": 64}, headers=AUTH)
+        assert resp.status == 422
+    # the next automatic name is still microvm-1
+    assert json.loads(settings.state_file.read_text())["next_index"] == 1
+
+
 async def test_missing_firecracker_binary_fails_in_validate_spec(settings: AgentSettings, short_tmp: Path) -> None:
     from dataclasses import replace
 

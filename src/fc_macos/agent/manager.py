@@ -235,6 +235,8 @@ class MicroVMManager:
                 await run_boot(ctx, self.steps)
         except BaseException:
             del self._vms[name]
+            if spec.name is None:  # a failed boot does not use up an automatic name
+                self._next_index = min(self._next_index, int(name.rsplit("-", 1)[1]))
             self._save()
             raise
         assert ctx.vmm is not None
