@@ -115,12 +115,20 @@ def test_local_flow_end_to_end(home: Path) -> None:
     assert refused.returncode == 1 and f"the token in {home / 'agent.json'} does not match" in refused.stderr
     endpoint.save(home)
 
-    fc(home, "vm", "stop", "--force")
+    fc(home, "vm", "stop")  # the agent only: its microVMs keep running
+    assert json.loads(fc(home, "vm", "status", "--json").stdout)["running"] is False
+    fc(home, "vm", "start")
+    survivors = json.loads(fc(home, "microvm", "list", "--json").stdout)
+    assert {vm["name"]: vm["state"] for vm in survivors} == {"vm-2": "running", "vm-3": "running"}
+
+    fc(home, "vm", "stop", "--force")  # the agent and every microVM
     unreachable = fc(home, "microvm", "list", check=False)
     assert unreachable.returncode == 1 and "fc-macos vm start" in unreachable.stderr
 
     again = events(fc(home, *setup_args).stdout)  # images and token kept, the agent started again
     assert {"token", "save-endpoint"} <= {e["name"] for e in again if e["event"] == "skip"}
+    after_force = json.loads(fc(home, "microvm", "list", "--json").stdout)
+    assert {vm["state"] for vm in after_force} == {"stopped"}
     third = events(fc(home, *setup_args).stdout)  # all in place: nothing to do
     skipped = {e["name"] for e in third if e["event"] == "skip"}
     assert {"token", "start-agent", "save-endpoint"} <= skipped

@@ -118,6 +118,13 @@ def test_vm_stop_and_start_keep_the_endpoint(provider: LocalProvider, images: di
     assert log.count("starting fc-agent") == 2
 
 
+def test_vm_shell_runs_a_local_command_and_returns_its_exit_code(provider: LocalProvider, tmp_path: Path) -> None:
+    assert provider.vm_shell(["sh", "-c", "exit 3"]) == 3
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "--provider", "local",
+                                      "vm", "shell", "--", "sh", "-c", "exit 4"])
+    assert result.exit_code == 4
+
+
 def test_vm_start_before_setup_says_run_setup(provider: LocalProvider) -> None:
     with pytest.raises(ConfigError) as info:
         provider.vm_start(RecordingProgress())

@@ -9,7 +9,6 @@ asyncio and the providers are imported inside the functions that use them.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,9 +164,3 @@ def print_error(state: AppState | None, code: str, message: str, hint: str | Non
     if hint:
         click.echo(f"Hint: {hint}", err=True)
 
-
-def stdin_is_tty() -> bool:
-    try:
-        return sys.stdin.isatty()
-    except (AttributeError, ValueError):
-        return False
