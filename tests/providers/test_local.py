@@ -74,6 +74,7 @@ def _options(images: dict[str, Path], **extra: object) -> SetupOptions:
 def test_registry_builds_the_local_provider(tmp_path: Path) -> None:
     prov = get_provider("local", tmp_path, Config(provider="local"))
     assert isinstance(prov, LocalProvider) and prov.name == "local"
+    assert get_provider("tart", tmp_path, Config(provider="tart")).name == "tart"
     with pytest.raises(ConfigError):
         get_provider("qemu", tmp_path, Config())
 
@@ -101,6 +102,16 @@ def test_setup_starts_the_agent_and_a_rerun_is_a_no_op(provider: LocalProvider, 
     assert provider.vm_status().details["pid"] != pid
     with pytest.raises(Exception):
         agent_request(forced.url, endpoint.token, "GET", "/v1/info")  # the old token is gone
+
+
+def test_skip_assets_sets_up_without_images_and_doctor_says_so(provider: LocalProvider) -> None:
+    progress = RecordingProgress()
+    provider.setup(SetupOptions(firecracker_bin=TEST_VMM, skip_assets=True), progress)
+    assert "install-images" in progress.of("skip")
+    assert provider.vm_status().agent_ok
+    checks = {c.name: c for c in provider.doctor()}
+    assert not checks["images"].ok and "--kernel" in (checks["images"].fix or "")
+    assert checks["agent"].ok and checks["firecracker"].ok
 
 
 def test_vm_stop_and_start_keep_the_endpoint(provider: LocalProvider, images: dict[str, Path]) -> None:
