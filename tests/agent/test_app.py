@@ -148,6 +148,20 @@ async def test_duplicate_name_is_409(settings: AgentSettings) -> None:
         await client.close()
 
 
+async def test_unreadable_records_in_state_are_skipped(settings: AgentSettings) -> None:
+    seed_stopped(settings, "good")
+    state = json.loads(settings.state_file.read_text())
+    state["microvms"]["junk"] = ["not", "a", "record"]
+    state["microvms"]["half"] = {"name": "half"}
+    settings.state_file.write_text(json.dumps(state))
+    client = await serve(settings)
+    try:
+        listed = (await (await client.get("/v1/microvms", headers=AUTH)).json())["microvms"]
+        assert [vm["name"] for vm in listed] == ["good"]
+    finally:
+        await client.close()
+
+
 @pytest.fixture
 async def old_client(settings: AgentSettings) -> AsyncIterator[TestClient]:
     """The agent over a state where microVM 'old' stopped with status 0."""

@@ -138,9 +138,13 @@ async def console(request: web.Request) -> web.WebSocketResponse:
     """Attach a WebSocket viewer to the microVM's serial console."""
     broker = _manager(request).console(request.match_info["name"])
     replay = request.query.get("scrollback", "1").lower() not in ("0", "false")
+    viewer = broker.attach(replay=replay)  # before the handshake: refusals stay JSON answers
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=WS_MAX_MESSAGE)
-    await ws.prepare(request)
-    viewer = broker.attach(replay=replay)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        broker.detach(viewer)
+        raise
     pump = asyncio.create_task(_pump_output(viewer, ws))
     try:
         async for msg in ws:

@@ -91,8 +91,14 @@ class MicroVMManager:
         self.settings.images_dir.mkdir(parents=True, exist_ok=True)
         state = self.store.load()
         self._next_index = int(state.get("next_index", 1))
-        for record in state["microvms"].values():
-            vm = MicroVM.from_record(record)
+        for key, record in state["microvms"].items():
+            try:
+                vm = MicroVM.from_record(record)
+                if vm.name != key or not isinstance(vm.spec, dict) or vm.state is None or vm.created_at is None:
+                    raise ValueError("incomplete record")
+            except (AttributeError, TypeError, ValueError) as exc:
+                log.warning("skipping microVM %r in %s: %s", key, self.store.path, exc)
+                continue
             self._vms[vm.name] = vm
             self._reattach(vm)
         self._save()
