@@ -152,8 +152,10 @@ class FakeAgent:
             return web.Response(status=status)
         return web.json_response(reply, status=status)
 
-    async def _console(self, request: web.Request) -> web.WebSocketResponse:
+    async def _console(self, request: web.Request) -> web.StreamResponse:
         vm = self._vm(request)
+        if vm["state"] != "running":
+            return _error(409, "conflict", f"microVM {vm['name']!r} is not running", "read its logs")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         if request.query.get("scrollback") != "0":

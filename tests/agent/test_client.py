@@ -135,6 +135,11 @@ async def test_console_is_bidirectional_with_resize(agent: FakeAgent) -> None:
             await console.send(b"poweroff\r")
             rest = [chunk async for chunk in console]
         assert rest == [b"power down\r\n"]
+        with pytest.raises(ConflictError) as stopped:  # powered off: the console is closed
+            async with client.console("a"):
+                pass
+        assert stopped.value.hint == "read what it printed with 'fc-macos microvm logs --name a'"
+        agent.microvms["a"]["state"] = "running"
         async with client.console("a", scrollback=False) as console:
             await console.send(b"x")
             assert await console.receive() == b"echo:x"

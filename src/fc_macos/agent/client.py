@@ -192,6 +192,11 @@ class AgentClient:
         except aiohttp.WSServerHandshakeError as exc:
             # The handshake loses the error body: ask again to get the typed error.
             await self.get_microvm(name)
+            if exc.status == 409:
+                raise ConflictError(
+                    f"microVM {name!r} is not running, so its console is closed",
+                    hint=f"read what it printed with 'fc-macos microvm logs --name {name}'",
+                ) from exc
             raise AgentRequestError(exc.status, "console", f"cannot attach to the console of {name!r}: {exc.message}",
                                     hint=f"run 'fc-macos microvm status --name {name}'") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
