@@ -27,6 +27,9 @@ What is NOT real (honest list):
   * vsock: the uds_path socket is bound and listens (so paths behave), but no guest device
     exists; a host connection is read ("CONNECT n") and closed, as if nothing listened.
   * post-boot hot-plug with --enable-pci is accepted and recorded only.
+  * under TCG the kernel command line gets ``tsc_early_khz=<host rate>`` appended (after
+    Firecracker's own ``root=... rw pci=off``): without it a busy host makes the guest's
+    timer calibration fail and the boot hang. KVM would tell the guest the rate itself.
   * snapshots: the "mem file" is QEMU's migration stream (RAM + device state, written with
     QMP ``migrate`` to ``exec:cat``), not a raw image of guest memory, so its size is not the
     guest memory size; the "state file" is a JSON description of the configuration. Loading

@@ -186,6 +186,28 @@ def test_bad_config_file_exits_152(workdir: Path) -> None:
     assert "missing field `boot-source`" in done.stderr
 
 
+def test_config_file_with_an_unknown_section_exits_152(workdir: Path) -> None:
+    config = workdir / "vm.json"
+    config.write_text(json.dumps({"boot-source": {"kernel_image_path": "/k"}, "network": {}}))
+    done = run_vmm("--api-sock", str(workdir / "api.sock"), "--config-file", str(config))
+    assert done.returncode == 152
+    assert "unknown field `network`" in done.stderr
+
+
+def test_config_file_with_a_bzimage_kernel_exits_152(workdir: Path) -> None:
+    kernel = workdir / "bzImage"
+    kernel.write_bytes(b"MZ" + b"\0" * 4096)
+    config = workdir / "vm.json"
+    config.write_text(json.dumps({"boot-source": {"kernel_image_path": str(kernel)}}))
+    done = run_vmm("--api-sock", str(workdir / "api.sock"), "--config-file", str(config))
+    assert done.returncode == 152
+    assert "Kernel Loader: failed to load ELF kernel image" in done.stderr
+
+
+def test_invalid_log_level_exits_152(workdir: Path) -> None:
+    assert run_vmm("--api-sock", str(workdir / "api.sock"), "--level", "Loud").returncode == 152
+
+
 # ---------------------------------------------------------------- API before boot
 
 
