@@ -37,6 +37,7 @@ class FakeAgent:
         }
         self.resizes: list[tuple[int, int]] = []
         self.console_input: list[bytes] = []
+        self.log_sources = {"serial", "firecracker"}
         self.boot_fails_with: str | None = None
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,9 +178,13 @@ class FakeAgent:
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         self._vm(request)
         source = request.query.get("source", "serial")
-        if source not in ("serial", "firecracker"):
+        if source not in self.log_sources:
             return _error(400, "invalid", f"unknown log source {source!r}", "use serial or firecracker")
-        lines = [f"{source} line {i}\n" for i in range(1, 6)]
+        if source == "metrics":
+            lines = [json.dumps({"utc_timestamp_ms": i, "api_server": {"process_startup_time_us": 7}}) + "\n"
+                     for i in range(1, 4)]
+        else:
+            lines = [f"{source} line {i}\n" for i in range(1, 6)]
         if "tail" in request.query:
             lines = lines[-int(request.query["tail"]):]
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})

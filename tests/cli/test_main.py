@@ -187,6 +187,17 @@ def test_firecracker_faults_and_json_answers(home: Path, agent: FakeAgent) -> No
     assert invoke(home, "machine", "info", "--name", "ghost").exit_code == 1
 
 
+def test_metrics_get_flushes_then_prints_the_last_record(home: Path, agent: FakeAgent) -> None:
+    invoke(home, "run", "--name", "a", "--background")
+    unsupported = invoke(home, "metrics", "get", "--name", "a")
+    assert unsupported.exit_code == 1 and "does not serve Firecracker metrics" in unsupported.output
+    agent.log_sources.add("metrics")
+    result = invoke(home, "metrics", "get", "--name", "a", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["utc_timestamp_ms"] == 3
+    assert agent.fc_calls[-1] == ("PUT", "actions", {"action_type": "FlushMetrics"})
+
+
 def test_logs_print_the_agents_text(home: Path) -> None:
     invoke(home, "run", "--name", "a", "--background")
     result = invoke(home, "microvm", "logs", "--name", "a", "--tail", "2")

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from fc_macos.cli.common import AppState, emit, json_option, pass_state
-from fc_macos.errors import UsageError
+from fc_macos.errors import AgentRequestError, UsageError
 
 name_option = click.option("--name", required=True, help="Name of the microVM.")
 
@@ -433,7 +433,16 @@ def metrics_get(state: AppState, name: str) -> None:
     fc_call(state, name, "PUT", "/actions", {"action_type": "FlushMetrics"})
 
     async def last_line(client: Any) -> str:
-        text = "".join([chunk async for chunk in client.logs(name, source="metrics", tail=1)])
+        try:
+            text = "".join([chunk async for chunk in client.logs(name, source="metrics", tail=1)])
+        except AgentRequestError as exc:
+            if exc.status != 400:
+                raise
+            raise AgentRequestError(
+                exc.status, exc.code, f"this fc-agent does not serve Firecracker metrics ({exc.message})",
+                hint="metrics were flushed to metrics.json in the microVM's directory on the agent's machine; "
+                "read it with 'fc-macos vm shell'",
+            ) from exc
         return text.strip()
 
     line = state.call_agent(last_line)
