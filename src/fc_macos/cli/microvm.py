@@ -3,6 +3,7 @@ and remove microVMs through fc-agent."""
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import TYPE_CHECKING
 
@@ -243,7 +244,9 @@ def rm_cmd(state: AppState, name: str, force: bool) -> None:
     emit(state, {"name": name, "removed": True}, f"Removed {name}.")
 
 
-microvm_group.add_command(list_cmd, "ls")
+_ls_alias = copy.copy(list_cmd)
+_ls_alias.hidden = True  # 'ls' works; the help lists 'list' once
+microvm_group.add_command(_ls_alias, "ls")
 
 
 def register(group: click.Group) -> None:
