@@ -1436,6 +1436,9 @@ class ApiHandler(BaseHTTPRequestHandler):
                 return
             if length > controller.payload_limit:
                 self.close_connection = True
+                while length > 0:  # drain it, so the client is not cut off mid-send
+                    chunk = self.rfile.read(min(length, 65536))
+                    length = length - len(chunk) if chunk else 0
                 self._reply(400, {"error": f"Request payload with size {length} is larger than "
                                   f"the limit of {controller.payload_limit} allowed by server.\n"
                                   "All previous unanswered requests will be dropped."}, None)
