@@ -20,33 +20,12 @@ from fc_macos.providers import get_provider
 from fc_macos.providers.base import SetupOptions
 from fc_macos.providers.local import LocalProvider, check_kvm
 from fc_macos.providers.local_agent import agent_request
+from tests.helpers.progress import RecordingProgress
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
 
 pytestmark = pytest.mark.skipif(not check_kvm().ok, reason="the local provider needs a usable /dev/kvm")
-
-
-class RecordingProgress:
-    """A Progress that remembers what it was told."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, str]] = []
-
-    def step(self, name: str, description: str) -> None:
-        self.events.append(("step", name, description))
-
-    def done(self, name: str, detail: str = "") -> None:
-        self.events.append(("done", name, detail))
-
-    def skip(self, name: str, reason: str) -> None:
-        self.events.append(("skip", name, reason))
-
-    def info(self, message: str) -> None:
-        self.events.append(("info", "", message))
-
-    def of(self, kind: str) -> set[str]:
-        return {name for k, name, _ in self.events if k == kind}
 
 
 @pytest.fixture

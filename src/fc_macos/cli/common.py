@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from fc_macos.config import AgentEndpoint, Config
-from fc_macos.errors import ConfigError
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
@@ -53,13 +52,8 @@ class AppState:
         return self._provider
 
     def endpoint(self) -> AgentEndpoint:
-        endpoint = AgentEndpoint.load(self.home)
-        if endpoint is None:
-            raise ConfigError(
-                f"no agent endpoint saved in {self.home / 'agent.json'}",
-                hint="run 'fc-macos setup' first",
-            )
-        return endpoint
+        """The provider's saved agent endpoint (ConfigError, hint: run setup, when missing)."""
+        return self.provider.endpoint()
 
     def call_agent(self, work: Callable[[AgentClient], Awaitable[T]]) -> T:
         """Run ``work(client)`` against the saved agent endpoint and return its result."""
