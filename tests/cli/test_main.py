@@ -4,6 +4,7 @@ error formatting, against a fake agent on a real socket."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -209,6 +210,12 @@ def test_completion_prints_a_script_for_each_shell() -> None:
         result = CliRunner().invoke(cli, ["completion", shell])
         assert result.exit_code == 0
         assert "_FC_MACOS_COMPLETE" in result.output
+
+
+def test_completion_answers_through_the_environment_variable() -> None:
+    env = {**os.environ, "_FC_MACOS_COMPLETE": "bash_complete", "COMP_WORDS": "fc-macos microvm s", "COMP_CWORD": "2"}
+    out = subprocess.run([sys.executable, "-m", "fc_macos.cli.main"], env=env, capture_output=True, text=True).stdout
+    assert out.split() == ["plain,shell", "plain,status", "plain,stop"]
 
 
 def test_version_flag() -> None:
