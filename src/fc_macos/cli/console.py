@@ -126,9 +126,13 @@ class _Session:
             await self.console.send(data)
 
     async def screen(self) -> str:
-        """Print guest output; ends with 'closed' when the console closes."""
+        """Print guest output; ends with 'closed' when the console closes
+        (or 'detached' when nobody reads stdout any more)."""
         while (chunk := await self.console.receive()) is not None:
-            _write_all(self.out_fd, chunk)
+            try:
+                _write_all(self.out_fd, chunk)
+            except BrokenPipeError:  # e.g. '| head' has seen enough
+                return "detached"
             self.output_seen.set()
         return "closed"
 
@@ -165,7 +169,7 @@ class _Session:
                         break
                     self.output_seen.clear()
                     wait = QUIET_AFTER_EOF_S
-                return "closed" if screen.done() else "detached"
+                return screen.result() if screen.done() else "detached"
             return outcome
         finally:
             if self.interactive:
