@@ -1149,7 +1149,9 @@ class Vmm:
             argv += ["-initrd", self.boot_source["initrd_path"]]
         argv += ["-append", self.kernel_cmdline()]
         for index, drive in enumerate(self.drives):
-            opts = f"id=drive{index},file={qemu_value(drive['path_on_host'])},format=raw,if=none"
+            # No image locking: Firecracker does not lock disks, QEMU would refuse a shared one.
+            opts = (f"id=drive{index},file={qemu_value(drive['path_on_host'])},format=raw,"
+                    "if=none,file.locking=off")
             opts += ",readonly=on" if drive["is_read_only"] else ""
             opts += ",cache=unsafe" if drive["cache_type"] == "Unsafe" else ",cache=writeback"
             argv += ["-drive", opts, "-device", f"virtio-blk-device,drive=drive{index}"]
