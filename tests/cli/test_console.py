@@ -4,6 +4,7 @@ guest, Ctrl+] detaching, and the terminal restored on every way out."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import termios
@@ -75,6 +76,19 @@ def test_console_closing_restores_the_terminal(home: Path, agent: FakeAgent) -> 
         term.read_until(b"scrollback\r\n")
         term.type(b"poweroff\r")  # the fake guest powers off and closes the console
         term.read_until(b"The console of a closed")
+        assert term.wait() == 0
+        assert termios.tcgetattr(term.slave) == term.cooked
+    finally:
+        term.close()
+
+
+def test_sigterm_detaches_and_restores_the_terminal(home: Path) -> None:
+    term = Terminal(_cli(home, "microvm", "shell", "--name", "a"))
+    try:
+        term.read_until(b"scrollback\r\n")
+        assert termios.tcgetattr(term.slave) != term.cooked  # raw while attached
+        term.proc.send_signal(signal.SIGTERM)
+        term.read_until(b"Detached from a")
         assert term.wait() == 0
         assert termios.tcgetattr(term.slave) == term.cooked
     finally:

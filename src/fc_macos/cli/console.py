@@ -3,7 +3,7 @@
 When stdin is a terminal it is put in raw mode (every key, Ctrl+C included,
 goes to the guest), the window size is sent on attach and on SIGWINCH, and
 ``Ctrl+]`` detaches. The terminal is restored on every way out: detach, the
-console closing, an error, or an interrupt. When stdin is not a terminal
+console closing, an error, SIGTERM or SIGHUP. When stdin is not a terminal
 (a pipe, a file) its bytes are sent as they are; at its end the client keeps
 printing until the guest has been quiet for a moment, then detaches.
 """
@@ -32,6 +32,7 @@ DETACH_BYTE = b"\x1d"  # Ctrl+]
 QUIET_AFTER_EOF_S = 1.0  # with piped input: how long the guest must be quiet before we leave
 FIRST_ANSWER_S = 5.0  # ... but first give it this long to start answering
 READ_SIZE = 65536
+HANGUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @contextmanager
@@ -79,7 +80,7 @@ class _Session:
         self.out_fd = out_fd
         self.interactive = interactive
         self.output_seen = asyncio.Event()
-        self.input: asyncio.Queue[bytes] = asyncio.Queue()
+        self.input: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: SIGTERM/SIGHUP
 
     def _watch_stdin(self, loop: asyncio.AbstractEventLoop) -> None:
         def readable() -> None:
@@ -112,9 +113,11 @@ class _Session:
             await self.console.resize(*size)
 
     async def keyboard(self) -> str:
-        """Send stdin to the guest; ends with 'detached' (Ctrl+]) or 'eof'."""
+        """Send stdin to the guest; ends with 'detached' (Ctrl+], SIGTERM, SIGHUP) or 'eof'."""
         while True:
             data = await self.input.get()
+            if data is None:
+                return "detached"
             if not data:
                 return "eof"
             if DETACH_BYTE in data:
@@ -149,6 +152,8 @@ class _Session:
                 task.add_done_callback(resize_tasks.discard)
 
             loop.add_signal_handler(signal.SIGWINCH, on_winch)
+        for sig in HANGUP_SIGNALS:  # leave through the same door as Ctrl+], restoring the terminal
+            loop.add_signal_handler(sig, self.input.put_nowait, None)
         screen = loop.create_task(self.screen())
         keyboard = loop.create_task(self.keyboard())
         try:
@@ -174,6 +179,8 @@ class _Session:
         finally:
             if self.interactive:
                 loop.remove_signal_handler(signal.SIGWINCH)
+            for sig in HANGUP_SIGNALS:
+                loop.remove_signal_handler(sig)
             try:
                 loop.remove_reader(self.in_fd)
             except (ValueError, OSError):
