@@ -621,6 +621,26 @@ def is_elf_vmlinux(path: str) -> bool:
     return len(head) == 64 and head[:4] == b"\x7fELF" and head[4] == 2 and head[5] == 1
 
 
+def make_workdir() -> str:
+    """A private temp dir named for this pid; those of dead (killed) VMMs are swept first."""
+    base = tempfile.gettempdir()
+    for name in os.listdir(base):
+        match = re.fullmatch(r"fcvmm-(\d+)-\w+", name)
+        if match and not pid_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"fcvmm-{os.getpid()}-")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def accel() -> str:
     return os.environ.get("FC_TEST_VMM_ACCEL", "tcg")
 
@@ -728,7 +748,7 @@ class Vmm:
         self.hotplug_requested = 0
         self.boot_path = False
         self.restored = False
-        self.workdir = tempfile.mkdtemp(prefix="fcvmm-")
+        self.workdir: str | None = None  # made at the first launch (it holds QMP's socket)
         self.qemu: subprocess.Popen | None = None
         self.qmp: Qmp | None = None
         self.exit_code: int | None = None
@@ -1168,6 +1188,8 @@ class Vmm:
         return argv + shlex.split(os.environ.get("FC_TEST_VMM_QEMU_ARGS", ""))
 
     def launch(self, extra: list[str]) -> None:
+        if self.workdir is None:
+            self.workdir = make_workdir()
         argv = self.qemu_argv() + extra
         self.logger.debug("Starting QEMU: " + shlex.join(argv))
         serial_out = (self.serial or {}).get("serial_out_path")
@@ -1525,7 +1547,8 @@ def finish(controller: Controller | None, vmm: Vmm | None, logger: Logger, code:
     if vmm is not None:
         vmm.stop_qemu()
         vmm.metrics.flush()
-        shutil.rmtree(vmm.workdir, ignore_errors=True)
+        if vmm.workdir is not None:
+            shutil.rmtree(vmm.workdir, ignore_errors=True)
     if code == EXIT_OK:
         logger.info("Firecracker exiting successfully. exit_code=0")
     else:

@@ -133,7 +133,7 @@ class VmmProcess:
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     # Short paths under /tmp: Unix socket paths are limited to ~104 bytes.
-    path = Path(tempfile.mkdtemp(prefix="fcvmm-", dir="/tmp"))
+    path = Path(tempfile.mkdtemp(prefix="fcvmt-", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -456,6 +456,7 @@ def test_snapshot_restores_the_running_guest_in_a_fresh_process(workdir: Path, i
                 "mem_backend": {"backend_type": "File", "backend_path": str(workdir / "vm.mem")}}
         reply = second.call("PUT", "/snapshot/load", load)
         assert reply.status == 204, reply.body
+        assert not list(Path(tempfile.gettempdir()).glob(f"fcvmm-{first.proc.pid}-*"))  # swept
         assert second.call("GET", "/").body["state"] == "Running"
         assert second.call("PUT", "/snapshot/load", load).fault == NOT_POST_BOOT
         second.type("echo $X-$((1+1))\n")  # the shell variable lived only in guest memory
