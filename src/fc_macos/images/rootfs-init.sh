@@ -43,9 +43,16 @@ echo
 echo "Welcome to Firecracker microVM! ($(uname -sr), $(hostname))"
 echo
 
+# A getty program on disk (busybox's standalone shell would "find" a getty applet even
+# without its link, so look for the file).
+getty=
+for dir in /sbin /usr/sbin /bin /usr/bin; do
+    [ -x "$dir/getty" ] && { getty=$dir/getty; break; }
+done
+
 while :; do
-    if command -v getty >/dev/null 2>&1; then
-        getty -n -l /bin/sh 115200 "$tty" vt100 &
+    if [ -n "$getty" ]; then
+        "$getty" -n -l /bin/sh 115200 "$tty" vt100 &
     elif command -v cttyhack >/dev/null 2>&1; then
         setsid cttyhack sh <"/dev/$tty" >"/dev/$tty" 2>&1 &
     else
