@@ -127,18 +127,18 @@ class ConsoleReader:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.seen = b""
-        self.closed_with: str | None = None
+        self.cursor = 0  # where the last match ended
 
     async def wait_for(self, pattern: bytes, timeout: float = PROMPT_TIMEOUT_S, *, poke: bytes | None = None) -> bytes:
-        """Read until ``pattern`` (a regex) shows up after what was already
-        matched; ``poke`` is sent every few seconds meanwhile (e.g. b"\\n")."""
+        """Read until ``pattern`` (a regex) shows up after the previous match;
+        ``poke`` is sent every few seconds meanwhile (e.g. b"\\n")."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        start = len(self.seen)
         next_poke = loop.time()
         while True:
-            match = re.search(pattern, self.seen[start:])
+            match = re.compile(pattern).search(self.seen, self.cursor)
             if match:
+                self.cursor = match.end()
                 return match.group(0)
             now = loop.time()
             if now > deadline:
@@ -153,7 +153,6 @@ class ConsoleReader:
             if msg.type == aiohttp.WSMsgType.BINARY:
                 self.seen += msg.data
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
-                self.closed_with = self.ws.close_code and str(msg.extra or "")
                 raise AssertionError(f"console closed ({msg.extra!r}) before {pattern!r}; output: {self.seen[-600:]!r}")
 
     async def run(self, command: str, timeout: float = PROMPT_TIMEOUT_S) -> bytes:

@@ -46,7 +46,7 @@ async def test_three_concurrent_guests_console_stop_delete(guest_settings: Agent
         token = secrets.token_hex(8)
         first = readers[0]
         await first.ws.send_bytes(f"uname -a; echo {token}-$((1+1))\n".encode())
-        await first.wait_for(rb"Linux \S+ \d+\.\d+")
+        await first.wait_for(rb"Linux fc-microvm \d+\.\d+")
         await first.wait_for(f"{token}-2".encode())
 
         # a second viewer of the same console sees the same output; resize is recorded, not typed
