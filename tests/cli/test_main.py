@@ -165,7 +165,13 @@ def test_firecracker_commands_validate_before_sending(home: Path, agent: FakeAge
     result = invoke(home, "network", "add", "--name", "a", "--id", "bad-id", "--host-dev", "tap0")
     assert result.exit_code == 2
     assert "bad-id" in result.output
+    not_json = invoke(home, "network", "update", "--name", "a", "--id", "eth0", "--rx-rate-limiter", "{size: 1}")
+    assert not_json.exit_code == 2 and "--rx-rate-limiter is not valid JSON" in not_json.output
     assert agent.fc_calls == []  # never sent
+    limiter = '{"bandwidth": {"size": 1000, "refill_time": 100}}'
+    assert invoke(home, "network", "update", "--name", "a", "--id", "eth0", "--rx-rate-limiter", limiter).exit_code == 0
+    assert agent.fc_calls.pop() == ("PATCH", "network-interfaces/eth0",
+                                    {"iface_id": "eth0", "rx_rate_limiter": json.loads(limiter)})
     ok = invoke(home, "boot", "set", "--name", "a", "--kernel", "/images/vmlinux", "--boot-args", "console=ttyS0")
     assert ok.exit_code == 0, ok.output
     assert agent.fc_calls == [("PUT", "boot-source", {"kernel_image_path": "/images/vmlinux", "boot_args": "console=ttyS0"})]
