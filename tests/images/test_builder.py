@@ -88,3 +88,11 @@ def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
 
 def test_public_api_is_locked() -> None:
     assert sorted(fc_macos.images.__all__) == ["ImageSet", "SOURCES", "build_images", "read_manifest", "verify_images"]
+
+
+def test_debian_source_refuses_a_foreign_architecture(tmp_path: Path, kernel_deb: Path) -> None:
+    foreign = "aarch64" if build_test_images().arch == "x86_64" else "x86_64"
+    with pytest.raises(ImageError, match=f"not built for {foreign}") as info:
+        build_images("debian", tmp_path, foreign, kernel_deb=kernel_deb)
+    assert "--source online" in (info.value.hint or "")
+    assert not (tmp_path / "manifest.json").exists()

@@ -152,13 +152,14 @@ def _build(source: str, work: Path, arch: str, kernel_deb: Path | None, base_url
            download_dir: Path, progress: Progress) -> tuple[str, dict[str, Any]]:
     """Build into ``work``; return the kernel format and the inputs learnt on the way."""
     if source == "debian":
-        from fc_macos.images.debian import build_from_deb, download_kernel_deb
+        from fc_macos.images.debian import DEFAULT_BUSYBOX, build_from_deb, check_busybox_arch, download_kernel_deb
 
+        check_busybox_arch(DEFAULT_BUSYBOX, arch)  # before downloading anything
         if kernel_deb is None:
             progress.step("download-kernel", "downloading the Debian cloud kernel package")
             kernel_deb = download_kernel_deb(download_dir, arch)
             progress.done("download-kernel", kernel_deb.name)
-        return build_from_deb(kernel_deb, work, progress), _deb_inputs(kernel_deb)
+        return build_from_deb(kernel_deb, work, progress, arch=arch), _deb_inputs(kernel_deb)
     from fc_macos.images.online import build_online
 
     return build_online(work, arch, progress, base_url=base_url, download_dir=download_dir), {}

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from fc_macos.errors import ImageError
+from fc_macos.images.elf import EM_AARCH64, EM_X86_64, ElfFile
 from fc_macos.images.initramfs import OPTIONAL_MODULES, REQUIRED_MODULES, build_initramfs, load_order
 from fc_macos.images.kernel import prepare_kernel
 from fc_macos.images.arch import debian_arch
@@ -81,9 +82,25 @@ def _only(paths: list[Path], what: str, deb: Path) -> Path:
     return paths[0]
 
 
-def build_from_deb(deb: Path, out: Path, progress: Progress, *, busybox: Path = DEFAULT_BUSYBOX) -> str:
+def check_busybox_arch(busybox: Path, arch: str) -> None:
+    """``ImageError`` unless ``busybox`` is an executable for ``arch``."""
+    try:
+        machine = ElfFile(busybox.read_bytes(), what=str(busybox)).machine
+    except OSError as exc:
+        raise ImageError(f"cannot read {busybox}: {exc}", hint="apt-get install busybox-static") from exc
+    if machine != {"x86_64": EM_X86_64, "aarch64": EM_AARCH64}[arch]:
+        raise ImageError(
+            f"{busybox} is not built for {arch}: the debian source builds for this machine's architecture",
+            hint=f"use --source online for {arch} guests",
+        )
+
+
+def build_from_deb(deb: Path, out: Path, progress: Progress, *, arch: str,
+                   busybox: Path = DEFAULT_BUSYBOX) -> str:
     """Write ``vmlinux``, ``initrd.img`` and ``rootfs.ext4`` into ``out`` from the kernel
-    package ``deb``; return the kernel format (``"elf"`` or ``"arm64-image"``)."""
+    package ``deb`` for ``arch``; return the kernel format (``"elf"`` or ``"arm64-image"``).
+    ``busybox`` (static) must be built for ``arch``."""
+    check_busybox_arch(busybox, arch)
     with tempfile.TemporaryDirectory(prefix="fc-debian-") as tmp:
         unpacked, tree = Path(tmp) / "deb", Path(tmp) / "rootfs"
         progress.step("unpack-kernel", f"unpacking {deb.name}")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from fc_macos.errors import ImageError
 
+EM_X86_64 = 62
+EM_AARCH64 = 183
 PT_INTERP = 3
 PT_NOTE = 4
 XEN_ELFNOTE_PHYS32_ENTRY = 18  # the PVH entry point Firecracker and QEMU boot through
@@ -56,26 +58,19 @@ class ElfFile:
         except struct.error as exc:
             raise ImageError(f"{self.what}: truncated ELF file", hint="check that it is the right file") from exc
 
+    def _table(self, offset: int, count: int, entsize: int, fmt64: str, fmt32: str) -> list[tuple[int, ...]]:
+        """Unpack ``count`` header-table entries (program or section headers)."""
+        return [self._unpack(fmt64 if self.is64 else fmt32, offset + i * entsize) for i in range(count)]
+
     def segments(self) -> list[Segment]:
-        out = []
-        for i in range(self.phnum):
-            base = self.phoff + i * self.phentsize
-            if self.is64:
-                p_type, _, p_offset, _, _, p_filesz = self._unpack("IIQQQQ", base)
-            else:
-                p_type, p_offset, _, _, p_filesz = self._unpack("IIIII", base)
-            out.append(Segment(p_type, p_offset, p_filesz))
-        return out
+        rows = self._table(self.phoff, self.phnum, self.phentsize, "IIQQQQ", "IIIIII")
+        if self.is64:  # p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz
+            return [Segment(r[0], r[2], r[5]) for r in rows]
+        return [Segment(r[0], r[1], r[4]) for r in rows]  # p_type, p_offset, p_vaddr, p_paddr, p_filesz
 
     def sections(self) -> list[Section]:
-        raw = []
-        for i in range(self.shnum):
-            base = self.shoff + i * self.shentsize
-            if self.is64:
-                name, _, _, _, offset, size = self._unpack("IIQQQQ", base)
-            else:
-                name, _, _, _, offset, size = self._unpack("IIIIII", base)
-            raw.append((name, offset, size))
+        # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size
+        raw = [(r[0], r[4], r[5]) for r in self._table(self.shoff, self.shnum, self.shentsize, "IIQQQQ", "IIIIII")]
         if not raw or self.shstrndx >= len(raw):
             return []
         _, str_off, str_size = raw[self.shstrndx]
