@@ -23,7 +23,7 @@ import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from fc_macos.agent import paths as image_paths
 from fc_macos.agent.settings import AgentSettings
@@ -268,4 +268,4 @@ def describe(steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> list[str]:
     return [s.name for s in steps]
 
 
-__all__: list[Any] = ["BootContext", "BootStep", "DEFAULT_STEPS", "run_boot", "describe"]
+__all__ = ["BootContext", "BootStep", "DEFAULT_STEPS", "describe", "run_boot"]

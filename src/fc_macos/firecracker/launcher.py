@@ -308,4 +308,6 @@ def pidfd_open(pid: int) -> int | None:
         return None
 
 
-__all__ = ["ProcessUsage", "VMMPaths", "VMMProcess", "launch", "proc_start_time", "read_exit_status", "pidfd_open"]
+__all__ = [
+    "ProcessUsage", "VMMPaths", "VMMProcess", "launch", "pidfd_open", "proc_start_time", "read_exit_status", "wait_gone",
+]
