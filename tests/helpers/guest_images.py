@@ -44,8 +44,9 @@ def default_cache_dir() -> Path:
 
 
 def find_kernel_deb(cache_dir: Path, arch: str | None = None) -> Path | None:
-    """The newest ``linux-image-*-cloud-<arch>_*.deb`` in ``cache_dir``, or None."""
-    found = sorted(cache_dir.glob(f"linux-image-*-cloud-{debian_arch(normalize_arch(arch))}_*.deb"))
+    """The newest (by mtime) ``linux-image-*-cloud-<arch>_*.deb`` in ``cache_dir``, or None."""
+    pattern = f"linux-image-*-cloud-{debian_arch(normalize_arch(arch))}_*.deb"
+    found = sorted(cache_dir.glob(pattern), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 

@@ -130,7 +130,7 @@ def _locked(out_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _inputs(source: str, arch: str, kernel_deb: Path | None, base_url: str | None) -> dict[str, Any]:
+def _inputs(source: str, arch: str, kernel_deb: Path | None) -> dict[str, Any]:
     inputs: dict[str, Any] = {"recipe": recipe_digest()}
     if source == "debian" and kernel_deb is not None:
         inputs.update(_deb_inputs(kernel_deb))
@@ -165,6 +165,22 @@ def _build(source: str, work: Path, arch: str, kernel_deb: Path | None, base_url
     return build_online(work, arch, progress, base_url=base_url, download_dir=download_dir), {}
 
 
+def _install(work: Path, out_dir: Path, manifest: dict[str, Any], progress: Progress) -> None:
+    """Move the built files from ``work`` into ``out_dir``: the old manifest goes first,
+    the new one last, so a crash in between leaves a set that will be rebuilt."""
+    names = list(manifest["files"])
+    progress.step("install", f"moving the images into {out_dir}")
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    for name in (KERNEL_NAME, INITRD_NAME, ROOTFS_NAME):
+        if name not in names:
+            (out_dir / name).unlink(missing_ok=True)
+    for name in names:
+        os.replace(work / name, out_dir / name)
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(work / MANIFEST, out_dir / MANIFEST)
+    progress.done("install", ", ".join(names))
+
+
 def build_images(
     source: str,
     out_dir: Path,
@@ -191,13 +207,15 @@ def build_images(
         raise UsageError(f"unknown image source {source!r}", hint=f"use one of: {', '.join(SOURCES)}")
     if kernel_deb is not None and source != "debian":
         raise UsageError("--kernel-deb only applies to the debian source", hint="drop it or use --source debian")
+    if base_url is not None and source != "online":
+        raise UsageError("--base-url only applies to the online source", hint="drop it or use --source online")
     arch = normalize_arch(arch)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ImageError(f"cannot create {out_dir}: {exc}", hint="check the path and permissions") from exc
-    inputs = _inputs(source, arch, kernel_deb, base_url)
+    inputs = _inputs(source, arch, kernel_deb)
     wanted = {"format": MANIFEST_FORMAT, "source": source, "arch": arch, "inputs": inputs}
     with _locked(out_dir):
         if not force and _matches(read_manifest(out_dir), wanted):
@@ -208,26 +226,20 @@ def build_images(
             else:
                 progress.skip("images", f"{out_dir} is up to date")
                 return existing
-        with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir) as tmp:
-            work = Path(tmp)
-            kernel_format, learnt = _build(source, work, arch, kernel_deb, base_url, out_dir / "downloads", progress)
-            names = [n for n in (KERNEL_NAME, INITRD_NAME, ROOTFS_NAME) if (work / n).exists()]
-            manifest = {
-                **wanted,
-                "inputs": {**inputs, **learnt},
-                "kernel_format": kernel_format,
-                "files": {n: sha256_file(work / n) for n in names},
-            }
-            progress.step("install", f"moving the images into {out_dir}")
-            (out_dir / MANIFEST).unlink(missing_ok=True)
-            for name in (KERNEL_NAME, INITRD_NAME, ROOTFS_NAME):
-                if name not in names:
-                    (out_dir / name).unlink(missing_ok=True)
-            for name in names:
-                os.replace(work / name, out_dir / name)
-            (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            os.replace(work / MANIFEST, out_dir / MANIFEST)
-            progress.done("install", ", ".join(names))
+        try:
+            with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir) as tmp:
+                work = Path(tmp)
+                kernel_format, learnt = _build(source, work, arch, kernel_deb, base_url, out_dir / "downloads", progress)
+                names = [n for n in (KERNEL_NAME, INITRD_NAME, ROOTFS_NAME) if (work / n).exists()]
+                manifest = {
+                    **wanted,
+                    "inputs": {**inputs, **learnt},
+                    "kernel_format": kernel_format,
+                    "files": {n: sha256_file(work / n) for n in names},
+                }
+                _install(work, out_dir, manifest, progress)
+        except OSError as exc:
+            raise ImageError(f"building images in {out_dir} failed: {exc}", hint="check free space and permissions") from exc
         return image_set(out_dir, manifest)
 
 
