@@ -131,5 +131,5 @@ def test_local_flow_end_to_end(home: Path) -> None:
     assert {vm["state"] for vm in after_force} == {"stopped"}
     third = events(fc(home, *setup_args).stdout)  # all in place: nothing to do
     skipped = {e["name"] for e in third if e["event"] == "skip"}
-    assert {"token", "start-agent", "save-endpoint"} <= skipped
+    assert {"install-images", "token", "start-agent", "save-endpoint"} <= skipped
     assert not [e for e in third if e["event"] == "done" and e["name"] in ("start-agent", "token")]

@@ -73,7 +73,8 @@ def test_setup_starts_the_agent_and_a_rerun_is_a_no_op(provider: LocalProvider, 
 
     again = RecordingProgress()
     assert provider.setup(_options(images), again) == endpoint
-    assert {"token", "start-agent", "save-endpoint"} <= again.of("skip")
+    assert {"install-images", "token", "start-agent", "save-endpoint"} <= again.of("skip")
+    assert again.of("done") <= {"check-kvm", "firecracker"}  # checks only
     assert provider.vm_status().details["pid"] == pid
 
     forced = provider.setup(_options(images, force=True), RecordingProgress())
@@ -81,6 +82,24 @@ def test_setup_starts_the_agent_and_a_rerun_is_a_no_op(provider: LocalProvider, 
     assert provider.vm_status().details["pid"] != pid
     with pytest.raises(Exception):
         agent_request(forced.url, endpoint.token, "GET", "/v1/info")  # the old token is gone
+
+
+def test_new_images_replace_old_ones_and_a_lone_kernel_drops_the_initrd(
+    provider: LocalProvider, images: dict[str, Path], tmp_path: Path
+) -> None:
+    initrd = tmp_path / "src" / "initrd.img"
+    initrd.write_bytes(b"initrd")
+    provider.setup(_options(images, initrd=initrd), RecordingProgress())
+    installed = provider.run_dir / "state" / "images"
+    assert (installed / "initrd.img").read_bytes() == b"initrd"
+    new_kernel = tmp_path / "src" / "vmlinux-2"
+    new_kernel.write_bytes(b"another kernel")
+    progress = RecordingProgress()
+    provider.setup(SetupOptions(firecracker_bin=TEST_VMM, kernel=new_kernel), progress)
+    assert "install-images" in progress.of("done")
+    assert (installed / "vmlinux").read_bytes() == b"another kernel"
+    assert not (installed / "initrd.img").exists()  # it belonged to the old kernel
+    assert (installed / "rootfs.ext4").read_bytes() == images["rootfs"].read_bytes()
 
 
 def test_skip_assets_sets_up_without_images_and_doctor_says_so(provider: LocalProvider) -> None:

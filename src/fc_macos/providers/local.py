@@ -49,6 +49,15 @@ def _executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
+def _same_file(src: Path, dest: Path) -> bool:
+    """Whether ``dest`` already holds exactly ``src``'s bytes."""
+    if not dest.is_file() or dest.stat().st_size != src.stat().st_size:
+        return False
+    from fc_macos.images.builder import sha256_file
+
+    return sha256_file(dest) == sha256_file(src)
+
+
 @contextmanager
 def setup_lock(home: Path) -> Iterator[None]:
     """Hold ``<home>/setup.lock``; ConflictError naming the holder's pid if taken."""
@@ -142,13 +151,19 @@ class LocalProvider:
                 raise SetupError("install-images", f"{kind} file {path} does not exist",
                                  hint=f"check the --{kind} path")
         if given:
+            stale_initrd = images / IMAGE_NAMES["initrd"]
+            drop_initrd = "kernel" in given and "initrd" not in given and stale_initrd.exists()
+            changed = [kind for kind, path in given.items() if not _same_file(Path(path), images / IMAGE_NAMES[kind])]
+            if not changed and not drop_initrd and not options.force:
+                progress.skip("install-images", f"{', '.join(IMAGE_NAMES[k] for k in given)} up to date in {images}")
+                return
             images.mkdir(parents=True, exist_ok=True)
-            if "kernel" in given and "initrd" not in given:
-                (images / IMAGE_NAMES["initrd"]).unlink(missing_ok=True)  # an initrd belongs to its kernel
             (images / "manifest.json").unlink(missing_ok=True)  # no longer describes the set
-            for kind, path in given.items():
-                self._copy_image(Path(path), images / IMAGE_NAMES[kind], progress)
-            progress.done("install-images", ", ".join(IMAGE_NAMES[k] for k in given))
+            if drop_initrd:
+                stale_initrd.unlink()  # an initrd belongs to its kernel
+            for kind in changed:
+                self._copy_image(Path(given[kind]), images / IMAGE_NAMES[kind], progress)
+            progress.done("install-images", ", ".join(IMAGE_NAMES[k] for k in changed) or "initrd.img removed")
             return
         if (images / "vmlinux").exists() and (images / "rootfs.ext4").exists() and not options.force:
             progress.skip("install-images", f"images already in {images}")
@@ -168,12 +183,6 @@ class LocalProvider:
 
     @staticmethod
     def _copy_image(src: Path, dest: Path, progress: Progress) -> None:
-        if dest.exists() and dest.stat().st_size == src.stat().st_size:
-            from fc_macos.images.builder import sha256_file
-
-            if sha256_file(dest) == sha256_file(src):
-                progress.info(f"{dest.name} is up to date")
-                return
         tmp = dest.with_name(f".{dest.name}.tmp")
         try:
             shutil.copyfile(src, tmp)
