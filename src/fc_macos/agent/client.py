@@ -45,6 +45,7 @@ from fc_macos.errors import (
 
 DEFAULT_TIMEOUT_S = 120.0  # creating a microVM boots it before the agent answers
 CONNECT_TIMEOUT_S = 5.0
+UNREACHABLE_HINT = "check it with 'fc-macos vm status'; start it with 'fc-macos vm start'"
 
 
 class ConsoleStream:
@@ -275,15 +276,19 @@ class AgentClient:
 
     def _unreachable(self, exc: BaseException) -> AgentUnreachable:
         reason = str(exc) or type(exc).__name__
-        return AgentUnreachable(
-            f"cannot reach fc-agent at {self.url}: {reason}",
-            hint="check it with 'fc-macos vm status'; start it with 'fc-macos vm start'",
-        )
+        return AgentUnreachable(f"cannot reach fc-agent at {self.url}: {reason}", hint=UNREACHABLE_HINT)
 
     def _error(self, status: int, text: str) -> FcMacosError:
         """Turn an agent error answer back into the typed error it stands for."""
         parsed = _parse_json(text)
         body = parsed if isinstance(parsed, dict) else {}
+        if "error" not in body:
+            # fc-agent always answers errors with {"error", ...}: something else holds its
+            # address (a stopped VM's old address now routed elsewhere, another program).
+            return AgentUnreachable(
+                f"cannot reach fc-agent at {self.url}: something else answered HTTP {status}",
+                hint=UNREACHABLE_HINT,
+            )
         code = str(body.get("error") or f"http_{status}")
         message = str(body.get("message") or text.strip() or f"the agent answered HTTP {status}")
         hint = body.get("hint")
