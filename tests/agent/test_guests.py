@@ -117,3 +117,21 @@ async def test_three_concurrent_guests_console_stop_delete(guest_settings: Agent
     finally:
         await client.close()
         kill_recorded_vmms(guest_settings.state_dir)
+
+
+async def test_stop_without_ctrl_alt_del_sends_sigterm(guest_settings: AgentSettings) -> None:
+    """On aarch64 there is no SendCtrlAltDel: stop goes straight to SIGTERM."""
+    from dataclasses import replace
+
+    client = await serve(replace(guest_settings, arch="aarch64"))
+    try:
+        vm = await create(client, name="arm-like")
+        resp = await client.post("/v1/microvms/arm-like/stop", json={"timeout_s": 60}, headers=AUTH)
+        stopped = await resp.json()
+        assert stopped["state"] == "stopped"
+        assert stopped["exit_status"] == 128 + 15  # the VMM died of SIGTERM (it installs no handler)
+        assert live_processes_mentioning(str(guest_settings.microvms_dir)) == []
+        assert vm["pid"] > 0
+    finally:
+        await client.close()
+        kill_recorded_vmms(guest_settings.state_dir)
