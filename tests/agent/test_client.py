@@ -192,3 +192,15 @@ async def test_against_the_real_agent(client: Any) -> None:
     async with AgentClient(url, "wrong-token") as agent:
         with pytest.raises(AgentAuthError):
             await agent.list_microvms()
+
+
+async def test_another_program_at_the_agents_address_counts_as_unreachable() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    async with TestServer(web.Application()) as server:  # answers 404 text/plain to everything
+        async with AgentClient(str(server.make_url("")).rstrip("/"), TOKEN) as client:
+            with pytest.raises(AgentUnreachable) as info:
+                await client.list_microvms()
+    assert "something else answered HTTP 404" in info.value.message
+    assert "fc-macos vm start" in (info.value.hint or "")
