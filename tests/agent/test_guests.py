@@ -76,6 +76,14 @@ async def test_three_concurrent_guests_console_stop_delete(guest_settings: Agent
         assert resp.status == 400
         assert "not supported after starting" in (await resp.json())["fault_message"]
 
+        # pausing through the raw API shows in the microVM's state
+        resp = await client.patch(f"/v1/microvms/{names[0]}/firecracker/vm", json={"state": "Paused"}, headers=AUTH)
+        assert resp.status == 204, await resp.text()
+        assert (await (await client.get(f"/v1/microvms/{names[0]}", headers=AUTH)).json())["state"] == "paused"
+        resp = await client.patch(f"/v1/microvms/{names[0]}/firecracker/vm", json={"state": "Resumed"}, headers=AUTH)
+        assert resp.status == 204
+        assert (await (await client.get(f"/v1/microvms/{names[0]}", headers=AUTH)).json())["state"] == "running"
+
         # logs: the serial log has what the guest printed
         logs = await (await client.get(f"/v1/microvms/{names[0]}/logs", headers=AUTH)).text()
         assert token in logs

@@ -12,6 +12,7 @@ wrapper wrote. Shutting the manager down (:meth:`close`) never stops a microVM.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -119,7 +120,8 @@ class MicroVMManager:
                 vm.exited.set()
                 log.info("%s stopped while fc-agent was away (exit status %s)", vm.name, vm.exit_status)
             else:
-                vm.state = "running"
+                if vm.state == "stopping":  # that stop's caller is gone; it may be asked again
+                    vm.state = "running"
                 self._go_live(vm, vmm)
                 log.info("%s is still running (pid %d): reattached", vm.name, vmm.pid)
         else:
@@ -190,6 +192,20 @@ class MicroVMManager:
                 hint=f"start a new one with POST /v1/microvms, or read its logs with GET /v1/microvms/{name}/logs",
             )
         return vm
+
+    def note_pause(self, name: str, patch_vm_body: bytes) -> None:
+        """Record the effect of a successful ``PATCH /vm`` relayed to ``name``."""
+        vm = self._vms.get(name)
+        if vm is None or vm.state not in ("running", "paused"):
+            return
+        try:
+            wanted = json.loads(patch_vm_body).get("state")
+        except (ValueError, AttributeError):
+            return
+        new_state = {"Paused": "paused", "Resumed": "running"}.get(wanted)
+        if new_state is not None and new_state != vm.state:
+            vm.state = new_state
+            self._save()
 
     def console(self, name: str) -> ConsoleBroker:
         """The console broker of running microVM ``name``."""
