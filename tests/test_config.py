@@ -47,3 +47,11 @@ def test_agent_endpoint_is_private(tmp_path: Path) -> None:
 
 def test_missing_endpoint_is_none(tmp_path: Path) -> None:
     assert AgentEndpoint.load(tmp_path) is None
+
+
+def test_require_says_to_run_setup(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        AgentEndpoint.require(tmp_path)
+    assert "fc-macos setup" in (info.value.hint or "")
+    AgentEndpoint(url="http://h:1", token="t").save(tmp_path)
+    assert AgentEndpoint.require(tmp_path).url == "http://h:1"

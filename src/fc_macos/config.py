@@ -115,5 +115,14 @@ class AgentEndpoint:
         except (KeyError, TypeError) as exc:
             raise ConfigError("agent.json is incomplete", hint="run 'fc-macos setup' again") from exc
 
+    @classmethod
+    def require(cls, home: Path | None = None) -> AgentEndpoint:
+        """The saved endpoint; ``ConfigError`` saying to run setup when there is none."""
+        endpoint = cls.load(home)
+        if endpoint is None:
+            path = (home or home_dir()) / "agent.json"
+            raise ConfigError(f"no agent endpoint in {path}", hint="run 'fc-macos setup' first")
+        return endpoint
+
     def save(self, home: Path | None = None) -> None:
         write_json_atomic((home or home_dir()) / "agent.json", {"url": self.url, "token": self.token}, mode=0o600)

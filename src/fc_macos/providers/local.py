@@ -244,10 +244,7 @@ class LocalProvider:
     # -- the rest of the Provider interface -------------------------------
 
     def endpoint(self) -> AgentEndpoint:
-        endpoint = AgentEndpoint.load(self.home)
-        if endpoint is None:
-            raise ConfigError(f"no agent endpoint in {self.home / 'agent.json'}", hint="run 'fc-macos setup' first")
-        return endpoint
+        return AgentEndpoint.require(self.home)
 
     def vm_status(self) -> VMStatus:
         settings = self._settings()

@@ -67,10 +67,7 @@ class TartProvider:
     # -- the rest of the Provider interface ----------------------------------------------------
 
     def endpoint(self) -> AgentEndpoint:
-        endpoint = AgentEndpoint.load(self.home)
-        if endpoint is None:
-            raise ConfigError(f"no agent endpoint in {self.home / 'agent.json'}", hint="run 'fc-macos setup' first")
-        return endpoint
+        return AgentEndpoint.require(self.home)
 
     def vm_status(self) -> VMStatus:
         try:
