@@ -277,7 +277,8 @@ def test_tart_flow_end_to_end(world: World) -> None:
     assert pids_in_netns(inode) == []  # agent, VMMs, QEMUs: nothing left of the VM
     assert not any(pid_alive(pid) for pid in before_stop)
     unreachable = world.fc("microvm", "list", check=False)
-    assert unreachable.returncode == 1 and "fc-macos vm start" in unreachable.stderr, unreachable.stderr
+    assert unreachable.returncode == 1 and "cannot reach fc-agent" in unreachable.stderr, unreachable.stderr
+    assert "start it with 'fc-macos vm start'" in unreachable.stderr
 
     # setup after 'vm stop': nothing is installed again; only the VM and the agent start.
     again = world.setup()
@@ -371,9 +372,11 @@ def test_a_wrong_token_is_refused_and_setup_mends_it(world: World) -> None:
 def test_a_stopped_vm_makes_the_agent_unreachable_with_a_hint(world: World) -> None:
     endpoint = world.ready()
     world.fc("vm", "stop")
+    status = world.fc_json("vm", "status")
+    assert isinstance(status, dict) and (status["state"], status["agent_ok"]) == ("stopped", False)
     unreachable = world.fc("microvm", "list", check=False)
     assert unreachable.returncode == 1, unreachable.stderr
-    assert f"fc-agent at {endpoint.url}" in unreachable.stderr
+    assert f"Error: cannot reach fc-agent at {endpoint.url}" in unreachable.stderr
     assert "Hint:" in unreachable.stderr and "start it with 'fc-macos vm start'" in unreachable.stderr
     as_json = world.fc("microvm", "list", "--json", check=False)
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["error"] == "agent_unreachable"
