@@ -134,7 +134,8 @@ class World:
 
 def stop_everything(tart: TartDouble) -> None:
     """Stop and delete every VM of ``tart`` through the double; then remove what a
-    ``tart run`` that died may have left (its namespace, the processes in it, its veth)."""
+    ``tart run`` that died (or would not stop) may have left: its namespace, the
+    processes in it, its veth."""
     if not (tart.home / "vms").is_dir():
         return
     vms = [VM(p.name, p) for p in sorted((tart.home / "vms").iterdir())]
@@ -142,6 +143,11 @@ def stop_everything(tart: TartDouble) -> None:
         tart.stop_all()
     finally:
         for vm in vms:
+            if vm.running:  # its `tart stop` failed: end the `tart run` itself
+                try:
+                    os.kill(int(vm.run_info["pid"]), 9)
+                except ProcessLookupError:
+                    pass
             ns, host_if, _ = vm.ids
             inode = netns_inode(ns)
             if inode is not None:
