@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -210,6 +211,11 @@ def launch(firecracker_bin: str, name: str, paths: VMMPaths, *, pid_timeout_s: f
     socket may not exist yet. Raises FirecrackerError if the process cannot be
     started. Not idempotent: each call starts a new VMM.
     """
+    if shutil.which(firecracker_bin) is None:
+        raise FirecrackerError(
+            f"Firecracker binary {firecracker_bin!r} not found or not executable",
+            hint="install Firecracker, or point fc-agent's --firecracker-bin at it",
+        )
     try:
         make_fifos(paths)
         paths.log.touch()
