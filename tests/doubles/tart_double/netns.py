@@ -75,6 +75,9 @@ def start(vm: VM) -> dict[str, str]:
         if n is None:
             raise RuntimeError(f"no free /30 left in {base}.0.0/16")
         gateway, address = f"{base}.{n}.1", f"{base}.{n}.2"
+        # The double's whole range stays on this machine: a stopped VM's address
+        # answers "no route to host" instead of leaving through the default route.
+        _ip_ok("route", "replace", "unreachable", f"{base}.0.0/16")
         _ip_ok("netns", "add", ns)
         _ip_ok("link", "add", host_if, "type", "veth", "peer", "name", vm_if)
         _ip_ok("link", "set", vm_if, "netns", ns)
