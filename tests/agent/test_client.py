@@ -204,3 +204,18 @@ async def test_another_program_at_the_agents_address_counts_as_unreachable() -> 
                 await client.list_microvms()
     assert "something else answered HTTP 404" in info.value.message
     assert "fc-macos vm start" in (info.value.hint or "")
+
+
+async def test_a_stranger_on_the_agents_address_is_unreachable_not_a_crash() -> None:
+    """An HTTP server that is not fc-agent (no {"error"} body) means the agent is not there."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", lambda request: web.Response(status=404))
+    async with TestServer(app) as server:
+        async with AgentClient(str(server.make_url("")).rstrip("/"), TOKEN) as client:
+            with pytest.raises(AgentUnreachable) as info:
+                await client.list_microvms()
+    assert "something else answered HTTP 404" in info.value.message
+    assert "fc-macos vm start" in (info.value.hint or "")
