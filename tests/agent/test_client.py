@@ -211,8 +211,11 @@ async def test_a_stranger_on_the_agents_address_is_unreachable_not_a_crash() -> 
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
+    async def not_found(request: web.Request) -> web.Response:
+        return web.Response(status=404)
+
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", lambda request: web.Response(status=404))
+    app.router.add_route("*", "/{tail:.*}", not_found)
     async with TestServer(app) as server:
         async with AgentClient(str(server.make_url("")).rstrip("/"), TOKEN) as client:
             with pytest.raises(AgentUnreachable) as info:
