@@ -107,6 +107,8 @@ def test_local_flow_end_to_end(home: Path) -> None:
     assert machine["state"] == "Running"
     boot = json.loads(fc(home, "boot", "get", "--name", "vm-2", "--json").stdout)
     assert boot["kernel_image_path"].endswith("vmlinux")
+    metrics = json.loads(fc(home, "metrics", "get", "--name", "vm-2", "--json").stdout)
+    assert isinstance(metrics["utc_timestamp_ms"], int), metrics
 
     endpoint = AgentEndpoint.load(home)
     assert endpoint is not None

@@ -1,7 +1,8 @@
 """``GET /v1/microvms/{name}/logs``: a microVM's serial or Firecracker log as text.
 
-``source`` is ``serial`` (everything the guest printed, ``serial.log``) or
-``firecracker`` (``firecracker.log``). ``tail=N`` starts with the last N
+``source`` is ``serial`` (everything the guest printed, ``serial.log``),
+``firecracker`` (``firecracker.log``) or ``metrics`` (``metrics.json``, one
+JSON object a line, written on every flush). ``tail=N`` starts with the last N
 lines; ``follow=1`` keeps streaming what is appended until the microVM stops.
 """
 
@@ -17,7 +18,7 @@ from aiohttp import web
 from fc_macos.agent.manager import MicroVMManager
 from fc_macos.errors import ValidationError
 
-SOURCES = {"serial": "serial_log", "firecracker": "log"}
+SOURCES = {"serial": "serial_log", "firecracker": "log", "metrics": "metrics"}
 FOLLOW_INTERVAL_S = 0.25
 CHUNK = 64 * 1024
 
@@ -26,7 +27,7 @@ def parse_query(query: Mapping[str, str]) -> tuple[str, int | None, bool]:
     """``(source, tail, follow)`` from the query; ValidationError if malformed."""
     source = query.get("source", "serial")
     if source not in SOURCES:
-        raise ValidationError(f"unknown log source {source!r}", hint="use source=serial or source=firecracker")
+        raise ValidationError(f"unknown log source {source!r}", hint="use source=serial, source=firecracker or source=metrics")
     tail_raw = query.get("tail")
     tail: int | None = None
     if tail_raw is not None:

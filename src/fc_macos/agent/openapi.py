@@ -257,7 +257,7 @@ PATHS: dict[str, Any] = {
             "operationId": "microVMLogs",
             "parameters": [
                 NAME_PARAM,
-                {"name": "source", "in": "query", "schema": {"enum": ["serial", "firecracker"], "default": "serial"}},
+                {"name": "source", "in": "query", "schema": {"enum": ["serial", "firecracker", "metrics"], "default": "serial"}},
                 {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 {"name": "follow", "in": "query", "schema": {"type": "integer", "enum": [0, 1], "default": 0},
                  "description": "keep streaming until the microVM stops"},

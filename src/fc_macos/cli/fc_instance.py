@@ -10,7 +10,6 @@ import click
 
 from fc_macos.cli.common import AppState, emit, json_option, pass_state
 from fc_macos.cli.fc_relay import drop_none, fc_call, get_from, name_option, report, show_command
-from fc_macos.errors import AgentRequestError
 
 # -- machine ----------------------------------------------------------------
 
@@ -180,17 +179,7 @@ def metrics_get(state: AppState, name: str) -> None:
     fc_call(state, name, "PUT", "/actions", {"action_type": "FlushMetrics"})
 
     async def last_line(client: Any) -> str:
-        try:
-            text = "".join([chunk async for chunk in client.logs(name, source="metrics", tail=1)])
-        except AgentRequestError as exc:
-            if exc.status != 400:
-                raise
-            raise AgentRequestError(
-                exc.status, exc.code, f"this fc-agent does not serve Firecracker metrics ({exc.message})",
-                hint="metrics were flushed to metrics.json in the microVM's directory on the agent's machine; "
-                "read it with 'fc-macos vm shell'",
-            ) from exc
-        return text.strip()
+        return "".join([chunk async for chunk in client.logs(name, source="metrics", tail=1)]).strip()
 
     line = state.call_agent(last_line)
     try:

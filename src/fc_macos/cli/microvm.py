@@ -178,7 +178,7 @@ def shell_cmd(state: AppState, name: str) -> None:
 @microvm_group.command("logs")
 @name_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the microVM stops.")
-@click.option("--source", type=click.Choice(["serial", "firecracker"]), default="serial", show_default=True,
+@click.option("--source", type=click.Choice(["serial", "firecracker", "metrics"]), default="serial", show_default=True,
               help="The guest's console output or Firecracker's own log.")
 @click.option("--tail", type=click.IntRange(0), help="Only the last N lines.")
 @pass_state
