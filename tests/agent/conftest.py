@@ -10,10 +10,8 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short directory under /tmp, removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="fca-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

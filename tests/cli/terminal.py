@@ -65,3 +65,34 @@ class Terminal:
             self.proc.wait()
         os.close(self.master)
         os.close(self.slave)
+
+
+GUEST_PROMPT = b":/# "  # the busybox shell of the test rootfs (hostname:/# )
+
+
+def shell_runs(argv: list[str], name: str, command: bytes, expected: bytes, *, boot_timeout: float = 180.0) -> bytes:
+    """Run ``argv`` (an ``fc-macos ... microvm shell --name NAME`` command line) on a
+    pseudo-terminal, wait for the guest's shell prompt (poking it while the guest may
+    still be booting), type ``command``, wait for ``expected``, then detach with
+    Ctrl+], which must exit 0. Returns everything the terminal showed."""
+    term = Terminal(argv)
+    try:
+        term.read_until(b"Press Ctrl+] to detach.", 60.0)
+        deadline = time.monotonic() + boot_timeout
+        while True:
+            term.type(b"\r")
+            try:
+                term.read_until(GUEST_PROMPT, 5.0, since=len(term.output))
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+        since = len(term.output)
+        term.type(command + b"\r")
+        term.read_until(expected, 60.0, since=since)
+        term.type(b"\x1d")
+        term.read_until(b"Detached from " + name.encode())
+        assert term.wait() == 0
+        return term.output
+    finally:
+        term.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,13 +13,11 @@ import pytest
 
 from fc_macos.config import AgentEndpoint
 from fc_macos.providers.local import check_kvm
-from tests.cli.terminal import Terminal
+from tests.cli.terminal import shell_runs
 from tests.helpers.guest_images import build_test_images
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
-PROMPT = b":/# "  # the busybox shell of the test rootfs (hostname:/# )
-BOOT_TIMEOUT_S = 180.0
 
 pytestmark = [
     pytest.mark.guest,
@@ -28,8 +25,12 @@ pytestmark = [
 ]
 
 
+def cli_argv(home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "fc_macos.cli.main", "--home", str(home), *args]
+
+
 def fc(home: Path, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "fc_macos.cli.main", "--home", str(home), *args],
+    result = subprocess.run(cli_argv(home, *args),
                             capture_output=True, text=True, timeout=timeout)
     if check:
         assert result.returncode == 0, (args, result.stdout, result.stderr)
@@ -45,32 +46,6 @@ def home(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "home"
     yield home
     fc(home, "vm", "stop", "--force", check=False)
-
-
-def shell_runs(home: Path, name: str, command: bytes, expected: bytes) -> bytes:
-    """Attach to ``name`` through a pseudo-terminal, wait for the shell, run
-    ``command``, wait for ``expected``, detach with Ctrl+]."""
-    term = Terminal([sys.executable, "-m", "fc_macos.cli.main", "--home", str(home), "microvm", "shell", "--name", name])
-    try:
-        term.read_until(b"Press Ctrl+] to detach.")
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        while True:  # the guest may still be booting: poke until its prompt shows
-            term.type(b"\r")
-            try:
-                term.read_until(PROMPT, 5.0, since=len(term.output))
-                break
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-        since = len(term.output)
-        term.type(command + b"\r")
-        term.read_until(expected, 60.0, since=since)
-        term.type(b"\x1d")
-        term.read_until(b"Detached from " + name.encode())
-        assert term.wait() == 0
-        return term.output
-    finally:
-        term.close()
 
 
 def test_local_flow_end_to_end(home: Path) -> None:
@@ -94,7 +69,7 @@ def test_local_flow_end_to_end(home: Path) -> None:
     assert all(vm["state"] == "running" and vm["pid"] for vm in listed)
     assert len({vm["pid"] for vm in listed}) == 3
 
-    output = shell_runs(home, "vm-1", b"echo $((6*7))-from-the-guest", b"42-from-the-guest")
+    output = shell_runs(cli_argv(home, "microvm", "shell", "--name", "vm-1"), "vm-1", b"echo $((6*7))-from-the-guest", b"42-from-the-guest")
     assert b"42-from-the-guest" in output
 
     stopped = json.loads(fc(home, "microvm", "stop", "--name", "vm-1", "--json").stdout)

@@ -27,15 +27,13 @@ import pytest
 
 import fc_macos
 from fc_macos.config import AgentEndpoint
-from tests.cli.terminal import Terminal
+from tests.cli.terminal import shell_runs
 from tests.doubles.tart_double.fixtures import TART, TartDouble, cannot_run_vms
 from tests.doubles.tart_double.state import VM, pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
 VM_NAME = "fc-flow"
-PROMPT = b":/# "  # the busybox shell of the test rootfs (hostname:/# )
-BOOT_TIMEOUT_S = 180.0
 IMAGES_IN_VM = "/var/lib/fc-agent/images"
 
 CHECK_STEPS = {"check-tart", "check-host", "wait-ip", "wait-exec", "check-kvm", "inspect-vm", "check-agent"}
@@ -193,32 +191,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             stop_everything(tart)
 
 
-def shell_runs(name: str, command: bytes, expected: bytes) -> bytes:
-    """Attach to microVM ``name`` through a pseudo-terminal, wait for the guest's shell,
-    run ``command``, wait for ``expected``, detach with Ctrl+] (which must exit 0)."""
-    term = Terminal(cli_argv("microvm", "shell", "--name", name))
-    try:
-        term.read_until(b"Press Ctrl+] to detach.", 60.0)
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        while True:  # the guest may still be booting: poke until its prompt shows
-            term.type(b"\r")
-            try:
-                term.read_until(PROMPT, 5.0, since=len(term.output))
-                break
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-        since = len(term.output)
-        term.type(command + b"\r")
-        term.read_until(expected, 60.0, since=since)
-        term.type(b"\x1d")
-        term.read_until(b"Detached from " + name.encode())
-        assert term.wait() == 0
-        return term.output
-    finally:
-        term.close()
-
-
 # -- the flow ----------------------------------------------------------------------------------
 
 
@@ -250,7 +222,7 @@ def test_tart_flow_end_to_end(world: World) -> None:
     assert sorted(p.name for p in microvms_dir.iterdir()) == ["vm-1", "vm-2", "vm-3"]
 
     token = secrets.token_hex(6)
-    output = shell_runs("vm-1", f"echo tok-{token}-$((6*7))".encode(), f"tok-{token}-42".encode())
+    output = shell_runs(cli_argv("microvm", "shell", "--name", "vm-1"), "vm-1", f"echo tok-{token}-$((6*7))".encode(), f"tok-{token}-42".encode())
     assert f"tok-{token}-42".encode() in output  # the guest's shell computed it: not our typing echoed
     still = world.fc_json("microvm", "status", "--name", "vm-1")
     assert isinstance(still, dict) and (still["state"], still["pid"]) == ("running", pids["vm-1"])
@@ -325,7 +297,7 @@ def test_a_missing_kernel_leaves_nothing_behind(world: World) -> None:
     outside = world.fc("run", "--name", "nokernel", "--kernel", "/nope", "--background", check=False)
     assert outside.returncode == 1, outside.stderr
     assert "kernel '/nope' is outside the directories the agent serves images from" in outside.stderr
-    assert f"Hint: put the file in one of: {IMAGES_IN_VM}" in outside.stderr
+    assert f"put the file in one of {IMAGES_IN_VM}" in outside.stderr and "fc-macos setup --kernel" in outside.stderr
     missing = world.fc("run", "--name", "nokernel", "--kernel", "nope", "--background", check=False)
     assert missing.returncode == 1, missing.stderr
     assert f"kernel file 'nope' not found in {IMAGES_IN_VM}" in missing.stderr

@@ -131,11 +131,8 @@ class VmmProcess:
 
 
 @pytest.fixture
-def workdir() -> Iterator[Path]:
-    # Short paths under /tmp: Unix socket paths are limited to ~104 bytes.
-    path = Path(tempfile.mkdtemp(prefix="fcvmt-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def workdir(short_tmp: Path) -> Path:
+    return short_tmp
 
 
 @pytest.fixture

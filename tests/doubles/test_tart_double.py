@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.doubles.tart_double.state import pid_alive
-from tests.doubles.tart_double.fixtures import TartDouble, tart_double, tart_double_root  # noqa: F401
+from tests.doubles.tart_double.fixtures import TartDouble
 
 IMAGE = "ghcr.io/cirruslabs/ubuntu:latest"
 

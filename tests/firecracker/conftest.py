@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -96,14 +94,6 @@ class FakeFirecracker:
             return web.Response(status=204, headers=headers)
         fault = f"Invalid request method and/or path: {request.method} {request.path}."
         return web.json_response({"fault_message": fault}, status=400, headers=headers)
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[str]:
-    """A directory under /tmp with a short path (Unix socket paths must stay < 104 bytes)."""
-    path = tempfile.mkdtemp(prefix="fc", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,11 +7,8 @@ from __future__ import annotations
 import fcntl
 import os
 import select
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,10 +30,8 @@ exit 3
 
 
 @pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="fcl-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def workdir(short_tmp: Path) -> Path:
+    return short_tmp
 
 
 @pytest.fixture

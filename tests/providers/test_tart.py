@@ -22,7 +22,7 @@ from fc_macos.providers import setup_steps
 from fc_macos.providers.base import SetupOptions
 from fc_macos.providers.local_agent import agent_request
 from fc_macos.providers.tart import TartProvider
-from tests.doubles.tart_double.fixtures import TART, TartDouble, cannot_run_vms, tart_double  # noqa: F401
+from tests.doubles.tart_double.fixtures import TART, TartDouble, cannot_run_vms
 from tests.doubles.tart_double.state import pid_alive
 from tests.helpers.progress import RecordingProgress
 

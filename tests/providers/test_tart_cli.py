@@ -12,7 +12,7 @@ import pytest
 from fc_macos.errors import NotFoundError, TartError
 from fc_macos.providers.tart_cli import CommandResult, TartCLI, find_tart, parse_version
 from tests.doubles.tart_double.state import pid_alive
-from tests.doubles.tart_double.fixtures import TartDouble, tart_double, tart_double_root  # noqa: F401
+from tests.doubles.tart_double.fixtures import TartDouble
 
 IMAGE = "ghcr.io/cirruslabs/ubuntu:latest"
 

@@ -118,7 +118,7 @@ class ConsoleBroker:
         if self._closed is not None:
             raise ConflictError(
                 f"microVM {self.name!r} is not running ({self._closed})",
-                hint=f"read what it printed with GET /v1/microvms/{self.name}/logs",
+                hint=f"read what it printed: 'fc-macos microvm logs --name {self.name}' (GET /v1/microvms/{self.name}/logs)",
             )
         viewer = Viewer()
         if replay and self._scrollback:
@@ -187,7 +187,7 @@ class ConsoleBroker:
     def _not_running(self) -> ConflictError:
         return ConflictError(
             f"microVM {self.name!r} no longer reads its console",
-            hint=f"check it with GET /v1/microvms/{self.name}",
+            hint=f"check it: 'fc-macos microvm status --name {self.name}' (GET /v1/microvms/{self.name})",
         )
 
     async def drain(self, timeout_s: float) -> None:

@@ -152,7 +152,7 @@ class MicroVMManager:
         if vm is None:
             raise NotFoundError(
                 f"no microVM named {name!r}",
-                hint="list them with GET /v1/microvms ('fc-macos microvm list')",
+                hint="list them: 'fc-macos microvm list' (GET /v1/microvms)",
             )
         return vm
 
@@ -189,7 +189,7 @@ class MicroVMManager:
         if vm.state not in RUNNING_STATES or vm.vmm is None:
             raise ConflictError(
                 f"microVM {name!r} is {vm.state}, not running",
-                hint=f"start a new one with POST /v1/microvms, or read its logs with GET /v1/microvms/{name}/logs",
+                hint=f"start a new one with 'fc-macos run' (POST /v1/microvms), or read its logs: 'fc-macos microvm logs --name {name}'",
             )
         return vm
 
@@ -213,7 +213,7 @@ class MicroVMManager:
         if vm.broker is None:
             raise ConflictError(
                 f"the console of microVM {name!r} is unavailable ({vm.error})",
-                hint=f"stop it (POST /v1/microvms/{name}/stop) and create it again",
+                hint=f"stop it ('fc-macos microvm stop --name {name}', POST /v1/microvms/{name}/stop) and create it again",
             )
         return vm.broker
 
@@ -236,7 +236,7 @@ class MicroVMManager:
         if spec.name is not None and spec.name in self._vms:
             raise ConflictError(
                 f"a microVM named {spec.name!r} already exists",
-                hint="pick another name, or delete the old one first (DELETE /v1/microvms/NAME)",
+                hint="pick another name, or remove the old one first ('fc-macos microvm rm --name NAME', DELETE /v1/microvms/NAME)",
                 code="already_exists",
             )
         name = spec.name or self._new_name()
@@ -370,7 +370,7 @@ class MicroVMManager:
             if not force:
                 raise ConflictError(
                     f"microVM {name!r} is running",
-                    hint=f"stop it first (POST /v1/microvms/{name}/stop), or delete with ?force=true",
+                    hint=f"stop it first ('fc-macos microvm stop --name {name}'), or remove it with --force (DELETE ...?force=true)",
                     code="running",
                 )
             await self.stop(name, force=True)

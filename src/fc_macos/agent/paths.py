@@ -39,7 +39,9 @@ def resolve_file(kind: str, value: str, dirs: tuple[Path, ...]) -> Path:
         if not _inside(resolved, allowed):
             raise ValidationError(
                 f"{kind} {value!r} is outside the directories the agent serves images from",
-                hint=f"put the file in one of: {listing} (or start fc-agent with --image-dir)",
+                hint=f"paths are on the agent's machine: put the file in one of {listing} and name it there "
+                "(or start fc-agent with --image-dir); 'fc-macos setup --kernel/--initrd/--rootfs PATH' "
+                "installs your own files as the defaults",
                 code="path_outside_image_dirs",
             )
         if resolved.is_file():

@@ -1,4 +1,4 @@
-"""pytest fixtures for tests that drive the Tart double (import them into a test module).
+"""pytest fixtures for tests that drive the Tart double (registered for every test by tests/conftest.py).
 
 ``tart_double``: a fresh ``TART_HOME`` and ``FC_MACOS_TART`` pointing at the
 double, set in the environment (so the product and the double see them); on
