@@ -75,3 +75,74 @@ async def test_firecracker_that_exits_at_once_fails_in_start_vmm(settings: Agent
         assert not (settings.microvms_dir / "quick-exit").exists()
     finally:
         await client.close()
+
+
+def test_plan_edits_the_step_list() -> None:
+    from fc_macos.agent.boot import plan
+    from fc_macos.agent.wire import MicroVMSpec, SnapshotSpec
+
+    boot = describe(DEFAULT_STEPS)
+    assert describe(plan(MicroVMSpec())) == boot
+    assert describe(plan(MicroVMSpec(start=False))) == boot[:-1]
+    restore = describe(plan(MicroVMSpec(snapshot=SnapshotSpec("a.snap", "a.mem"))))
+    assert restore == ["validate_spec", "resolve_snapshot", "prepare_workdir", "start_vmm", "wait_api_socket",
+                       "load_snapshot"]
+    design = (Path(__file__).resolve().parents[2] / "docs" / "design.md").read_text()
+    for name in restore:
+        assert f"`{name}`" in design, name
+
+
+async def test_created_microvm_takes_preboot_calls_then_stops_without_a_guest(
+    client: TestClient, settings: AgentSettings, image_dir: Path
+) -> None:
+    (image_dir / "extra.img").write_bytes(b"\0" * 4096)
+    resp = await client.post("/v1/microvms", json={"name": "pre", "start": False}, headers=AUTH)
+    created = await resp.json()
+    assert resp.status == 201, created
+    assert created["state"] == "created" and created["pid"] > 0 and created["started_at"] is None
+    assert json.loads(settings.state_file.read_text())["microvms"]["pre"]["state"] == "created"
+    relay = "/v1/microvms/pre/firecracker"
+    resp = await client.put(f"{relay}/drives/extra", headers=AUTH, json={
+        "drive_id": "extra", "path_on_host": str(image_dir / "extra.img"), "is_root_device": False, "is_read_only": True})
+    assert resp.status == 204, await resp.text()
+    resp = await client.patch(f"{relay}/machine-config", json={"vcpu_count": 2}, headers=AUTH)
+    assert resp.status == 204, await resp.text()
+    # this image dir's 'vmlinux' is no kernel: Firecracker refuses the start, and the state stays
+    resp = await client.put(f"{relay}/actions", json={"action_type": "InstanceStart"}, headers=AUTH)
+    assert resp.status == 400 and "Kernel Loader" in (await resp.json())["fault_message"]
+    assert (await (await client.get("/v1/microvms/pre", headers=AUTH)).json())["state"] == "created"
+    # a created microVM needs --force to be deleted like a running one; stop kills it (no guest to ask)
+    assert (await client.delete("/v1/microvms/pre", headers=AUTH)).status == 409
+    resp = await client.post("/v1/microvms/pre/stop", json={"timeout_s": 60}, headers=AUTH)
+    stopped = await resp.json()
+    assert stopped["state"] == "stopped" and stopped["exit_status"] == 137, stopped
+    assert (await client.delete("/v1/microvms/pre", headers=AUTH)).status == 204
+
+
+async def test_snapshot_spec_refusals(client: TestClient, settings: AgentSettings, short_tmp: Path) -> None:
+    (short_tmp / "elsewhere.snap").write_text("{}")
+    snapshots = settings.snapshots_dir
+    cases = [
+        ({"snapshot": {"snapshot_path": "a.snap", "mem_path": "a.mem"}, "kernel": "vmlinux"}, 400, "invalid"),
+        ({"snapshot": {"snapshot_path": str(short_tmp / "elsewhere.snap"), "mem_path": "a.mem"}}, 400,
+         "path_outside_image_dirs"),
+        ({"snapshot": {"snapshot_path": "../elsewhere.snap", "mem_path": "a.mem"}}, 400, "path_outside_image_dirs"),
+        ({"snapshot": {"snapshot_path": "missing.snap", "mem_path": "a.mem"}}, 404, "file_not_found"),
+    ]
+    for spec, status, code in cases:
+        resp = await client.post("/v1/microvms", json={"name": "restored", **spec}, headers=AUTH)
+        body = await resp.json()
+        assert (resp.status, body["error"]) == (status, code), (spec, body)
+        assert body["hint"]
+    assert snapshots.is_dir()  # made by the agent at start
+    # a file Firecracker cannot load fails in load_snapshot with its own message; nothing remains
+    (snapshots / "junk.snap").write_text("not a snapshot")
+    (snapshots / "junk.mem").write_bytes(b"\0" * 16)
+    resp = await client.post("/v1/microvms", json={"name": "restored", "snapshot": {
+        "snapshot_path": "junk.snap", "mem_path": str(snapshots / "junk.mem")}}, headers=AUTH)
+    body = await resp.json()
+    assert resp.status == 422 and body["step"] == "load_snapshot", body
+    assert "Cannot open the snapshot files" in body["fault_message"] and body["fault_message"] in body["message"]
+    assert "same Firecracker version" in body["hint"]
+    assert live_processes_mentioning(str(settings.state_dir)) == []
+    assert not (settings.microvms_dir / "restored").exists()

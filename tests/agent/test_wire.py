@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MicroVMInfo, MicroVMSpec, validate_name
+from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MicroVMInfo, MicroVMSpec, SnapshotSpec, validate_name
 from fc_macos.errors import ValidationError
 
 
@@ -24,8 +24,17 @@ def test_round_trip_keeps_every_field() -> None:
         "rootfs": "rootfs.ext4",
         "boot_args": "console=ttyS0",
         "drives": [{"id": "data_1", "path": "data.ext4", "read_only": True}],
+        "start": False,
+        "snapshot": None,
     }
     assert MicroVMSpec.from_dict(data).to_dict() == data
+
+
+def test_snapshot_spec_round_trip_and_default_resume() -> None:
+    spec = MicroVMSpec.from_dict({"name": "restored", "snapshot": {"snapshot_path": "web.snap", "mem_path": "web.mem"}})
+    assert spec.snapshot == SnapshotSpec("web.snap", "web.mem", resume=True)
+    # the client sends to_dict(): defaults of the boot fields do not count as "given"
+    assert MicroVMSpec.from_dict(spec.to_dict()) == spec
 
 
 @pytest.mark.parametrize("name", ["a", "web-1", "x" * 63, "0abc"])
@@ -57,6 +66,15 @@ def test_invalid_names_are_refused_with_a_hint(name: object) -> None:
         ({"drives": [{"id": "a", "path": "x"}, {"id": "a", "path": "y"}]}, "unique"),
         ({"drives": [{"id": "a", "path": "x", "ro": True}]}, "unknown field"),
         ({"cpus": 2}, "unknown field"),
+        ({"start": "no"}, "true or false"),
+        ({"snapshot": "x.snap"}, "JSON object"),
+        ({"snapshot": {"snapshot_path": "a"}}, "mem_path"),
+        ({"snapshot": {"snapshot_path": "a", "mem_path": "b", "resume": 1}}, "true or false"),
+        ({"snapshot": {"snapshot_path": "a", "mem_path": "b", "mem_file_path": "c"}}, "unknown field"),
+        ({"snapshot": {"snapshot_path": "a", "mem_path": "b"}, "kernel": "vmlinux"}, "come from the snapshot"),
+        ({"snapshot": {"snapshot_path": "a", "mem_path": "b"}, "vcpus": 2, "drives": [{"id": "d", "path": "x"}]},
+         "vcpus, drives cannot be set"),
+        ({"snapshot": {"snapshot_path": "a", "mem_path": "b"}, "start": False}, "start=false does not apply"),
         ([], "JSON object"),
     ],
 )

@@ -61,6 +61,7 @@ async def info(request: web.Request) -> web.Response:
             "firecracker_bin": settings.firecracker_bin,
             "state_dir": str(settings.state_dir),
             "image_dirs": [str(d) for d in dirs],
+            "snapshot_dir": str(settings.snapshots_dir),
             "images": {
                 "kernel": installed(DEFAULT_KERNEL),
                 "initrd": installed(DEFAULT_INITRD),

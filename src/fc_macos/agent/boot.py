@@ -10,7 +10,10 @@ mistakes found by a step (a missing file, a path outside the image
 directories ...) propagate unchanged so the agent can answer 4xx.
 
 :data:`DEFAULT_STEPS` is the list in docs/design.md; callers may copy and edit
-it (insert a network step, swap the boot source for a snapshot load ...).
+it (insert a network step ...). :func:`plan` edits it for a spec: without
+``start_instance`` for ``start=False``, and for a snapshot restore with
+``resolve_snapshot`` in place of ``resolve_images`` and ``load_snapshot`` in
+place of the configuration steps and ``start_instance``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Awaitable, Callable
 
 from fc_macos.agent import paths as image_paths
 from fc_macos.agent.settings import AgentSettings
-from fc_macos.agent.wire import DriveSpec, MicroVMSpec
+from fc_macos.agent.wire import DriveSpec, MicroVMSpec, SnapshotSpec
 from fc_macos.errors import BootError, ConflictError, FcMacosError, FirecrackerAPIError, NotFoundError, UsageError
 from fc_macos.firecracker.client import FirecrackerClient
 from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, launch, wait_gone
@@ -132,8 +135,8 @@ async def prepare_workdir(ctx: BootContext) -> None:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     ctx.on_failure("work directory", remove_workdir)
-    assert ctx.rootfs_source is not None
-    await asyncio.to_thread(shutil.copyfile, ctx.rootfs_source, ctx.paths.rootfs)
+    if ctx.rootfs_source is not None:  # a snapshot restore brings its own drives
+        await asyncio.to_thread(shutil.copyfile, ctx.rootfs_source, ctx.paths.rootfs)
 
 
 async def start_vmm(ctx: BootContext) -> None:
@@ -196,6 +199,58 @@ async def start_instance(ctx: BootContext) -> None:
     await ctx.need_client().start_instance()
 
 
+SNAPSHOT_OUTSIDE_HINT = (
+    "paths are on the agent's machine: give a bare name to use <state-dir>/snapshots "
+    "('fc-macos snapshots create --snapshot-path NAME' writes there), or a path inside one of {listing}"
+)
+
+
+async def resolve_snapshot(ctx: BootContext) -> None:
+    """Turn the snapshot's file names into absolute paths: relative names inside
+    ``<state-dir>/snapshots``, absolute ones only inside it or an image directory."""
+    snapshot = ctx.spec.snapshot
+    assert snapshot is not None, "resolve_snapshot needs a spec with a snapshot"
+    dirs = (ctx.settings.snapshots_dir, *ctx.settings.all_image_dirs)
+
+    def resolve(kind: str, value: str) -> str:
+        found = image_paths.resolve_file(kind, value, dirs, served="snapshots and images", outside_hint=SNAPSHOT_OUTSIDE_HINT)
+        return str(found)
+
+    resolved = SnapshotSpec(
+        snapshot_path=resolve("snapshot file", snapshot.snapshot_path),
+        mem_path=resolve("snapshot memory file", snapshot.mem_path),
+        resume=snapshot.resume,
+    )
+    ctx.spec = replace(ctx.spec, name=ctx.name, snapshot=resolved)
+
+
+async def load_snapshot(ctx: BootContext) -> None:
+    """``PUT /snapshot/load`` into the fresh Firecracker, then record what the
+    snapshot brought (vCPUs, memory, kernel, root drive) from ``GET /vm/config``."""
+    snapshot = ctx.spec.snapshot
+    assert snapshot is not None, "load_snapshot needs a spec with a snapshot"
+    client = ctx.need_client()
+    await client.load_snapshot(
+        snapshot_path=snapshot.snapshot_path,
+        mem_backend={"backend_type": "File", "backend_path": snapshot.mem_path},
+        resume_vm=snapshot.resume,
+    )
+    config = await client.get_vm_config()
+    machine = config.get("machine-config") or {}
+    boot_source = config.get("boot-source") or {}
+    drives = config.get("drives") or []
+    root = next((d.get("path_on_host") for d in drives if d.get("is_root_device")), None)
+    ctx.spec = replace(
+        ctx.spec,
+        vcpus=int(machine.get("vcpu_count", ctx.spec.vcpus)),
+        memory_mib=int(machine.get("mem_size_mib", ctx.spec.memory_mib)),
+        kernel=boot_source.get("kernel_image_path"),
+        initrd=boot_source.get("initrd_path"),
+        rootfs=root,
+        boot_args=boot_source.get("boot_args") or ctx.spec.boot_args,
+    )
+
+
 DEFAULT_STEPS: tuple[BootStep, ...] = tuple(
     BootStep(fn.__name__, fn)
     for fn in (
@@ -211,6 +266,26 @@ DEFAULT_STEPS: tuple[BootStep, ...] = tuple(
         start_instance,
     )
 )
+
+
+#: The steps a snapshot restore replaces by ``load_snapshot``.
+CONFIGURE_STEPS = ("configure_machine", "configure_boot_source", "attach_rootfs", "attach_drives")
+RESOLVE_SNAPSHOT = BootStep("resolve_snapshot", resolve_snapshot)
+LOAD_SNAPSHOT = BootStep("load_snapshot", load_snapshot)
+
+
+def plan(spec: MicroVMSpec, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> tuple[BootStep, ...]:
+    """The steps that create ``spec`` from the list ``steps``: unchanged for a
+    normal boot; without ``start_instance`` when ``spec.start`` is false; for
+    ``spec.snapshot``, ``resolve_snapshot`` swapped in for ``resolve_images``,
+    the configuration steps dropped and ``load_snapshot`` swapped in for
+    ``start_instance``. Steps of other names are kept where they are."""
+    if spec.snapshot is not None:
+        swap = {"resolve_images": RESOLVE_SNAPSHOT, "start_instance": LOAD_SNAPSHOT}
+        return tuple(swap.get(s.name, s) for s in steps if s.name not in CONFIGURE_STEPS)
+    if not spec.start:
+        return tuple(s for s in steps if s.name != "start_instance")
+    return steps
 
 
 def _tail(path: Path, limit: int = 500) -> str:
@@ -252,12 +327,21 @@ async def _undo(ctx: BootContext) -> None:
             log.exception("%s: cleaning up the %s failed", ctx.name, what)
 
 
+REFUSAL_HINTS = {
+    "load_snapshot": "check the snapshot against Firecracker's message: it must come from the same Firecracker "
+    "version and architecture, and the drives it names must still exist at their paths",
+}
+
+
 def _boot_error(step: str, exc: Exception, ctx: BootContext) -> BootError:
     if isinstance(exc, FirecrackerAPIError):
         return BootError(
             step,
             f"Firecracker refused it ({exc.status}): {exc.fault_message}",
-            hint="check the microVM spec against Firecracker's message (kernel, initrd and rootfs must suit each other)",
+            hint=REFUSAL_HINTS.get(
+                step,
+                "check the microVM spec against Firecracker's message (kernel, initrd and rootfs must suit each other)",
+            ),
         )
     if isinstance(exc, FcMacosError):
         return BootError(step, exc.message, hint=exc.hint)
@@ -268,4 +352,4 @@ def describe(steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> list[str]:
     return [s.name for s in steps]
 
 
-__all__ = ["BootContext", "BootStep", "DEFAULT_STEPS", "describe", "run_boot"]
+__all__ = ["BootContext", "BootStep", "DEFAULT_STEPS", "describe", "plan", "run_boot"]

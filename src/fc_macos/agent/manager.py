@@ -1,12 +1,17 @@
 """``MicroVMManager``: owns every microVM of this agent.
 
-It creates (boots) microVMs through :mod:`fc_macos.agent.boot`, watches each
+It creates microVMs through :mod:`fc_macos.agent.boot` (booted, ``created``
+but not started, or restored from a snapshot), watches each
 VMM process for its exit (a pidfd, no polling where the kernel has them),
 stops and deletes them, and keeps ``state.json`` in step with every change.
 After an agent restart :meth:`MicroVMManager.start` finds the microVMs that
 still run (pid + start time), reopens their console FIFOs and carries on;
 those that died meanwhile are marked ``stopped`` with the exit status their
 wrapper wrote. Shutting the manager down (:meth:`close`) never stops a microVM.
+
+The raw Firecracker relay changes a microVM's state behind the manager's back;
+the relay reports successful calls that matter (:meth:`MicroVMManager.observe`):
+``PATCH /vm`` (paused/running) and ``InstanceStart`` (created -> running).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, run_boot
+from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot
 from fc_macos.agent.console import ConsoleBroker
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.state import StateStore
@@ -33,7 +38,8 @@ from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, pidfd_open, read
 
 log = logging.getLogger("fc_agent.manager")
 
-RUNNING_STATES = ("running", "paused", "stopping")
+#: States in which the VMM process runs (``created``: configured, guest not started).
+RUNNING_STATES = ("created", "running", "paused", "stopping")
 EXIT_STATUS_WAIT_S = 5.0
 KILL_WAIT_S = 30.0
 
@@ -74,7 +80,8 @@ class MicroVM:
 class MicroVMManager:
     """Create, list, inspect, stop and delete microVMs. Use from one event loop.
 
-    ``steps`` is the boot step list (default :data:`boot.DEFAULT_STEPS`).
+    ``steps`` is the boot step list (default :data:`boot.DEFAULT_STEPS`);
+    :func:`boot.plan` edits it for each spec (``start=False``, snapshot restore).
     """
 
     def __init__(self, settings: AgentSettings, *, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> None:
@@ -90,6 +97,7 @@ class MicroVMManager:
         """Load state.json and reattach to the microVMs that still run. Call once."""
         self.settings.microvms_dir.mkdir(parents=True, exist_ok=True)
         self.settings.images_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.snapshots_dir.mkdir(parents=True, exist_ok=True)
         state = self.store.load()
         self._next_index = int(state.get("next_index", 1))
         for key, record in state["microvms"].items():
@@ -193,19 +201,31 @@ class MicroVMManager:
             )
         return vm
 
-    def note_pause(self, name: str, patch_vm_body: bytes) -> None:
-        """Record the effect of a successful ``PATCH /vm`` relayed to ``name``."""
+    def observe(self, name: str, method: str, path: str, body: bytes) -> None:
+        """Record the effect of a successful Firecracker call relayed to ``name``
+        (only observed, never altered): ``PATCH /vm`` pauses or resumes,
+        ``PUT /actions`` with ``InstanceStart`` starts a ``created`` microVM.
+        Other calls are ignored."""
         vm = self._vms.get(name)
-        if vm is None or vm.state not in ("running", "paused"):
+        if vm is None:
             return
         try:
-            wanted = json.loads(patch_vm_body).get("state")
-        except (ValueError, AttributeError):
+            fields = json.loads(body)
+        except ValueError:
             return
-        new_state = {"Paused": "paused", "Resumed": "running"}.get(wanted)
-        if new_state is not None and new_state != vm.state:
-            vm.state = new_state
-            self._save()
+        if not isinstance(fields, dict):
+            return
+        if method == "PATCH" and path == "/vm" and vm.state in ("running", "paused"):
+            new_state = {"Paused": "paused", "Resumed": "running"}.get(fields.get("state"))
+            if new_state is not None and new_state != vm.state:
+                vm.state = new_state
+                self._save()
+        elif method == "PUT" and path == "/actions" and fields.get("action_type") == "InstanceStart":
+            if vm.state == "created":
+                vm.state = "running"
+                vm.started_at = time.time()
+                self._save()
+                log.info("%s started (InstanceStart through the raw API)", name)
 
     def console(self, name: str) -> ConsoleBroker:
         """The console broker of running microVM ``name``."""
@@ -230,9 +250,11 @@ class MicroVMManager:
         return name
 
     async def create(self, spec: MicroVMSpec) -> MicroVMInfo:
-        """Boot a microVM from ``spec``; return it ``running``. ConflictError if
-        the name is taken; BootError (naming the step) if booting fails, after
-        which nothing of it remains. Not idempotent."""
+        """Create a microVM from ``spec`` and return it: ``running`` once booted;
+        ``created`` (not started) with ``spec.start`` false; for
+        ``spec.snapshot``, ``running`` or (``resume`` false) ``paused``.
+        ConflictError if the name is taken; BootError (naming the step) if a
+        step fails, after which nothing of it remains. Not idempotent."""
         if spec.name is not None and spec.name in self._vms:
             raise ConflictError(
                 f"a microVM named {spec.name!r} already exists",
@@ -254,7 +276,7 @@ class MicroVMManager:
                     name=name, spec=spec, settings=self.settings, paths=self.paths(name), stack=stack,
                     on_vmm_started=record_vmm,
                 )  # fmt: skip
-                await run_boot(ctx, self.steps)
+                await run_boot(ctx, plan(spec, self.steps))
         except BaseException:
             del self._vms[name]
             if spec.name is None:  # a failed boot does not use up an automatic name
@@ -263,8 +285,11 @@ class MicroVMManager:
             raise
         assert ctx.vmm is not None
         vm.spec = ctx.spec.to_dict()
-        vm.state = "running"
-        vm.started_at = time.time()
+        if spec.snapshot is not None:
+            vm.state = "running" if spec.snapshot.resume else "paused"
+        else:
+            vm.state = "running" if spec.start else "created"
+        vm.started_at = None if vm.state == "created" else time.time()
         self._go_live(vm, ctx.vmm)
         self._save()
         return self.info(vm)
@@ -321,14 +346,16 @@ class MicroVMManager:
 
     async def stop(self, name: str, *, force: bool = False, timeout_s: float = 10.0) -> MicroVMInfo:
         """Stop ``name``: gracefully (Ctrl+Alt+Del on x86_64, SIGTERM elsewhere),
-        SIGKILL after ``timeout_s``; at once with ``force``. Idempotent: a
-        stopped microVM is returned as it is. ConflictError while it boots."""
+        SIGKILL after ``timeout_s``; at once with ``force`` or when it is
+        ``created`` (no guest runs to shut down). Idempotent: a stopped
+        microVM is returned as it is. ConflictError while it boots."""
         vm = self._get(name)
         if vm.state == "starting":
             raise ConflictError(f"microVM {name!r} is still booting", hint="try again in a few seconds")
         if vm.state not in RUNNING_STATES or vm.vmm is None:
             return self.info(vm)
         vmm, exited = vm.vmm, vm.exited
+        force = force or vm.state == "created"
         if vm.state != "stopping":
             vm.state = "stopping"
             self._save()
@@ -369,7 +396,7 @@ class MicroVMManager:
         if vm.state in RUNNING_STATES:
             if not force:
                 raise ConflictError(
-                    f"microVM {name!r} is running",
+                    f"microVM {name!r} is {vm.state}",
                     hint=f"stop it first ('fc-macos microvm stop --name {name}'), or remove it with --force (DELETE ...?force=true)",
                     code="running",
                 )

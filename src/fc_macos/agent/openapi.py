@@ -60,13 +60,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "Info": {
         "type": "object",
-        "required": ["version", "arch", "firecracker_bin", "state_dir", "image_dirs", "images"],
+        "required": ["version", "arch", "firecracker_bin", "state_dir", "image_dirs", "snapshot_dir", "images"],
         "properties": {
             "version": {"type": "string"},
             "arch": {"type": "string"},
             "firecracker_bin": {"type": "string"},
             "state_dir": {"type": "string"},
             "image_dirs": {"type": "array", "items": {"type": "string"}},
+            "snapshot_dir": {"type": "string", "description": "relative snapshot paths resolve here"},
             "images": {
                 "type": "object",
                 "required": ["kernel", "initrd", "rootfs"],
@@ -84,6 +85,18 @@ SCHEMAS: dict[str, Any] = {
             "read_only": {"type": "boolean", "default": False},
         },
     },
+    "SnapshotSpec": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["snapshot_path", "mem_path"],
+        "properties": {
+            "snapshot_path": {"type": "string", "minLength": 1,
+                              "description": "VM state file: a name in <state-dir>/snapshots, or an absolute path "
+                              "inside it or an image dir"},
+            "mem_path": {"type": "string", "minLength": 1, "description": "guest memory file, same rules"},
+            "resume": {"type": "boolean", "default": True, "description": "false: the restored microVM stays paused"},
+        },
+    },
     "MicroVMSpec": {
         "type": "object",
         "additionalProperties": False,
@@ -96,6 +109,12 @@ SCHEMAS: dict[str, Any] = {
             "rootfs": _nullable("string") | {"description": "copied into the microVM's work directory"},
             "boot_args": {"type": "string", "default": DEFAULT_BOOT_ARGS},
             "drives": {"type": "array", "items": _ref("DriveSpec")},
+            "start": {"type": "boolean", "default": True,
+                      "description": "false: configure but do not start (state created); start with a relayed "
+                      "PUT /actions {\"action_type\": \"InstanceStart\"}"},
+            "snapshot": {"oneOf": [{"type": "null"}, _ref("SnapshotSpec")],
+                         "description": "restore this snapshot instead of booting; vcpus, memory_mib, kernel, "
+                         "initrd, rootfs, boot_args and drives then come from it and must keep their defaults"},
         },
     },
     "MicroVMInfo": {
@@ -186,13 +205,15 @@ PATHS: dict[str, Any] = {
         },
         "post": {
             "operationId": "createMicroVM",
-            "summary": "create and boot a microVM (answers once it runs)",
+            "summary": "create and boot a microVM (answers once it runs), create it without starting it "
+            "(start: false), or restore it from a snapshot",
             "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("MicroVMSpec")}}},
             "responses": {
-                "201": _json(_ref("MicroVMInfo"), "the running microVM"),
-                "400": _error("invalid spec, malformed JSON, or a path outside the image directories"),
+                "201": _json(_ref("MicroVMInfo"), "the microVM: running, created (start: false), or paused "
+                             "(snapshot.resume: false)"),
+                "400": _error("invalid spec, malformed JSON, or a path outside the image (or snapshot) directories"),
                 **AUTH_ERRORS,
-                "404": _error("a kernel, initrd, rootfs or drive file does not exist"),
+                "404": _error("a kernel, initrd, rootfs, drive or snapshot file does not exist"),
                 "409": _error("a microVM of that name exists"),
                 "413": _error("request body too large"),
                 "422": _error("a boot step failed (error boot_failed, with step)"),

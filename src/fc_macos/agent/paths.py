@@ -24,11 +24,22 @@ def _inside(path: Path, dirs: tuple[Path, ...]) -> bool:
     return any(path == d or d in path.parents for d in dirs)
 
 
-def resolve_file(kind: str, value: str, dirs: tuple[Path, ...]) -> Path:
+IMAGE_DIRS_HINT = (
+    "paths are on the agent's machine: put the file in one of {listing} and name it there "
+    "(or start fc-agent with --image-dir); 'fc-macos setup --kernel/--initrd/--rootfs PATH' "
+    "installs your own files as the defaults"
+)
+
+
+def resolve_file(
+    kind: str, value: str, dirs: tuple[Path, ...], *, served: str = "images", outside_hint: str = IMAGE_DIRS_HINT
+) -> Path:
     """The absolute path of the ``kind`` file ``value`` (e.g. kind="kernel").
 
     Raises ValidationError if it lies outside ``dirs`` and NotFoundError if
     it does not exist. ``dirs`` must be absolute, normalized paths.
+    ``served`` names what the directories hold and ``outside_hint`` (with a
+    ``{listing}`` placeholder) says what to do, in the error messages.
     """
     listing = ", ".join(str(d) for d in dirs)
     allowed = dirs + tuple(d.resolve() for d in dirs)
@@ -38,10 +49,8 @@ def resolve_file(kind: str, value: str, dirs: tuple[Path, ...]) -> Path:
         resolved = Path(os.path.normpath(candidate))
         if not _inside(resolved, allowed):
             raise ValidationError(
-                f"{kind} {value!r} is outside the directories the agent serves images from",
-                hint=f"paths are on the agent's machine: put the file in one of {listing} and name it there "
-                "(or start fc-agent with --image-dir); 'fc-macos setup --kernel/--initrd/--rootfs PATH' "
-                "installs your own files as the defaults",
+                f"{kind} {value!r} is outside the directories the agent serves {served} from",
+                hint=outside_hint.format(listing=listing),
                 code="path_outside_image_dirs",
             )
         if resolved.is_file():

@@ -4,7 +4,8 @@ Any method on ``/v1/microvms/{name}/firecracker/{path}`` is sent verbatim
 (method, path, query string, body bytes, content type) to that microVM's API
 socket, and Firecracker's status, content type and body come back unchanged.
 Nothing is validated here: Firecracker answers for itself. The agent only
-watches for a successful ``PATCH /vm`` to report ``paused``/``running``.
+watches successful calls (``PATCH /vm``, ``PUT /actions`` InstanceStart) to
+report ``paused``/``running`` (:meth:`MicroVMManager.observe`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ async def relay(request: web.Request, manager: MicroVMManager) -> web.Response:
     headers = {h: request.headers[h] for h in REQUEST_HEADERS if h in request.headers}
     async with FirecrackerClient(vm.vmm.paths.api_sock, timeout=RELAY_TIMEOUT_S) as fc:
         answer = await fc.request(request.method, path, data=body if body else None, headers=headers)
-    if answer.ok and request.method == "PATCH" and path.split("?")[0] == "/vm":
-        manager.note_pause(name, body)  # only observed; the answer goes back unchanged
+    if answer.ok:
+        manager.observe(name, request.method, path.split("?")[0], body)  # the answer goes back unchanged
     out_headers = {h: answer.headers[h] for h in RESPONSE_HEADERS if h in answer.headers}
     return web.Response(status=answer.status, body=answer.body, headers=out_headers)

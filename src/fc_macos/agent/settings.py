@@ -41,6 +41,11 @@ class AgentSettings:
         return self.state_dir / "images"
 
     @property
+    def snapshots_dir(self) -> Path:
+        """Where snapshots live: relative snapshot paths resolve here (absolute, normalized)."""
+        return Path(os.path.normpath(os.path.abspath(self.state_dir / "snapshots")))
+
+    @property
     def microvms_dir(self) -> Path:
         return self.state_dir / "microvms"
 

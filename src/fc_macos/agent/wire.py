@@ -23,8 +23,11 @@ MAX_VCPUS = 32
 MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: anything larger is surely a typo
 DEFAULT_BOOT_ARGS = "console=ttyS0 reboot=k panic=1"
 
-#: microVM states as the agent reports them.
-STATES = ("starting", "running", "paused", "stopping", "stopped", "failed")
+#: microVM states as the agent reports them. ``created``: the Firecracker process
+#: runs and is configured, but the guest has not started (``start: false``).
+STATES = ("starting", "created", "running", "paused", "stopping", "stopped", "failed")
+#: Spec fields that describe a fresh boot; a snapshot brings its own.
+BOOT_FIELDS = ("vcpus", "memory_mib", "kernel", "initrd", "rootfs", "boot_args", "drives")
 
 
 def validate_name(name: str) -> str:
@@ -98,12 +101,38 @@ class DriveSpec:
 
 
 @dataclass(frozen=True)
+class SnapshotSpec:
+    """A snapshot to restore instead of booting: the VM state file, the guest
+    memory file and whether the guest resumes at once (else it stays paused).
+    Relative paths resolve inside the agent's ``<state-dir>/snapshots``;
+    absolute paths must lie inside that directory or an image directory."""
+
+    snapshot_path: str
+    mem_path: str
+    resume: bool = True
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SnapshotSpec:
+        data = _check_fields("snapshot", data, {"snapshot_path", "mem_path", "resume"})
+        snapshot_path = _str("snapshot", "snapshot_path", data.get("snapshot_path"))
+        mem_path = _str("snapshot", "mem_path", data.get("mem_path"))
+        assert snapshot_path is not None and mem_path is not None
+        return cls(snapshot_path=snapshot_path, mem_path=mem_path, resume=_bool("snapshot", "resume", data.get("resume", True)))
+
+
+@dataclass(frozen=True)
 class MicroVMSpec:
     """What to create. Paths may be bare names (looked up in the agent's image
     directory) or absolute paths inside one of the directories the agent serves
     images from. ``kernel``/``rootfs`` default to the installed images
     (``vmlinux``, ``rootfs.ext4``); ``initrd`` defaults to ``initrd.img`` when
-    that file is installed."""
+    that file is installed.
+
+    ``start=False`` runs every boot step but the last (``InstanceStart``): the
+    microVM is ``created``, open to pre-boot Firecracker calls through the raw
+    relay, and starts with a relayed ``PUT /actions {"action_type": "InstanceStart"}``.
+    ``snapshot`` restores a snapshot instead of booting; the fields of
+    :data:`BOOT_FIELDS` then come from the snapshot and must keep their defaults."""
 
     name: str | None = None
     vcpus: int = 1
@@ -113,8 +142,10 @@ class MicroVMSpec:
     rootfs: str | None = None
     boot_args: str = DEFAULT_BOOT_ARGS
     drives: tuple[DriveSpec, ...] = field(default_factory=tuple)
+    start: bool = True
+    snapshot: SnapshotSpec | None = None
 
-    _FIELDS = frozenset({"name", "vcpus", "memory_mib", "kernel", "initrd", "rootfs", "boot_args", "drives"})
+    _FIELDS = frozenset({"name", *BOOT_FIELDS, "start", "snapshot"})
 
     @classmethod
     def from_dict(cls, data: Any) -> MicroVMSpec:
@@ -132,7 +163,10 @@ class MicroVMSpec:
         boot_args = data.get("boot_args", DEFAULT_BOOT_ARGS)
         if not isinstance(boot_args, str):
             raise ValidationError("microVM spec.boot_args must be a string")
-        return cls(
+        raw_snapshot = data.get("snapshot")
+        snapshot = None if raw_snapshot is None else SnapshotSpec.from_dict(raw_snapshot)
+        start = _bool("microVM spec", "start", data.get("start", True))
+        spec = cls(
             name=name,
             vcpus=_int("microVM spec", "vcpus", data.get("vcpus", 1), 1, MAX_VCPUS),
             memory_mib=_int("microVM spec", "memory_mib", data.get("memory_mib", 256), 16, MAX_MEMORY_MIB),
@@ -141,11 +175,32 @@ class MicroVMSpec:
             rootfs=_str("microVM spec", "rootfs", data.get("rootfs"), optional=True),
             boot_args=boot_args,
             drives=drives,
+            start=start,
+            snapshot=snapshot,
         )
+        if snapshot is not None:
+            spec._check_restore()
+        return spec
+
+    def _check_restore(self) -> None:
+        defaults = MicroVMSpec()
+        given = [f for f in BOOT_FIELDS if getattr(self, f) != getattr(defaults, f)]
+        if given:
+            raise ValidationError(
+                f"microVM spec.{', '.join(given)} cannot be set with a snapshot: "
+                "the kernel, drives, boot arguments, vCPUs and memory come from the snapshot",
+                hint="give only name and snapshot {snapshot_path, mem_path, resume}",
+            )
+        if not self.start:
+            raise ValidationError(
+                "microVM spec.start=false does not apply to a snapshot restore",
+                hint="to restore it paused, set snapshot.resume=false",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["drives"] = [asdict(d) for d in self.drives]
+        out["snapshot"] = None if self.snapshot is None else asdict(self.snapshot)
         return out
 
 
