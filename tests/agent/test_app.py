@@ -211,5 +211,6 @@ async def test_delete_with_bad_force_is_400(old_client: TestClient) -> None:
 async def test_info_lists_image_dirs_and_installed_images(client: TestClient, settings: AgentSettings, image_dir: Path) -> None:
     info = await (await client.get("/v1/info", headers=AUTH)).json()
     assert info["image_dirs"] == [str(settings.images_dir), str(image_dir)]
+    assert info["snapshot_dir"] == str(settings.state_dir.resolve() / "snapshots")
     assert info["images"] == {"kernel": str(image_dir / "vmlinux"), "initrd": None, "rootfs": str(image_dir / "rootfs.ext4")}
     assert info["firecracker_bin"] == settings.firecracker_bin

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.boot import DEFAULT_STEPS, describe
 from fc_macos.agent.settings import AgentSettings
-from tests.agent.conftest import AUTH, live_processes_mentioning, serve
+from tests.agent.conftest import AUTH, kill_recorded_vmms, live_processes_mentioning, serve
 
 
 def test_default_steps_are_the_documented_list() -> None:
@@ -146,3 +146,24 @@ async def test_snapshot_spec_refusals(client: TestClient, settings: AgentSetting
     assert "same Firecracker version" in body["hint"]
     assert live_processes_mentioning(str(settings.state_dir)) == []
     assert not (settings.microvms_dir / "restored").exists()
+
+
+async def test_created_microvm_survives_an_agent_restart(settings: AgentSettings) -> None:
+    client = await serve(settings)
+    try:
+        resp = await client.post("/v1/microvms", json={"name": "waiting", "start": False}, headers=AUTH)
+        assert resp.status == 201, await resp.text()
+        pid = (await resp.json())["pid"]
+        await client.close()
+        client = await serve(settings)  # the same state directory: reattached, still created
+        again = await (await client.get("/v1/microvms/waiting", headers=AUTH)).json()
+        assert (again["state"], again["pid"]) == ("created", pid)
+        resp = await client.get("/v1/microvms/waiting/firecracker/machine-config", headers=AUTH)
+        assert resp.status == 200
+        ws = await client.ws_connect("/v1/microvms/waiting/console", headers=AUTH)  # attaches, silent
+        await ws.close()
+        assert (await client.delete("/v1/microvms/waiting?force=true", headers=AUTH)).status == 204
+        assert live_processes_mentioning(str(settings.state_dir)) == []
+    finally:
+        await client.close()
+        kill_recorded_vmms(settings.state_dir)
