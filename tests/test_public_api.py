@@ -11,7 +11,7 @@ PUBLIC = [
     "AgentAuthError", "AgentClient", "AgentEndpoint", "AgentError", "AgentRequestError", "AgentUnreachable",
     "BootError", "Config", "ConfigError", "ConflictError", "DriveSpec", "FcMacosError", "FirecrackerAPIError",
     "FirecrackerClient", "FirecrackerError", "FirecrackerUnavailable", "ImageError", "MicroVMInfo", "MicroVMSpec",
-    "NotFoundError", "ProviderError", "SetupError", "TartError", "UsageError", "ValidationError", "__version__",
+    "NotFoundError", "ProviderError", "SetupError", "SnapshotSpec", "TartError", "UsageError", "ValidationError", "__version__",
 ]
 
 

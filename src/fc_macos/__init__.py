@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fc_macos.agent.wire import DriveSpec, MicroVMInfo, MicroVMSpec
+from fc_macos.agent.wire import DriveSpec, MicroVMInfo, MicroVMSpec, SnapshotSpec
 from fc_macos.config import AgentEndpoint, Config
 from fc_macos.errors import (
     AgentAuthError,
@@ -85,6 +85,7 @@ __all__ = [
     "NotFoundError",
     "ProviderError",
     "SetupError",
+    "SnapshotSpec",
     "TartError",
     "UsageError",
     "ValidationError",

@@ -100,6 +100,7 @@ class FakeAgent:
     async def _info(self, request: web.Request) -> web.Response:
         return web.json_response({"version": "0.1.0", "arch": "x86_64", "firecracker_bin": "/usr/bin/firecracker",
                                   "state_dir": "/var/lib/fc-agent", "image_dirs": [],
+                                  "snapshot_dir": "/var/lib/fc-agent/snapshots",
                                   "images": {"kernel": None, "initrd": None, "rootfs": None}})
 
     def _vm(self, request: web.Request) -> dict[str, Any]:
@@ -122,9 +123,14 @@ class FakeAgent:
         name = spec.get("name") or f"microvm-{len(self.microvms) + 1}"
         if name in self.microvms:
             return _error(409, "conflict", f"a microVM named {name!r} exists already", "pick another --name")
-        info = {"name": name, "state": "running", "pid": 4242 + len(self.microvms), "vcpus": spec.get("vcpus", 1),
+        snapshot = spec.get("snapshot")
+        if snapshot:
+            state = "running" if snapshot.get("resume", True) else "paused"
+        else:
+            state = "running" if spec.get("start", True) else "created"
+        info = {"name": name, "state": state, "pid": 4242 + len(self.microvms), "vcpus": spec.get("vcpus", 1),
                 "memory_mib": spec.get("memory_mib", 256), "spec": spec, "created_at": time.time(),
-                "started_at": time.time(), "uptime_s": 0.0}
+                "started_at": None if state == "created" else time.time(), "uptime_s": 0.0}
         self.microvms[name] = info
         return web.json_response(info, status=201)
 

@@ -53,6 +53,9 @@ async def test_created_microvm_takes_preboot_devices_then_starts(guest_settings:
         assert resp.status == 204, await resp.text()
         started = await get(client, "pre")
         assert started["state"] == "running" and started["started_at"] >= before
+        # the record says what it started with, as Firecracker reports it
+        assert started["vcpus"] == 2
+        assert started["spec"]["drives"] == [{"id": "extra", "path": str(extra), "read_only": True}]
         # InstanceStart again: Firecracker's own 400 comes back unchanged, the state stays
         resp = await client.put(f"{relay}/actions", json=START, headers=AUTH)
         assert resp.status == 400

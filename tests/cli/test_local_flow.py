@@ -4,6 +4,7 @@ VMM as Firecracker and real guests under QEMU (slow: marked ``guest``)."""
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,12 +49,17 @@ def home(tmp_path: Path) -> Iterator[Path]:
     fc(home, "vm", "stop", "--force", check=False)
 
 
-def test_local_flow_end_to_end(home: Path) -> None:
+def local_setup_args() -> list[str]:
     images = build_test_images()
     setup_args = ["--provider", "local", "setup", "--json", "--firecracker-bin", str(TEST_VMM),
                   "--kernel", str(images.kernel), "--rootfs", str(images.rootfs)]
     if images.initrd:
         setup_args += ["--initrd", str(images.initrd)]
+    return setup_args
+
+
+def test_local_flow_end_to_end(home: Path) -> None:
+    setup_args = local_setup_args()
     first = events(fc(home, *setup_args).stdout)
     assert first[-1]["event"] == "result"
 
@@ -110,3 +116,32 @@ def test_local_flow_end_to_end(home: Path) -> None:
     skipped = {e["name"] for e in third if e["event"] == "skip"}
     assert {"install-images", "token", "start-agent", "save-endpoint"} <= skipped
     assert not [e for e in third if e["event"] == "done" and e["name"] in ("start-agent", "token")]
+
+
+def test_local_flow_configure_before_start_then_snapshot_and_restore(home: Path, tmp_path: Path) -> None:
+    assert events(fc(home, *local_setup_args()).stdout)[-1]["event"] == "result"
+
+    configured = fc(home, "run", "--name", "pre", "--no-start")
+    assert "fc-macos actions start --name pre" in configured.stdout
+    extra = tmp_path / "extra.img"
+    extra.write_bytes(b"\0" * (1024 * 1024))
+    fc(home, "machine", "config", "--name", "pre", "--vcpus", "2")  # pre-boot calls, relayed
+    fc(home, "drives", "add", "--name", "pre", "--id", "extra", "--path", str(extra), "--read-only")
+    assert "Started pre" in fc(home, "actions", "start", "--name", "pre").stdout
+    listed = {vm["name"]: vm for vm in json.loads(fc(home, "microvm", "list", "--json").stdout)}
+    assert (listed["pre"]["state"], listed["pre"]["vcpus"]) == ("running", 2)
+
+    marker = f"marker-{secrets.token_hex(4)}"
+    shell_runs(cli_argv(home, "microvm", "shell", "--name", "pre"), "pre",
+               f"export M={marker}; echo set-$M".encode(), f"set-{marker}".encode())
+    fc(home, "actions", "pause", "--name", "pre")
+    created = fc(home, "snapshots", "create", "--name", "pre", "--snapshot-path", "pre.snap", "--mem-path", "pre.mem")
+    assert "/snapshots/pre.snap" in created.stdout  # a bare name lands in the agent's snapshot directory
+    fc(home, "microvm", "stop", "--name", "pre", "--force")  # the restored guest uses pre's disk
+
+    restored = json.loads(fc(home, "snapshots", "load", "--name", "restored", "--snapshot-path", "pre.snap",
+                             "--mem-path", "pre.mem", "--json").stdout)
+    assert (restored["state"], restored["vcpus"]) == ("running", 2)
+    output = shell_runs(cli_argv(home, "microvm", "shell", "--name", "restored"), "restored",
+                        b"echo got-$M", f"got-{marker}".encode())
+    assert f"got-{marker}".encode() in output

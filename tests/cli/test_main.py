@@ -194,6 +194,37 @@ def test_firecracker_faults_and_json_answers(home: Path, agent: FakeAgent) -> No
     assert invoke(home, "machine", "info", "--name", "ghost").exit_code == 1
 
 
+def test_run_no_start_creates_and_prints_the_next_steps(home: Path, agent: FakeAgent) -> None:
+    result = invoke(home, "run", "--name", "web", "--no-start")
+    assert result.exit_code == 0, result.output
+    assert agent.microvms["web"]["spec"]["start"] is False and agent.microvms["web"]["state"] == "created"
+    assert "Configured web" in result.output and "fc-macos network add --name web" in result.output
+    assert "fc-macos actions start --name web" in result.output
+    started = invoke(home, "actions", "start", "--name", "web")
+    assert started.exit_code == 0 and "Started web" in started.output
+    assert agent.fc_calls[-1] == ("PUT", "actions", {"action_type": "InstanceStart"})
+
+
+def test_snapshots_create_puts_bare_names_in_the_agents_snapshot_dir(home: Path, agent: FakeAgent) -> None:
+    invoke(home, "run", "--name", "a", "--background")
+    result = invoke(home, "snapshots", "create", "--name", "a", "--snapshot-path", "a.snap", "--mem-path", "/abs/a.mem")
+    assert result.exit_code == 0, result.output
+    assert agent.fc_calls[-1] == ("PUT", "snapshot/create", {
+        "snapshot_path": "/var/lib/fc-agent/snapshots/a.snap", "mem_file_path": "/abs/a.mem", "snapshot_type": "Full"})
+    assert "snapshots load --name NEW --snapshot-path a.snap" in result.output
+
+
+def test_snapshots_load_creates_a_new_microvm(home: Path, agent: FakeAgent) -> None:
+    result = invoke(home, "snapshots", "load", "--name", "b", "--snapshot-path", "a.snap", "--mem-path", "a.mem",
+                    "--no-resume", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["state"] == "paused"
+    assert agent.microvms["b"]["spec"]["snapshot"] == {"snapshot_path": "a.snap", "mem_path": "a.mem", "resume": False}
+    assert agent.fc_calls == []  # not a relay call: the agent makes the Firecracker process
+    taken = invoke(home, "snapshots", "load", "--name", "b", "--snapshot-path", "a.snap", "--mem-path", "a.mem")
+    assert taken.exit_code == 1 and "exists" in taken.output
+
+
 def test_metrics_get_flushes_then_prints_the_last_record(home: Path, agent: FakeAgent) -> None:
     invoke(home, "run", "--name", "a", "--background")
     agent.log_sources.add("metrics")

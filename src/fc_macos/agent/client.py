@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
+import posixpath
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -136,12 +137,31 @@ class AgentClient:
         """``GET /v1/info``: version, arch, Firecracker binary, image directories."""
         return await self._json("GET", "/v1/info")
 
+    async def snapshot_path(self, path: str) -> str:
+        """``path`` as a snapshot path on the agent's machine: absolute paths
+        unchanged, relative ones (bare names) inside the agent's snapshot
+        directory (``snapshot_dir`` of ``GET /v1/info``), where a snapshot
+        restore (``MicroVMSpec.snapshot``) finds them by name. AgentError if
+        the agent does not report that directory (an older fc-agent)."""
+        if posixpath.isabs(path):
+            return path
+        snapshot_dir = (await self.info()).get("snapshot_dir")
+        if not isinstance(snapshot_dir, str) or not snapshot_dir:
+            raise AgentError(
+                f"the agent at {self.url} does not report its snapshot directory",
+                hint="update fc-agent with 'fc-macos setup', or give absolute snapshot paths",
+            )
+        return posixpath.join(snapshot_dir, path)
+
     async def list_microvms(self) -> list[MicroVMInfo]:
         data = await self._json("GET", "/v1/microvms")
         return [MicroVMInfo.from_dict(item) for item in data.get("microvms", [])]
 
     async def create_microvm(self, spec: MicroVMSpec) -> MicroVMInfo:
-        """Create and boot a microVM; returns it ``running`` (or raises BootError)."""
+        """Create a microVM and return it: booted and ``running``; ``created``
+        (not started) with ``spec.start`` false; restored from
+        ``spec.snapshot`` (``running``, or ``paused`` without resume).
+        BootError names the failing step. Not idempotent."""
         return MicroVMInfo.from_dict(await self._json("POST", "/v1/microvms", body=spec.to_dict()))
 
     async def get_microvm(self, name: str) -> MicroVMInfo:

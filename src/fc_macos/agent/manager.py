@@ -24,10 +24,10 @@ import shutil
 import signal
 import time
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot
+from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot, vm_config_fields
 from fc_macos.agent.console import ConsoleBroker
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.state import StateStore
@@ -201,11 +201,13 @@ class MicroVMManager:
             )
         return vm
 
-    def observe(self, name: str, method: str, path: str, body: bytes) -> None:
+    async def observe(self, name: str, method: str, path: str, body: bytes) -> None:
         """Record the effect of a successful Firecracker call relayed to ``name``
         (only observed, never altered): ``PATCH /vm`` pauses or resumes,
-        ``PUT /actions`` with ``InstanceStart`` starts a ``created`` microVM.
-        Other calls are ignored."""
+        ``PUT /actions`` with ``InstanceStart`` starts a ``created`` microVM
+        (whose spec then records what it started with: vCPUs, memory, boot
+        source and drives from ``GET /vm/config``). Other calls are ignored.
+        Never raises."""
         vm = self._vms.get(name)
         if vm is None:
             return
@@ -226,6 +228,24 @@ class MicroVMManager:
                 vm.started_at = time.time()
                 self._save()
                 log.info("%s started (InstanceStart through the raw API)", name)
+                await self._record_config(vm)
+
+    async def _record_config(self, vm: MicroVM) -> None:
+        vmm = vm.vmm
+        if vmm is None:
+            return
+        try:
+            async with FirecrackerClient(vmm.paths.api_sock, timeout=5.0) as fc:
+                config = await fc.get_vm_config()
+        except FcMacosError as exc:
+            log.info("%s: cannot read its configuration (%s); its record keeps the creation spec", vm.name, exc.message)
+            return
+        fields = vm_config_fields(config)
+        fields.pop("rootfs", None)  # the record names the image its private copy came from
+        if "drives" in fields:
+            fields["drives"] = [asdict(d) for d in fields["drives"]]
+        vm.spec = {**vm.spec, **fields}
+        self._save()
 
     def console(self, name: str) -> ConsoleBroker:
         """The console broker of running microVM ``name``."""

@@ -34,6 +34,6 @@ async def relay(request: web.Request, manager: MicroVMManager) -> web.Response:
     async with FirecrackerClient(vm.vmm.paths.api_sock, timeout=RELAY_TIMEOUT_S) as fc:
         answer = await fc.request(request.method, path, data=body if body else None, headers=headers)
     if answer.ok:
-        manager.observe(name, request.method, path.split("?")[0], body)  # the answer goes back unchanged
+        await manager.observe(name, request.method, path.split("?")[0], body)  # the answer goes back unchanged
     out_headers = {h: answer.headers[h] for h in RESPONSE_HEADERS if h in answer.headers}
     return web.Response(status=answer.status, body=answer.body, headers=out_headers)

@@ -68,7 +68,8 @@ def machine_version(state: AppState, name: str) -> None:
 # -- actions ----------------------------------------------------------------
 
 _ACTIONS: dict[str, tuple[str, str, dict[str, str], str]] = {
-    "start": ("PUT", "/actions", {"action_type": "InstanceStart"}, "Boot a configured microVM (InstanceStart)."),
+    "start": ("PUT", "/actions", {"action_type": "InstanceStart"},
+              "Boot a microVM made with 'fc-macos run --no-start' (InstanceStart)."),
     "pause": ("PATCH", "/vm", {"state": "Paused"}, "Pause the microVM's vCPUs (PATCH /vm)."),
     "resume": ("PATCH", "/vm", {"state": "Resumed"}, "Resume a paused microVM (PATCH /vm)."),
     "stop": ("PUT", "/actions", {"action_type": "SendCtrlAltDel"}, "Ask the guest to shut down (SendCtrlAltDel, x86_64)."),
@@ -81,6 +82,7 @@ def actions_group() -> None:
 
     \b
     Examples:
+      fc-macos run --name web --no-start && fc-macos actions start --name web
       fc-macos actions pause --name web
       fc-macos actions resume --name web
     """
@@ -93,7 +95,9 @@ def _action_command(action: str) -> click.Command:
     @json_option
     @pass_state
     def command(state: AppState, name: str) -> None:
-        report(state, fc_call(state, name, method, path, body), f"{action.capitalize()}: done.")
+        done = (f"Started {name}. Attach with: fc-macos microvm shell --name {name}" if action == "start"
+                else f"{action.capitalize()}: done.")
+        report(state, fc_call(state, name, method, path, body), done)
 
     command.__doc__ = f"{doc}\n\n\b\nExample:\n  fc-macos actions {action} --name web"
     return click.command(action)(command)
@@ -103,23 +107,29 @@ for _action in _ACTIONS:
     actions_group.add_command(_action_command(_action))
 
 
-# -- snapshots --------------------------------------------------------------
+# -- snapshots -------------------------------------------------------------
 
 @click.group("snapshots")
 def snapshots_group() -> None:
-    """Snapshots of a paused microVM, and loading them into a fresh one.
+    """Snapshots of a paused microVM, and new microVMs restored from them.
+
+    Bare names (and relative paths) live in the agent's snapshot directory
+    (<state-dir>/snapshots on the agent's machine).
 
     \b
     Example:
       fc-macos actions pause --name web
-      fc-macos snapshots create --name web --snapshot-path /tmp/web.snap --mem-path /tmp/web.mem
+      fc-macos snapshots create --name web --snapshot-path web.snap --mem-path web.mem
+      fc-macos microvm stop --name web     # the restored guest uses web's disk
+      fc-macos snapshots load --name web2 --snapshot-path web.snap --mem-path web.mem
     """
 
 
 @snapshots_group.command("create")
 @name_option
-@click.option("--snapshot-path", required=True, help="Where to write the VM state (agent's host).")
-@click.option("--mem-path", required=True, help="Where to write guest memory (agent's host).")
+@click.option("--snapshot-path", required=True,
+              help="Where to write the VM state: a name in the agent's snapshot directory, or an absolute path.")
+@click.option("--mem-path", required=True, help="Where to write guest memory (same rules).")
 @click.option("--type", "snapshot_type", type=click.Choice(["Full", "Diff"]), default="Full", show_default=True)
 @json_option
 @pass_state
@@ -127,30 +137,50 @@ def snapshots_create(state: AppState, name: str, snapshot_path: str, mem_path: s
     """Write a snapshot of a paused microVM (PUT /snapshot/create).
 
     \b
-    Example:
-      fc-macos snapshots create --name web --snapshot-path /tmp/web.snap --mem-path /tmp/web.mem
+    Examples:
+      fc-macos snapshots create --name web --snapshot-path web.snap --mem-path web.mem
+      fc-macos snapshots create --name web --snapshot-path /var/lib/fc-agent/snapshots/a.snap --mem-path /var/lib/fc-agent/snapshots/a.mem
     """
-    body = {"snapshot_path": snapshot_path, "mem_file_path": mem_path, "snapshot_type": snapshot_type}
-    report(state, fc_call(state, name, "PUT", "/snapshot/create", body), "Snapshot created.")
+
+    async def on_agent(client: Any) -> tuple[str, str]:
+        return await client.snapshot_path(snapshot_path), await client.snapshot_path(mem_path)
+
+    snap, mem = state.call_agent(on_agent)
+    body = {"snapshot_path": snap, "mem_file_path": mem, "snapshot_type": snapshot_type}
+    fc_call(state, name, "PUT", "/snapshot/create", body)
+    emit(state, {"snapshot_path": snap, "mem_path": mem},
+         f"Snapshot of {name} written to {snap} and {mem}. Restore it into a new microVM with: "
+         f"fc-macos snapshots load --name NEW --snapshot-path {snapshot_path} --mem-path {mem_path}")
 
 
 @snapshots_group.command("load")
-@name_option
-@click.option("--snapshot-path", required=True, help="The VM state file (agent's host).")
-@click.option("--mem-path", required=True, help="The guest memory file (agent's host).")
-@click.option("--resume", is_flag=True, help="Resume the microVM once loaded.")
+@click.option("--name", required=True, help="Name of the NEW microVM to create from the snapshot.")
+@click.option("--snapshot-path", required=True,
+              help="The VM state file: a name in the agent's snapshot directory, or an absolute path there "
+              "or in an image directory.")
+@click.option("--mem-path", required=True, help="The guest memory file (same rules).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Resume the guest once loaded (--no-resume: it stays paused until 'fc-macos actions resume').")
 @json_option
 @pass_state
 def snapshots_load(state: AppState, name: str, snapshot_path: str, mem_path: str, resume: bool) -> None:
-    """Load a snapshot into a microVM that has not started (PUT /snapshot/load).
+    """Create the microVM NAME from a snapshot (a fresh Firecracker, PUT /snapshot/load).
+
+    Its vCPUs, memory, kernel and drives come from the snapshot; the drives
+    are the original's files, so stop the original first.
 
     \b
-    Example:
-      fc-macos snapshots load --name fresh --snapshot-path /tmp/web.snap --mem-path /tmp/web.mem --resume
+    Examples:
+      fc-macos snapshots load --name web2 --snapshot-path web.snap --mem-path web.mem
+      fc-macos snapshots load --name web2 --snapshot-path web.snap --mem-path web.mem --no-resume --json
     """
-    body = {"snapshot_path": snapshot_path, "mem_backend": {"backend_type": "File", "backend_path": mem_path},
-            "resume_vm": resume}
-    report(state, fc_call(state, name, "PUT", "/snapshot/load", body), "Snapshot loaded.")
+    from fc_macos.agent.wire import MicroVMSpec, SnapshotSpec
+
+    spec = MicroVMSpec(name=name, snapshot=SnapshotSpec(snapshot_path=snapshot_path, mem_path=mem_path, resume=resume))
+    info = state.call_agent(lambda client: client.create_microvm(spec))
+    emit(state, info.to_dict(),
+         f"Restored microVM {info.name} ({info.state}, pid {info.pid}). Attach with: "
+         f"fc-macos microvm shell --name {info.name}")
 
 
 # -- metrics ----------------------------------------------------------------

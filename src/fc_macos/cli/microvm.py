@@ -68,22 +68,38 @@ def _print_details(info: MicroVMInfo) -> None:
 @click.option("--rootfs", help="Root filesystem; copied per microVM (default: rootfs.ext4).")
 @click.option("--boot-args", default=DEFAULT_BOOT_ARGS, show_default=True, help="Kernel command line.")
 @click.option("--background", "-d", is_flag=True, help="Do not attach the console; print the microVM and return.")
+@click.option("--start/--no-start", default=True, show_default=True,
+              help="--no-start: configure the microVM but do not boot it, so that devices can be added "
+              "before 'fc-macos actions start'.")
 @json_option
 @pass_state
 def run_cmd(state: AppState, background: bool, **fields: object) -> None:
     """Create and boot a microVM, then attach its serial console.
 
     Press Ctrl+] to detach; the microVM keeps running. With --background
-    (or --json) the console is not attached.
+    (or --json) the console is not attached. With --no-start the microVM is
+    only configured (state 'created'): add network interfaces, drives or
+    change the machine, then start it.
 
     \b
     Examples:
       fc-macos run --name web --vcpus 2 --memory 512
       fc-macos run --name job-1 --background --json
+      fc-macos run --name web --no-start
+      fc-macos network add --name web --id eth0 --host-dev tap0
+      fc-macos actions start --name web
     """
     data = {k: v for k, v in fields.items() if v is not None}
     spec = MicroVMSpec.from_dict(data)
     info = state.call_agent(lambda client: client.create_microvm(spec))
+    if not spec.start:
+        name = info.name
+        emit(state, info.to_dict(),
+             f"Configured {name} (pid {info.pid}), not started. Add devices with "
+             f"'fc-macos network add --name {name} ...' / 'fc-macos drives add --name {name} ...' "
+             f"(or 'fc-macos machine config --name {name} --vcpus N'), then start it with "
+             f"'fc-macos actions start --name {name}'.")
+        return
     if background or state.json:
         emit(state, info.to_dict(), f"Started microVM {info.name} (pid {info.pid}). "
              f"Attach with: fc-macos microvm shell --name {info.name}")
