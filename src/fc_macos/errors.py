@@ -21,7 +21,8 @@ are converted at the boundary where they happen, with ``raise ... from exc``.
     ├── ProviderError                 driving the Linux VM (Tart or local)
     │   ├── TartError                 a ``tart`` command failed (``.exit_code_of_tart``, ``.stderr``)
     │   └── SetupError                a named setup step failed (``.step``)
-    └── ImageError                    building or fetching guest images
+    ├── ImageError                    building or fetching guest images
+    └── NetworkError                  a microVM's TAP device, address or NAT rules on the agent's machine
 
 Each error carries a ``hint``: the next thing the user should do. Only the CLI
 prints errors and turns them into exit codes (see :attr:`FcMacosError.exit_code`).
@@ -165,6 +166,12 @@ class ImageError(FcMacosError):
     code = "image"
 
 
+class NetworkError(FcMacosError):
+    """Setting up or removing a microVM's network (TAP device, addresses, NAT rules)."""
+
+    code = "network"
+
+
 __all__ = [
     "AgentAuthError",
     "AgentError",
@@ -178,6 +185,7 @@ __all__ = [
     "FirecrackerError",
     "FirecrackerUnavailable",
     "ImageError",
+    "NetworkError",
     "NotFoundError",
     "ProviderError",
     "SetupError",

@@ -47,6 +47,7 @@ def settings(short_tmp: Path, image_dir: Path) -> AgentSettings:
         state_dir=short_tmp / "state",
         firecracker_bin=str(TEST_VMM),
         image_dirs=(image_dir,),
+        nat=False,  # tests never touch this machine's firewall or ip_forward
     )
 
 

@@ -26,8 +26,17 @@ def test_round_trip_keeps_every_field() -> None:
         "drives": [{"id": "data_1", "path": "data.ext4", "read_only": True}],
         "start": False,
         "snapshot": None,
+        "network": True,
     }
     assert MicroVMSpec.from_dict(data).to_dict() == data
+
+
+def test_network_is_a_boolean_and_not_for_snapshots() -> None:
+    assert MicroVMSpec.from_dict({}).network is False
+    with pytest.raises(ValidationError, match="network must be true or false"):
+        MicroVMSpec.from_dict({"network": "yes"})
+    with pytest.raises(ValidationError, match="network cannot be set with a snapshot"):
+        MicroVMSpec.from_dict({"network": True, "snapshot": {"snapshot_path": "a", "mem_path": "b"}})
 
 
 def test_snapshot_spec_round_trip_and_default_resume() -> None:

@@ -22,8 +22,15 @@ What it mirrors from Firecracker v1.16.1 (see /work/shared/firecracker/README.md
     a guest reboot or power-off (QEMU exits) also exits 0. The API socket is not removed.
 
 What is NOT real (honest list):
-  * network interfaces, pmem, balloon, memory hot-plug, cpu-config and MMDS are validated and
-    recorded (and shown by GET /vm/config) but give the guest no device; no TAP is touched.
+  * network interfaces are real: at InstanceStart (and snapshot load) each one's TAP is handed
+    to QEMU (``-netdev tap,ifname=<host_dev_name>,script=no,downscript=no`` and a
+    ``virtio-net-device`` with the guest_mac). Firecracker opens the TAP already at
+    PUT /network-interfaces (and, holding CAP_NET_ADMIN, would create a missing one); the test
+    VMM refuses a TAP that does not exist at InstanceStart instead, with Firecracker's message
+    for a TAP it cannot open ("Could not create the network device: Open tap device failed:
+    ..."; the os error, ENODEV here, is this double's choice).
+  * pmem, balloon, memory hot-plug, cpu-config and MMDS are validated and recorded (and shown
+    by GET /vm/config) but give the guest no device.
   * vsock: the uds_path socket is bound and listens (so paths behave), but no guest device
     exists; a host connection is read ("CONNECT n") and closed, as if nothing listened.
   * post-boot hot-plug with --enable-pci is accepted and recorded only.
@@ -872,7 +879,7 @@ class Vmm:
                 self.drives.insert(0, self.drives.pop(index))
 
     def do_put_net(self, cfg: dict[str, Any]) -> None:
-        # No TAP is opened: the interface is recorded only (see the module docstring).
+        # The TAP is opened at InstanceStart (see the module docstring and check_taps).
         for other in self.nets:
             if other["iface_id"] != cfg["iface_id"]:
                 if other["host_dev_name"] == cfg["host_dev_name"]:
@@ -1156,6 +1163,15 @@ class Vmm:
         if any(d["socket"] for d in self.drives):
             raise ApiError("vhost-user block devices are not supported by the test VMM.")
 
+    def check_taps(self) -> None:
+        for net in self.nets:
+            name = net["host_dev_name"]
+            if not os.path.exists(f"/sys/class/net/{name}"):
+                raise ApiError("Could not create the network device: Open tap device failed: Error while "
+                               "creating ifreq structure: No such device (os error 19). Invalid TUN/TAP "
+                               f"Backend provided by {name}. Check our documentation on setting up the "
+                               "network devices.")
+
     def qemu_argv(self) -> list[str]:
         assert self.boot_source is not None
         binary = os.environ.get("FC_TEST_VMM_QEMU") or shutil.which("qemu-system-x86_64")
@@ -1175,6 +1191,11 @@ class Vmm:
             opts += ",readonly=on" if drive["is_read_only"] else ""
             opts += ",cache=unsafe" if drive["cache_type"] == "Unsafe" else ",cache=writeback"
             argv += ["-drive", opts, "-device", f"virtio-blk-device,drive=drive{index}"]
+        for index, net in enumerate(self.nets):
+            argv += ["-netdev", f"tap,id=net{index},ifname={qemu_value(net['host_dev_name'])},"
+                     "script=no,downscript=no"]
+            mac = f",mac={net['guest_mac']}" if net.get("guest_mac") else ""
+            argv += ["-device", f"virtio-net-device,netdev=net{index}{mac}"]
         if self.entropy is not None:
             argv += ["-object", "rng-random,id=rng0,filename=/dev/urandom",
                      "-device", "virtio-rng-device,rng=rng0"]
@@ -1208,6 +1229,7 @@ class Vmm:
 
     def start(self) -> None:
         self.check_boot_files()
+        self.check_taps()
         self.launch([])
         self.state = "Running"
         self.logger.info("Successfully started microvm.")
@@ -1274,6 +1296,7 @@ class Vmm:
             if "vsock_override" in cfg:
                 vsock["uds_path"] = cfg["vsock_override"]["uds_path"]
             self.do_put_vsock(vsock)
+        self.check_taps()
         mem = os.path.abspath(backend["backend_path"])
         self.launch(["-S", "-incoming", "exec:cat " + shlex.quote(mem)])
         assert self.qmp is not None

@@ -371,6 +371,25 @@ def configure(vmm: VmmProcess, images: Any, rootfs: Path) -> None:
         assert reply.status == 204, (path, reply.body)
 
 
+def test_instance_start_refuses_a_tap_that_does_not_exist(workdir: Path, images: Any) -> None:
+    rootfs = workdir / "rootfs.ext4"
+    rootfs.write_bytes(b"\0" * 4096)
+    missing = "fct-no-tap-0"
+    assert not os.path.exists(f"/sys/class/net/{missing}")
+    vmm = VmmProcess(workdir, "--id", "tapless")
+    try:
+        vmm.wait_ready()
+        net = {"iface_id": "eth0", "host_dev_name": missing, "guest_mac": "06:00:AC:10:00:02"}
+        assert vmm.call("PUT", "/network-interfaces/eth0", net).status == 204
+        with pytest.raises(AssertionError) as refused:
+            configure(vmm, images, rootfs)
+        assert "Could not create the network device: Open tap device failed" in str(refused.value)
+        assert f"Invalid TUN/TAP Backend provided by {missing}" in str(refused.value)
+        assert vmm.call("GET", "/").body["state"] == "Not started"
+    finally:
+        vmm.stop()
+
+
 @pytest.mark.guest
 @pytest.mark.timeout(300)
 def test_boot_talk_on_the_serial_console_and_ctrl_alt_del(workdir: Path, images: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from fc_macos import __version__
-from fc_macos.agent import logs, openapi, relay
+from fc_macos.agent import logs, nat, network, openapi, relay
 from fc_macos.agent.auth import token_middleware
 from fc_macos.agent.console import ConsoleBroker, Viewer
 from fc_macos.agent.http_errors import error_middleware, read_json
@@ -62,6 +62,7 @@ async def info(request: web.Request) -> web.Response:
             "state_dir": str(settings.state_dir),
             "image_dirs": [str(d) for d in dirs],
             "snapshot_dir": str(settings.snapshots_dir),
+            "network": {"subnet": str(network.SUBNET), "tap_prefix": network.TAP_PREFIX, **nat.status(settings.nat)},
             "images": {
                 "kernel": installed(DEFAULT_KERNEL),
                 "initrd": installed(DEFAULT_INITRD),

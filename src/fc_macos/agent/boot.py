@@ -13,7 +13,8 @@ directories ...) propagate unchanged so the agent can answer 4xx.
 it (insert a network step ...). :func:`plan` edits it for a spec: without
 ``start_instance`` for ``start=False``, and for a snapshot restore with
 ``resolve_snapshot`` in place of ``resolve_images`` and ``load_snapshot`` in
-place of the configuration steps and ``start_instance``.
+place of the configuration steps and ``start_instance``; with ``network=True``
+``attach_network`` is inserted before ``configure_boot_source``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
+from fc_macos.agent import nat
+from fc_macos.agent import network as guest_net
 from fc_macos.agent import paths as image_paths
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.wire import DriveSpec, MicroVMSpec, SnapshotSpec
@@ -58,6 +61,8 @@ class BootContext:
     rootfs_source: Path | None = None
     #: Called with the VMM as soon as it runs (the manager records its pid).
     on_vmm_started: Callable[[VMMProcess], None] | None = None
+    #: The microVM's network lease (given by the manager for ``spec.network``).
+    network: guest_net.GuestNetwork | None = None
     _cleanups: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
 
     def on_failure(self, what: str, cleanup: Callable[[], Awaitable[None]]) -> None:
@@ -195,6 +200,24 @@ async def attach_drives(ctx: BootContext) -> None:
         )
 
 
+async def attach_network(ctx: BootContext) -> None:
+    """Create the lease's TAP device (and, best effort, its NAT rules), attach it
+    as ``eth0`` with the lease's MAC and append ``ip=...`` to the boot arguments."""
+    net = ctx.network
+    assert net is not None, "attach_network needs the manager's network lease"
+    lease, runner = net.lease, net.runner
+    await guest_net.create_tap(lease, runner)
+    ctx.on_failure(f"TAP device {lease.tap}", lambda: guest_net.delete_tap(lease.tap, runner))
+    setup, nat_hint = await nat.try_install(lease, ctx.settings.nat, runner)
+    nameservers: list[str] = []
+    if setup is not None:
+        ctx.on_failure("NAT rules", lambda: nat.remove(lease.tap, setup.tool, runner))
+        nameservers = nat.host_nameservers()
+    net.record.update(nat=setup.tool if setup else None, uplink=setup.uplink if setup else None, nat_hint=nat_hint)
+    await ctx.need_client().put_network_interface(guest_net.GUEST_IFACE, host_dev_name=lease.tap, guest_mac=lease.mac)
+    ctx.spec = replace(ctx.spec, boot_args=guest_net.with_boot_arg(ctx.spec.boot_args, lease, nameservers))
+
+
 async def start_instance(ctx: BootContext) -> None:
     await ctx.need_client().start_instance()
 
@@ -287,6 +310,7 @@ DEFAULT_STEPS: tuple[BootStep, ...] = tuple(
 CONFIGURE_STEPS = ("configure_machine", "configure_boot_source", "attach_rootfs", "attach_drives")
 RESOLVE_SNAPSHOT = BootStep("resolve_snapshot", resolve_snapshot)
 LOAD_SNAPSHOT = BootStep("load_snapshot", load_snapshot)
+ATTACH_NETWORK = BootStep("attach_network", attach_network)
 
 
 def plan(spec: MicroVMSpec, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> tuple[BootStep, ...]:
@@ -294,7 +318,12 @@ def plan(spec: MicroVMSpec, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> tupl
     normal boot; without ``start_instance`` when ``spec.start`` is false; for
     ``spec.snapshot``, ``resolve_snapshot`` swapped in for ``resolve_images``,
     the configuration steps dropped and ``load_snapshot`` swapped in for
-    ``start_instance``. Steps of other names are kept where they are."""
+    ``start_instance``; with ``spec.network``, ``attach_network`` inserted before
+    ``configure_boot_source`` (it adds ``ip=`` to the boot arguments). Steps of
+    other names are kept where they are."""
+    if spec.network and spec.snapshot is None:
+        at = next((i for i, s in enumerate(steps) if s.name == "configure_boot_source"), len(steps))
+        steps = (*steps[:at], ATTACH_NETWORK, *steps[at:])
     if spec.snapshot is not None:
         swap = {"resolve_images": RESOLVE_SNAPSHOT, "start_instance": LOAD_SNAPSHOT}
         return tuple(swap.get(s.name, s) for s in steps if s.name not in CONFIGURE_STEPS)

@@ -1,7 +1,7 @@
 """``fc-agent``: the HTTP service inside the Linux VM that owns every microVM.
 
     fc-agent --listen HOST:PORT --token-file FILE --state-dir DIR
-             --firecracker-bin PATH [--image-dir DIR ...]
+             --firecracker-bin PATH [--image-dir DIR ...] [--nat | --no-nat]
 
 Shutdown order on SIGTERM/SIGINT: stop accepting connections, end console
 viewers and log streams (waiting at most :data:`SHUTDOWN_TIMEOUT_S`), detach
@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the Firecracker binary (default: 'firecracker' on PATH)")
     parser.add_argument("--image-dir", type=Path, action="append", default=[],
                         help="another directory to serve kernels and root filesystems from (repeatable)")
+    parser.add_argument("--nat", action=argparse.BooleanOptionalAction, default=True,
+                        help="masquerade microVM networks out of the default route with nft/iptables "
+                        "(default: on; --no-nat: guests reach only this machine)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"fc-agent {__version__}")
     return parser.parse_args(argv)  # fmt: skip
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=args.state_dir.absolute(),
             firecracker_bin=args.firecracker_bin,
             image_dirs=tuple(args.image_dir),
+            nat=args.nat,
         )
         asyncio.run(serve(settings, host, port))
     except FcMacosError as exc:

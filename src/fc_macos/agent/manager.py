@@ -27,6 +27,8 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fc_macos.agent import nat
+from fc_macos.agent import network as guest_net
 from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot, vm_config_fields
 from fc_macos.agent.console import ConsoleBroker
 from fc_macos.agent.settings import AgentSettings
@@ -59,6 +61,7 @@ class MicroVM:
     pgid: int | None = None
     exit_status: int | None = None
     error: str | None = None
+    network: dict[str, Any] | None = None
     vmm: VMMProcess | None = None
     broker: ConsoleBroker | None = None
     watcher: asyncio.Task[None] | None = None
@@ -66,7 +69,7 @@ class MicroVM:
 
     RECORD_FIELDS = (
         "name", "spec", "state", "created_at", "started_at", "stopped_at",
-        "pid", "start_time", "pgid", "exit_status", "error",
+        "pid", "start_time", "pgid", "exit_status", "error", "network",
     )  # fmt: skip
 
     def to_record(self) -> dict[str, Any]:
@@ -81,12 +84,19 @@ class MicroVMManager:
     """Create, list, inspect, stop and delete microVMs. Use from one event loop.
 
     ``steps`` is the boot step list (default :data:`boot.DEFAULT_STEPS`);
-    :func:`boot.plan` edits it for each spec (``start=False``, snapshot restore).
+    :func:`boot.plan` edits it for each spec (``start=False``, snapshot restore,
+    network). ``net_runner`` runs the host's network commands (``ip``, ``nft``,
+    ``iptables``) for microVMs with a network; each holds a lease (its TAP and
+    /30, kept in state.json) from creation until it is deleted.
     """
 
-    def __init__(self, settings: AgentSettings, *, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> None:
+    def __init__(
+        self, settings: AgentSettings, *, steps: tuple[BootStep, ...] = DEFAULT_STEPS,
+        net_runner: guest_net.CommandRunner | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.steps = steps
+        self.net_runner = net_runner or guest_net.CommandRunner()
         self.store = StateStore(settings.state_file)
         self._vms: dict[str, MicroVM] = {}
         self._next_index = 1
@@ -189,6 +199,7 @@ class MicroVMManager:
             memory_rss_mib=usage.memory_rss_mib if usage else None,
             socket_path=str(self.paths(vm.name).api_sock) if running else None,
             error=vm.error,
+            network=vm.network,
         )
 
     def running(self, name: str) -> MicroVM:
@@ -281,8 +292,13 @@ class MicroVMManager:
                 hint="pick another name, or remove the old one first ('fc-macos microvm rm --name NAME', DELETE /v1/microvms/NAME)",
                 code="already_exists",
             )
+        net = None
+        if spec.network:
+            used = (lease.index for v in self._vms.values() if (lease := guest_net.Lease.from_record(v.network)))
+            net = guest_net.GuestNetwork(guest_net.allocate(used), runner=self.net_runner)
         name = spec.name or self._new_name()
         vm = MicroVM(name=name, spec=spec.to_dict() | {"name": name}, state="starting", created_at=time.time())
+        vm.network = None if net is None else net.record
         self._vms[name] = vm
         self._save()
 
@@ -294,7 +310,7 @@ class MicroVMManager:
             async with AsyncExitStack() as stack:
                 ctx = BootContext(
                     name=name, spec=spec, settings=self.settings, paths=self.paths(name), stack=stack,
-                    on_vmm_started=record_vmm,
+                    on_vmm_started=record_vmm, network=net,
                 )  # fmt: skip
                 await run_boot(ctx, plan(spec, self.steps))
         except BaseException:
@@ -425,7 +441,18 @@ class MicroVMManager:
             return  # deleted meanwhile by a concurrent call
         del self._vms[name]
         await asyncio.to_thread(shutil.rmtree, self.paths(name).workdir, True)
+        await self._release_network(vm)
         self._save()
+
+    async def _release_network(self, vm: MicroVM) -> None:
+        """Remove the NAT rules and the TAP of ``vm``'s lease (failures are logged)."""
+        lease = guest_net.Lease.from_record(vm.network)
+        if lease is None:
+            return
+        tool = (vm.network or {}).get("nat") or nat.find_tool(self.settings.nat)
+        if tool:  # also when the record has none: a crash may have left rules behind
+            await nat.remove(lease.tap, tool, self.net_runner)
+        await guest_net.delete_tap(lease.tap, self.net_runner)
 
     # -- persistence --------------------------------------------------------------
 

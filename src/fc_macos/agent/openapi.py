@@ -60,7 +60,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Info": {
         "type": "object",
-        "required": ["version", "arch", "firecracker_bin", "state_dir", "image_dirs", "snapshot_dir", "images"],
+        "required": ["version", "arch", "firecracker_bin", "state_dir", "image_dirs", "snapshot_dir", "network", "images"],
         "properties": {
             "version": {"type": "string"},
             "arch": {"type": "string"},
@@ -68,6 +68,17 @@ SCHEMAS: dict[str, Any] = {
             "state_dir": {"type": "string"},
             "image_dirs": {"type": "array", "items": {"type": "string"}},
             "snapshot_dir": {"type": "string", "description": "relative snapshot paths resolve here"},
+            "network": {
+                "type": "object",
+                "required": ["subnet", "tap_prefix", "nat", "hint"],
+                "properties": {
+                    "subnet": {"type": "string", "description": "microVM networks are /30s of this (one per microVM)"},
+                    "tap_prefix": {"type": "string", "description": "TAP devices are named <tap_prefix><N>"},
+                    "nat": {"enum": ["nft", "iptables", None],
+                            "description": "the tool that masquerades guests out of the default route; null: no NAT"},
+                    "hint": _nullable("string") | {"description": "why NAT is unavailable and what to do"},
+                },
+            },
             "images": {
                 "type": "object",
                 "required": ["kernel", "initrd", "rootfs"],
@@ -112,6 +123,8 @@ SCHEMAS: dict[str, Any] = {
             "start": {"type": "boolean", "default": True,
                       "description": "false: configure but do not start (state created); start with a relayed "
                       "PUT /actions {\"action_type\": \"InstanceStart\"}"},
+            "network": {"type": "boolean", "default": False,
+                        "description": "an eth0 on its own TAP device and /30 (ip= on the kernel command line)"},
             "snapshot": {"oneOf": [{"type": "null"}, _ref("SnapshotSpec")],
                          "description": "restore this snapshot instead of booting; vcpus, memory_mib, kernel, "
                          "initrd, rootfs, boot_args and drives then come from it and must keep their defaults"},
@@ -136,6 +149,22 @@ SCHEMAS: dict[str, Any] = {
             "memory_rss_mib": _nullable("number"),
             "socket_path": _nullable("string"),
             "error": _nullable("string"),
+            "network": {"oneOf": [{"type": "null"}, _ref("MicroVMNetwork")]},
+        },
+    },
+    "MicroVMNetwork": {
+        "type": "object",
+        "required": ["tap", "host_ip", "guest_ip", "mac", "netmask", "nat"],
+        "properties": {
+            "index": {"type": "integer", "description": "N: the microVM's /30 is 172.16.0.0/16's N-th"},
+            "tap": {"type": "string", "description": "TAP device on the agent's machine"},
+            "host_ip": {"type": "string", "description": "the TAP's address: the guest's gateway"},
+            "guest_ip": {"type": "string"},
+            "mac": {"type": "string"},
+            "netmask": {"type": "string"},
+            "nat": {"enum": ["nft", "iptables", None]},
+            "uplink": _nullable("string") | {"description": "the interface guests are masqueraded out of"},
+            "nat_hint": _nullable("string") | {"description": "why this guest has no NAT"},
         },
     },
     "MicroVMList": {

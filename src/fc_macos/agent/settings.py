@@ -26,7 +26,9 @@ class AgentSettings:
     ``image_dirs`` are the extra ``--image-dir`` directories; the agent always
     serves ``<state_dir>/images`` first (see :attr:`all_image_dirs`). ``arch``
     is the machine's architecture (``x86_64``/``aarch64``) and decides how a
-    microVM is stopped gracefully.
+    microVM is stopped gracefully. ``nat``: masquerade microVM networks out of the
+    default-route interface when nft or iptables is installed (see
+    :mod:`fc_macos.agent.nat`); off, guests reach only the agent's machine.
     """
 
     token: str
@@ -35,6 +37,7 @@ class AgentSettings:
     image_dirs: tuple[Path, ...] = ()
     arch: str = field(default_factory=platform.machine)
     max_body_bytes: int = MAX_BODY_BYTES
+    nat: bool = True
 
     @property
     def images_dir(self) -> Path:

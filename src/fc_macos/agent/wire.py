@@ -132,7 +132,9 @@ class MicroVMSpec:
     microVM is ``created``, open to pre-boot Firecracker calls through the raw
     relay, and starts with a relayed ``PUT /actions {"action_type": "InstanceStart"}``.
     ``snapshot`` restores a snapshot instead of booting; the fields of
-    :data:`BOOT_FIELDS` then come from the snapshot and must keep their defaults."""
+    :data:`BOOT_FIELDS` then come from the snapshot and must keep their defaults.
+    ``network=True`` gives the guest an ``eth0`` on its own TAP device and /30
+    (see :mod:`fc_macos.agent.network`; not with a snapshot)."""
 
     name: str | None = None
     vcpus: int = 1
@@ -144,8 +146,9 @@ class MicroVMSpec:
     drives: tuple[DriveSpec, ...] = field(default_factory=tuple)
     start: bool = True
     snapshot: SnapshotSpec | None = None
+    network: bool = False
 
-    _FIELDS = frozenset({"name", *BOOT_FIELDS, "start", "snapshot"})
+    _FIELDS = frozenset({"name", *BOOT_FIELDS, "start", "snapshot", "network"})
 
     @classmethod
     def from_dict(cls, data: Any) -> MicroVMSpec:
@@ -177,6 +180,7 @@ class MicroVMSpec:
             drives=drives,
             start=start,
             snapshot=snapshot,
+            network=_bool("microVM spec", "network", data.get("network", False)),
         )
         if snapshot is not None:
             spec._check_restore()
@@ -190,6 +194,11 @@ class MicroVMSpec:
                 f"microVM spec.{', '.join(given)} cannot be set with a snapshot: "
                 "the kernel, drives, boot arguments, vCPUs and memory come from the snapshot",
                 hint="give only name and snapshot {snapshot_path, mem_path, resume}",
+            )
+        if self.network:
+            raise ValidationError(
+                "microVM spec.network cannot be set with a snapshot: the snapshot brings its own network devices",
+                hint="restore without network, or boot a new microVM with network=true",
             )
         if not self.start:
             raise ValidationError(
@@ -211,7 +220,9 @@ class MicroVMInfo:
     ``spec`` is the spec as resolved by the agent (absolute paths, defaults
     filled in). ``exit_status`` is the VMM's exit code once it has stopped
     (``None`` while it runs, or when it is unknown). Resource figures are
-    ``None`` when the process is not running.
+    ``None`` when the process is not running. ``network`` is set when the spec
+    asked for one: ``{"tap", "host_ip", "guest_ip", "mac", "netmask", "index",
+    "nat" (tool or None), "uplink", "nat_hint"}``.
     """
 
     name: str
@@ -229,6 +240,7 @@ class MicroVMInfo:
     memory_rss_mib: float | None = None
     socket_path: str | None = None
     error: str | None = None
+    network: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -56,6 +56,14 @@ def _print_details(info: MicroVMInfo) -> None:
     for key in ("kernel", "initrd", "rootfs", "boot_args"):
         if info.spec.get(key):
             click.echo(f"{key.capitalize() + ':':<11}{info.spec[key]}")
+    if info.network:
+        click.echo(f"Network:   {_network_line(info.network)}")
+
+
+def _network_line(net: dict[str, object]) -> str:
+    nat = f"NAT via {net.get('nat')} out of {net.get('uplink')}" if net.get("nat") else f"no NAT: {net.get('nat_hint')}"
+    return (f"guest {net.get('guest_ip')} (mac {net.get('mac')}), host {net.get('host_ip')} on "
+            f"{net.get('tap')}; {nat}")
 
 
 @click.command("run")
@@ -71,6 +79,9 @@ def _print_details(info: MicroVMInfo) -> None:
 @click.option("--start/--no-start", default=True, show_default=True,
               help="--no-start: configure the microVM but do not boot it, so that devices can be added "
               "before 'fc-macos actions start'.")
+@click.option("--network", is_flag=True,
+              help="Give the guest an eth0 on its own TAP device and /30 of 172.16.0.0/16 (reachable from the "
+              "agent's machine; NATed out of its default route when the agent has nft or iptables).")
 @json_option
 @pass_state
 def run_cmd(state: AppState, background: bool, **fields: object) -> None:
@@ -79,12 +90,14 @@ def run_cmd(state: AppState, background: bool, **fields: object) -> None:
     Press Ctrl+] to detach; the microVM keeps running. With --background
     (or --json) the console is not attached. With --no-start the microVM is
     only configured (state 'created'): add network interfaces, drives or
-    change the machine, then start it.
+    change the machine, then start it. With --network the guest's eth0 is
+    configured at boot (its address, the TAP and NAT are in the output).
 
     \b
     Examples:
       fc-macos run --name web --vcpus 2 --memory 512
       fc-macos run --name job-1 --background --json
+      fc-macos run --name web --network --background   # prints: Network: guest 172.16.0.2 ...
       fc-macos run --name web --no-start
       fc-macos network add --name web --id eth0 --host-dev tap0
       fc-macos actions start --name web
@@ -101,10 +114,13 @@ def run_cmd(state: AppState, background: bool, **fields: object) -> None:
              f"'fc-macos actions start --name {name}'.")
         return
     if background or state.json:
+        network = f"\nNetwork: {_network_line(info.network)}" if info.network else ""
         emit(state, info.to_dict(), f"Started microVM {info.name} (pid {info.pid}). "
-             f"Attach with: fc-macos microvm shell --name {info.name}")
+             f"Attach with: fc-macos microvm shell --name {info.name}{network}")
         return
     click.echo(f"Started microVM {info.name} (pid {info.pid}).", err=True)
+    if info.network:
+        click.echo(f"Network: {_network_line(info.network)}", err=True)
     _attach(state, info.name)
 
 

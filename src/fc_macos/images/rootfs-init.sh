@@ -23,6 +23,59 @@ mounted /tmp || mount -t tmpfs -o mode=1777 tmpfs /tmp
 if [ -s /etc/hostname ]; then hostname -F /etc/hostname; else hostname fc-microvm; fi
 ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null
 
+# The network from the kernel's ip=<guest>::<gateway>:<netmask>::<dev>:off[:<dns0>[:<dns1>]]
+# (Firecracker's recipe; fc-agent appends it for network=true) when the kernel did not
+# apply it itself (no CONFIG_IP_PNP, or virtio_net is a module the initramfs loaded).
+# nameserver=<ip> parameters add DNS servers; /etc/resolv.conf is written only if any.
+mask_bits() {
+    bits=0
+    for octet in $(echo "$1" | tr . ' '); do
+        case "$octet" in
+            255) bits=$((bits + 8)) ;; 254) bits=$((bits + 7)) ;; 252) bits=$((bits + 6)) ;;
+            248) bits=$((bits + 5)) ;; 240) bits=$((bits + 4)) ;; 224) bits=$((bits + 3)) ;;
+            192) bits=$((bits + 2)) ;; 128) bits=$((bits + 1)) ;;
+        esac
+    done
+    echo "$bits"
+}
+configure_network() {
+    conf= dns=
+    for arg in $(cat /proc/cmdline); do
+        case "$arg" in
+            ip=*) conf=${arg#ip=} ;;
+            nameserver=*) dns="$dns ${arg#nameserver=}" ;;
+        esac
+    done
+    [ -n "$conf" ] || return 0
+    saved_ifs=$IFS
+    IFS=:
+    # shellcheck disable=SC2086
+    set -- $conf
+    IFS=$saved_ifs
+    address=$1 gateway=$3 netmask=${4:-255.255.255.0} dev=${6:-eth0}
+    dns="${8:-} ${9:-}$dns"
+    case "$address" in *.*.*.*) ;; *) return 0 ;; esac  # dhcp, off ...: not ours to do
+    i=0
+    while [ ! -e "/sys/class/net/$dev" ] && [ $i -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
+    if [ ! -e "/sys/class/net/$dev" ]; then
+        echo "fc-microvm: network device $dev not found (is virtio_net in the kernel or the initramfs?)"
+        return 0
+    fi
+    ip link set "$dev" up
+    if ! ip -4 addr show dev "$dev" | grep -q " $address/"; then
+        ip addr add "$address/$(mask_bits "$netmask")" dev "$dev"
+    fi
+    if [ -n "$gateway" ] && ! ip route | grep -q '^default'; then
+        ip route add default via "$gateway" dev "$dev"
+    fi
+    servers=
+    for server in $dns; do servers="${servers}nameserver $server
+"; done
+    [ -z "$servers" ] || printf '%s' "$servers" > /etc/resolv.conf
+    echo "fc-microvm: $dev $address/$(mask_bits "$netmask")${gateway:+ via $gateway}"
+}
+configure_network
+
 tty=ttyS0
 if [ -r /sys/class/tty/console/active ]; then
     for t in $(cat /sys/class/tty/console/active); do tty=$t; done
