@@ -23,7 +23,7 @@ from fc_macos.agent.network import (
     with_boot_arg,
 )
 from fc_macos.agent.settings import AgentSettings
-from fc_macos.errors import NetworkError
+from fc_macos.errors import ConflictError, NetworkError
 from tests.agent.conftest import AUTH, kill_recorded_vmms, serve
 
 
@@ -65,9 +65,9 @@ def test_allocate_takes_the_lowest_free_number_whose_tap_is_absent() -> None:
     assert allocate([0], exists=present.__contains__) == Lease(2)  # fc-tap-1 belongs to someone else
     assert allocate([0, 2, 3], exists=present.__contains__) == Lease(4)
     assert allocate([0, 2, 3], exists=lambda name: False) == Lease(1)
-    with pytest.raises(NetworkError) as full:
+    with pytest.raises(ConflictError) as full:
         allocate(range(MAX_INDEX + 1), exists=lambda name: False)
-    assert "microvm rm" in (full.value.hint or "")
+    assert full.value.code == "no_free_network" and "microvm rm" in (full.value.hint or "")
 
 
 async def test_runner_turns_failures_into_network_errors_with_hints() -> None:

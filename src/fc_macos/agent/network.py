@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fc_macos.errors import NetworkError
+from fc_macos.errors import ConflictError, NetworkError
 
 log = logging.getLogger("fc_agent.network")
 
@@ -124,14 +124,15 @@ def tap_exists(name: str) -> bool:
 def allocate(used: Iterable[int], *, exists: Callable[[str], bool] = tap_exists) -> Lease:
     """The lowest network number not in ``used`` whose TAP device does not exist
     (so that agents with different state directories do not collide).
-    NetworkError when all of them are taken."""
+    ConflictError (409 ``no_free_network``) when all of them are taken."""
     taken = set(used)
     for index in range(MAX_INDEX + 1):
         if index not in taken and not exists(f"{TAP_PREFIX}{index}"):
             return Lease(index)
-    raise NetworkError(
+    raise ConflictError(
         f"no free /30 left in {SUBNET} for another microVM network",
         hint="remove microVMs you no longer need ('fc-macos microvm rm --name NAME')",
+        code="no_free_network",
     )
 
 
