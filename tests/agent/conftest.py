@@ -155,6 +155,12 @@ class ConsoleReader:
         return self.seen
 
 
+#: Skips a test that makes TAP devices (microVM networks) where it cannot.
+needs_net_admin = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/dev/net/tun").exists(),
+    reason="TAP devices need root (CAP_NET_ADMIN) and /dev/net/tun: run the tests as root",
+)
+
 #: The offline rootfs's shell prompt (busybox ash may follow it with a cursor query).
 SHELL_PROMPT = rb"fc-microvm:[^ ]*# "
 #: Under QEMU TCG on a loaded host the guest kernel's PIT calibration of the TSC can

@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
 import pytest
 
 from fc_macos.agent.network import tap_exists
 from fc_macos.agent.settings import AgentSettings
-from tests.agent.conftest import AUTH, GUEST_BOOT_ARGS, SHELL_PROMPT, ConsoleReader, kill_recorded_vmms, serve
+from tests.agent.conftest import (
+    AUTH, GUEST_BOOT_ARGS, SHELL_PROMPT, ConsoleReader, kill_recorded_vmms, needs_net_admin, serve,
+)  # fmt: skip
 
 pytestmark = [
     pytest.mark.guest,
     pytest.mark.timeout(600),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not Path("/dev/net/tun").exists(),
-        reason="TAP devices need root (CAP_NET_ADMIN) and /dev/net/tun: run the tests as root",
-    ),
+    needs_net_admin,
 ]
 
 
@@ -67,7 +65,7 @@ async def test_guest_network_ping_tcp_and_delete(guest_settings: AgentSettings) 
 
         out = await console.run(f"ping -c 1 -W 5 {host_ip} && echo ping-ok-$((3+4))")
         assert b"ping-ok-7" in out, out[-600:]
-        await console.run(f"cat /sys/class/net/eth0/address; echo mac-$((1+1))")
+        await console.run("cat /sys/class/net/eth0/address; echo mac-$((1+1))")
         assert net["mac"].lower().encode() in console.seen
 
         await console.run("nc -ll -p 8080 -e echo hello-from-guest & true")

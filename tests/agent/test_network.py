@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import logging
 
@@ -24,7 +23,7 @@ from fc_macos.agent.network import (
 )
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.errors import ConflictError, NetworkError
-from tests.agent.conftest import AUTH, kill_recorded_vmms, serve
+from tests.agent.conftest import AUTH, kill_recorded_vmms, needs_net_admin, serve
 
 
 def test_lease_follows_firecrackers_formula() -> None:
@@ -83,12 +82,6 @@ async def test_runner_turns_failures_into_network_errors_with_hints() -> None:
 
 
 # ------------------------------------------------------------ real TAPs (root)
-
-needs_net_admin = pytest.mark.skipif(
-    os.geteuid() != 0 or not Path("/dev/net/tun").exists(),
-    reason="creating TAP devices needs root (CAP_NET_ADMIN) and /dev/net/tun: run the tests as root",
-)
-
 
 def fc_taps() -> set[str]:
     return {name for name in os.listdir("/sys/class/net") if name.startswith("fc-tap-")}

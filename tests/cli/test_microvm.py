@@ -22,16 +22,13 @@ from click.testing import CliRunner, Result
 from fc_macos.agent.network import tap_exists
 from fc_macos.cli.main import cli
 from fc_macos.config import AgentEndpoint
-from tests.agent.conftest import GUEST_BOOT_ARGS, TEST_VMM, kill_recorded_vmms
+from tests.agent.conftest import GUEST_BOOT_ARGS, TEST_VMM, kill_recorded_vmms, needs_net_admin
 from tests.helpers.guest_images import build_test_images
 
 pytestmark = [
     pytest.mark.guest,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not Path("/dev/net/tun").exists(),
-        reason="TAP devices need root (CAP_NET_ADMIN) and /dev/net/tun: run the tests as root",
-    ),
+    needs_net_admin,
 ]
 
 
