@@ -5,6 +5,7 @@ namespace: its firewall and ip_forward stay untouched, and no traffic is sent)."
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -19,6 +20,8 @@ import pytest
 
 from fc_macos.agent import nat
 from fc_macos.agent.network import Lease
+from fc_macos.agent.settings import AgentSettings
+from tests.agent.conftest import kill_recorded_vmms
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -170,4 +173,66 @@ def test_nft_install_and_removal_inside_a_namespace(netns: str) -> None:
     assert result["forward"] == "1"
     assert "fc-tap-5" not in result["left"] and "chain postrouting" in result["left"]  # shared table stays
     assert result["tap_left"] is False
+    assert host_firewall_and_forwarding() == host_before
+
+
+AGENT_IN_NAMESPACE = """
+import asyncio, json, sys
+from pathlib import Path
+from fc_macos.agent.manager import MicroVMManager
+from fc_macos.agent.settings import AgentSettings
+from fc_macos.agent.wire import MicroVMSpec
+from fc_macos.errors import BootError
+
+async def main(state_dir, vmm, image_dir):
+    settings = AgentSettings(token="t", state_dir=Path(state_dir), firecracker_bin=vmm,
+                             image_dirs=(Path(image_dir),), nat=True)
+    manager = MicroVMManager(settings)
+    await manager.start()
+    out = {}
+    info = await manager.create(MicroVMSpec(name="natted", network=True, start=False))
+    out["network"], out["boot_args"] = info.network, info.spec["boot_args"]
+    out["installed"] = await manager.net_runner.run(["nft", "-a", "list", "table", "ip", "fc_macos"])
+    await manager.delete("natted", force=True)
+    out["after_delete"] = await manager.net_runner.run(["nft", "-a", "list", "table", "ip", "fc_macos"])
+    try:  # no ELF kernel: InstanceStart fails after attach_network installed the rules
+        await manager.create(MicroVMSpec(name="bad", network=True))
+    except BootError as exc:
+        out["failed_step"] = exc.step
+    out["after_failure"] = await manager.net_runner.run(["nft", "-a", "list", "table", "ip", "fc_macos"])
+    await manager.close()
+    print(json.dumps(out))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def test_the_agent_installs_nat_for_a_microvm_and_removes_it_inside_a_namespace(
+    netns: str, settings: AgentSettings, image_dir: Path
+) -> None:
+    """The manager with nat on, in a namespace of its own: rules follow the microVM's
+    lifetime (delete, and a failed boot's cleanup)."""
+    host_before = host_firewall_and_forwarding()
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    try:
+        done = subprocess.run(
+            ["ip", "netns", "exec", netns, sys.executable, "-c", AGENT_IN_NAMESPACE,
+             str(settings.state_dir), settings.firecracker_bin, str(image_dir)],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+    finally:
+        kill_recorded_vmms(settings.state_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    net = out["network"]
+    assert net["nat"] == "nft" and net["uplink"] == "fct-up0" and net["nat_hint"] is None
+    block = ipaddress.ip_network(f"{net['guest_ip']}/30", strict=False)
+    assert f'ip saddr {block} oifname "fct-up0" masquerade comment "fc-macos:{net["tap"]}"' in out["installed"]
+    dns = nat.host_nameservers()
+    assert f"ip={net['guest_ip']}::{net['host_ip']}:255.255.255.252::eth0:off" in out["boot_args"]
+    if dns:
+        assert out["boot_args"].endswith(":off:" + ":".join(dns))
+    assert net["tap"] not in out["after_delete"]
+    assert out["failed_step"] == "start_instance"
+    assert "comment" not in out["after_failure"]
     assert host_firewall_and_forwarding() == host_before
