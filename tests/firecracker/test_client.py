@@ -338,3 +338,51 @@ async def test_against_the_test_vmm_process(short_tmp: str) -> None:
     finally:
         proc.kill()
         await proc.wait()
+
+
+class _RawServer:
+    """A bare HTTP/1.1 server on a Unix socket that answers requests with
+    ``{"n": <answers so far>}``. With ``drop_second`` it closes a connection,
+    unanswered, when a second request arrives on it (as Firecracker drops a
+    connection after an HTTP-level error), so a client that kept it alive must
+    send again on a new one."""
+
+    def __init__(self, path: str, *, drop_second: bool) -> None:
+        self.path, self.drop_second = path, drop_second
+        self.connections = 0
+        self.answers = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                if self.drop_second and served:
+                    break
+                served += 1
+                self.answers += 1
+                body = json.dumps({"n": self.answers}).encode()
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                writer.write(head + body)
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        writer.close()
+
+
+@pytest.mark.parametrize("drop_second", [False, True])
+async def test_keep_alive_reuses_one_connection_and_resends_on_a_dropped_one(short_tmp: Path, drop_second: bool) -> None:
+    server = _RawServer(os.path.join(short_tmp, "ka.sock"), drop_second=drop_second)
+    srv = await asyncio.start_unix_server(server.handle, path=server.path)
+    try:
+        async with FirecrackerClient(server.path) as fc:
+            answers = [(await fc.request("PATCH", "/mmds", {"k": i})).json()["n"] for i in range(3)]  # PATCH: aiohttp would not resend it
+        assert answers == [1, 2, 3]
+        assert server.connections == (3 if drop_second else 1)
+    finally:
+        srv.close()
+        await srv.wait_closed()

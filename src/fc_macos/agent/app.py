@@ -30,6 +30,7 @@ log = logging.getLogger("fc_agent.app")
 
 MANAGER: web.AppKey[MicroVMManager] = web.AppKey("manager", MicroVMManager)
 SETTINGS: web.AppKey[AgentSettings] = web.AppKey("settings", AgentSettings)
+RELAY_CLIENTS: web.AppKey[relay.RelayClients] = web.AppKey("relay_clients", relay.RelayClients)
 MAX_STOP_TIMEOUT_S = 3600.0
 WS_MAX_MESSAGE = 1024 * 1024
 
@@ -129,7 +130,7 @@ async def delete_microvm(request: web.Request) -> web.Response:
 
 
 async def firecracker_relay(request: web.Request) -> web.Response:
-    return await relay.relay(request, _manager(request))
+    return await relay.relay(request, _manager(request), request.app[RELAY_CLIENTS])
 
 
 async def microvm_logs(request: web.Request) -> web.StreamResponse:
@@ -229,6 +230,7 @@ def create_app(settings: AgentSettings, *, manager: MicroVMManager | None = None
     )
     app[SETTINGS] = settings
     app[MANAGER] = manager or MicroVMManager(settings)
+    app[RELAY_CLIENTS] = relay.RelayClients()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
 
@@ -238,6 +240,7 @@ def create_app(settings: AgentSettings, *, manager: MicroVMManager | None = None
     async def stop_manager(app: web.Application) -> None:
         # On shutdown (before handlers are waited for), so console viewers end at once.
         await app[MANAGER].close()
+        await app[RELAY_CLIENTS].close()
 
     app.on_startup.append(start_manager)
     app.on_shutdown.append(stop_manager)

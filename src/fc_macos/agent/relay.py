@@ -6,6 +6,10 @@ socket, and Firecracker's status, content type and body come back unchanged.
 Nothing is validated here: Firecracker answers for itself. The agent only
 watches successful calls (``PATCH /vm``, ``PUT /actions`` InstanceStart) to
 report ``paused``/``running`` (:meth:`MicroVMManager.observe`).
+
+Each microVM's API socket is reached through one kept-alive client
+(:class:`RelayClients`), so a relayed call costs one request on an open
+connection rather than a new session and connection.
 """
 
 from __future__ import annotations
@@ -21,7 +25,31 @@ RESPONSE_HEADERS = ("Content-Type", "Deprecation")
 RELAY_TIMEOUT_S = 120.0  # snapshots of large guests take a while
 
 
-async def relay(request: web.Request, manager: MicroVMManager) -> web.Response:
+class RelayClients:
+    """One kept-alive FirecrackerClient per running VMM (keyed by its API socket
+    and pid, so a new VMM behind the same name gets a new client). Closed in
+    one go by :meth:`close` when the agent shuts down."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, tuple[int, FirecrackerClient]] = {}
+
+    async def get(self, name: str, api_sock: str, pid: int) -> FirecrackerClient:
+        cached = self._clients.get(name)
+        if cached is not None and cached[0] == pid and cached[1].socket_path == api_sock:
+            return cached[1]
+        if cached is not None:
+            await cached[1].close()
+        client = FirecrackerClient(api_sock, timeout=RELAY_TIMEOUT_S)
+        self._clients[name] = (pid, client)
+        return client
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for _, client in clients.values():
+            await client.close()
+
+
+async def relay(request: web.Request, manager: MicroVMManager, clients: RelayClients) -> web.Response:
     name = request.match_info["name"]
     vm = manager.running(name)
     assert vm.vmm is not None
@@ -31,8 +59,8 @@ async def relay(request: web.Request, manager: MicroVMManager) -> web.Response:
         path += "?" + request.query_string
     body = await request.read()
     headers = {h: request.headers[h] for h in REQUEST_HEADERS if h in request.headers}
-    async with FirecrackerClient(vm.vmm.paths.api_sock, timeout=RELAY_TIMEOUT_S) as fc:
-        answer = await fc.request(request.method, path, data=body if body else None, headers=headers)
+    fc = await clients.get(name, str(vm.vmm.paths.api_sock), vm.vmm.pid)
+    answer = await fc.request(request.method, path, data=body if body else None, headers=headers)
     if answer.ok:
         await manager.observe(name, request.method, path.split("?")[0], body)  # the answer goes back unchanged
     out_headers = {h: answer.headers[h] for h in RESPONSE_HEADERS if h in answer.headers}

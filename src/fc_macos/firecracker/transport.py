@@ -71,12 +71,23 @@ class FirecrackerTransport:
     Use as ``async with ...``, or call :meth:`close` when done (the aiohttp
     session opens on first use). ``timeout`` bounds each request, in seconds.
     ``validate`` says whether :meth:`_call` checks bodies against the spec.
+    With ``keep_alive`` (the default) one connection serves many requests; a
+    request that finds its kept-alive connection closed by Firecracker (which
+    drops a connection after an HTTP-level error) is sent once more on a new one.
     """
 
-    def __init__(self, socket_path: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT, validate: bool = True) -> None:
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        validate: bool = True,
+        keep_alive: bool = True,
+    ) -> None:
         self.socket_path = os.fspath(socket_path)
         self.timeout = timeout
         self.validate = validate
+        self.keep_alive = keep_alive
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self: T) -> T:
@@ -94,7 +105,7 @@ class FirecrackerTransport:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.UnixConnector(path=self.socket_path, force_close=True)
+            connector = aiohttp.UnixConnector(path=self.socket_path, force_close=not self.keep_alive)
             # Bytes pass through as sent: no compression asked for, none undone.
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, skip_auto_headers=("Accept-Encoding",)
@@ -128,15 +139,13 @@ class FirecrackerTransport:
             path = "/" + path
         limit = self.timeout if timeout is None else timeout
         try:
-            async with self._get_session().request(
-                method.upper(),
-                URL("http://localhost" + path, encoded=True),
-                data=data,
-                headers=send_headers,
-                timeout=aiohttp.ClientTimeout(total=limit),
-            ) as resp:
-                raw = await resp.read()
-                return m.FirecrackerResponse(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), raw)
+            try:
+                return await self._send(method, path, data, send_headers, limit)
+            except aiohttp.ServerDisconnectedError:
+                if not self.keep_alive:
+                    raise
+                # The kept-alive connection was closed before our request was read.
+                return await self._send(method, path, data, send_headers, limit)
         except asyncio.TimeoutError as exc:
             raise FirecrackerUnavailable(
                 f"Firecracker at {self.socket_path} did not answer {method.upper()} {path} within {limit:g}s",
@@ -150,6 +159,19 @@ class FirecrackerTransport:
                 f"connection to Firecracker at {self.socket_path} failed during {method.upper()} {path}: {exc}",
                 hint="the Firecracker process may have exited: check its log and exit status",
             ) from exc
+
+    async def _send(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str], limit: float
+    ) -> m.FirecrackerResponse:
+        async with self._get_session().request(
+            method.upper(),
+            URL("http://localhost" + path, encoded=True),
+            data=data,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=limit),
+        ) as resp:
+            raw = await resp.read()
+            return m.FirecrackerResponse(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), raw)
 
     def _unreachable(self, exc: Exception) -> FirecrackerUnavailable:
         if not os.path.exists(self.socket_path):
