@@ -105,3 +105,11 @@ def test_info_ignores_fields_from_a_newer_agent() -> None:
         {"name": "a", "state": "running", "pid": 7, "vcpus": 1, "memory_mib": 128, "spec": {}, "created_at": 1.0, "new": 1}
     )
     assert info.pid == 7 and info.to_dict()["state"] == "running"
+
+
+def test_request_body_carries_only_what_differs_from_the_defaults() -> None:
+    assert MicroVMSpec().to_request() == {}
+    spec = MicroVMSpec.from_dict({"name": "a", "vcpus": 2, "drives": [{"id": "d", "path": "x"}]})
+    body = spec.to_request()
+    assert body == {"name": "a", "vcpus": 2, "drives": [{"id": "d", "path": "x", "read_only": False}]}
+    assert MicroVMSpec.from_dict(body) == spec

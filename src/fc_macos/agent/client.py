@@ -162,7 +162,7 @@ class AgentClient:
         (not started) with ``spec.start`` false; restored from
         ``spec.snapshot`` (``running``, or ``paused`` without resume).
         BootError names the failing step. Not idempotent."""
-        return MicroVMInfo.from_dict(await self._json("POST", "/v1/microvms", body=spec.to_dict()))
+        return MicroVMInfo.from_dict(await self._json("POST", "/v1/microvms", body=spec.to_request()))
 
     async def get_microvm(self, name: str) -> MicroVMInfo:
         return MicroVMInfo.from_dict(await self._json("GET", self._vm_path(name)))

@@ -212,6 +212,13 @@ class MicroVMSpec:
         out["snapshot"] = None if self.snapshot is None else asdict(self.snapshot)
         return out
 
+    def to_request(self) -> dict[str, Any]:
+        """The spec as a request body: only the fields that differ from their
+        defaults, so that an agent older than a new optional field still takes
+        every spec that does not use it (the agent fills in the defaults)."""
+        defaults = MicroVMSpec().to_dict()
+        return {k: v for k, v in self.to_dict().items() if v != defaults[k]}
+
 
 @dataclass(frozen=True)
 class MicroVMInfo:
