@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import Any, TypeGuard
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -185,6 +185,10 @@ def _close_text(reason: str) -> bytes:
     return reason.encode()[:120]  # a close frame's reason is limited to 123 bytes
 
 
+def _dimension(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10000
+
+
 async def _control(broker: ConsoleBroker, ws: web.WebSocketResponse, text: str) -> None:
     try:
         message = json.loads(text)
@@ -192,7 +196,7 @@ async def _control(broker: ConsoleBroker, ws: web.WebSocketResponse, text: str) 
         message = None
     if isinstance(message, dict) and message.get("type") == "resize":
         rows, cols = message.get("rows"), message.get("cols")
-        if all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 10000 for v in (rows, cols)):
+        if _dimension(rows) and _dimension(cols):
             broker.resize(rows, cols)
             return
     await ws.send_str(

@@ -56,7 +56,7 @@ class ConsoleStream:
     agent has closed the console (the microVM stopped or the agent went away).
     """
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[Any]) -> None:
         self._ws = ws
 
     async def send(self, data: bytes) -> None:

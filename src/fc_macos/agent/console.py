@@ -20,6 +20,12 @@ from dataclasses import dataclass, field
 from fc_macos.errors import ConflictError
 from fc_macos.firecracker.launcher import VMMPaths
 
+
+def resolve_once(future: asyncio.Future[None]) -> None:
+    """Mark ``future`` done unless it is already (a reader/writer callback may fire twice)."""
+    if not future.done():
+        future.set_result(None)
+
 log = logging.getLogger("fc_agent.console")
 
 SCROLLBACK_BYTES = 64 * 1024
@@ -178,7 +184,7 @@ class ConsoleBroker:
     async def _writable(self, fd: int) -> None:
         assert self._loop is not None
         ready = self._loop.create_future()
-        self._loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+        self._loop.add_writer(fd, resolve_once, ready)
         try:
             await ready
         finally:

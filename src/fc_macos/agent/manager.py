@@ -30,7 +30,7 @@ from typing import Any
 from fc_macos.agent import nat
 from fc_macos.agent import network as guest_net
 from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot, vm_config_fields
-from fc_macos.agent.console import ConsoleBroker
+from fc_macos.agent.console import ConsoleBroker, resolve_once
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.state import StateStore
 from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
@@ -77,7 +77,8 @@ class MicroVM:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> MicroVM:
-        return cls(**{k: record.get(k) for k in cls.RECORD_FIELDS})
+        fields: dict[str, Any] = {k: record.get(k) for k in cls.RECORD_FIELDS}
+        return cls(**fields)
 
 
 class MicroVMManager:
@@ -229,7 +230,7 @@ class MicroVMManager:
         if not isinstance(fields, dict):
             return
         if method == "PATCH" and path == "/vm" and vm.state in ("running", "paused"):
-            new_state = {"Paused": "paused", "Resumed": "running"}.get(fields.get("state"))
+            new_state = {"Paused": "paused", "Resumed": "running"}.get(str(fields.get("state")))
             if new_state is not None and new_state != vm.state:
                 vm.state = new_state
                 self._save()
@@ -478,7 +479,7 @@ async def wait_exit(vmm: VMMProcess) -> None:
         if not vmm.is_alive():  # gone (or pid reused) before the pidfd was taken
             return
         done = loop.create_future()
-        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+        loop.add_reader(fd, resolve_once, done)
         try:
             await done
         finally:

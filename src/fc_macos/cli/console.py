@@ -166,11 +166,11 @@ class _Session:
                 wait = FIRST_ANSWER_S  # output_seen: the guest answered since the last input
                 while not screen.done():
                     seen = loop.create_task(self.output_seen.wait())
-                    done, _ = await asyncio.wait(
+                    answered, _ = await asyncio.wait(
                         {screen, seen}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
                     )
                     seen.cancel()
-                    if not done:
+                    if not answered:
                         break
                     self.output_seen.clear()
                     wait = QUIET_AFTER_EOF_S

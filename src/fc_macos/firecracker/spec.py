@@ -45,7 +45,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from typing import Any, Callable, NamedTuple
 
@@ -224,16 +224,20 @@ def definitions() -> dict[str, Any]:
     return swagger_to_draft4({"definitions": SPEC["definitions"]})["definitions"]
 
 
+
+def _full_match(regex: re.Pattern[str], value: str) -> bool:
+    return regex.fullmatch(value) is not None
+
 def _formats() -> dict[str, Callable[[str], bool]]:
     """Custom formats: the spec writes a regex into ``format`` (``MmdsConfig.ipv4_address``)."""
     found: dict[str, Callable[[str], bool]] = {}
 
-    def walk(node: Any) -> None:
+    def walk(node: Any) -> None:  # noqa: C901 - a plain recursive walk
         if isinstance(node, dict):
             fmt = node.get("format")
             if isinstance(fmt, str) and any(c in fmt for c in "([|"):
                 regex = re.compile(fmt)
-                found[fmt] = lambda value, regex=regex: regex.fullmatch(value) is not None
+                found[fmt] = partial(_full_match, regex)
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):

@@ -69,7 +69,8 @@ def write_newc(entries: Iterable[CpioEntry], out: BinaryIO) -> None:
 
 def read_newc(data: bytes) -> list[CpioEntry]:
     """Parse a newc cpio archive (the inverse of :func:`write_newc`, without the trailer)."""
-    entries, pos = [], 0
+    entries: list[CpioEntry] = []
+    pos = 0
     while True:
         if data[pos : pos + 6] != b"070701":
             raise ImageError(f"not a newc cpio archive at offset {pos}", hint="check the initramfs file")

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fc_macos.errors import ImageError
 from fc_macos.images.arch import normalize_arch
@@ -138,7 +139,7 @@ def extract_rootfs_tarball(tarball: Path, dest: Path) -> None:
                 if member.isdev():
                     continue
                 members.append(member)
-            kwargs = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+            kwargs: dict[str, Any] = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
             tar.extractall(dest, members=members, **kwargs)  # noqa: S202 - names checked above
     except (tarfile.TarError, OSError) as exc:
         raise ImageError(f"cannot unpack {tarball}: {exc}", hint="delete it and retry the download") from exc

@@ -126,7 +126,7 @@ def _needed_but_missing(wheel_dir: Path, python_version: str, machine: str) -> l
         from packaging.requirements import Requirement
     except ImportError:
         try:
-            from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+            from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef,assignment]
         except ImportError:
             return []
     env = _marker_environment(python_version, machine)
