@@ -38,7 +38,9 @@ def default_provider() -> str:
 
 
 def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
-    """Write ``data`` as JSON to ``path`` atomically, with permission ``mode``."""
+    """Write ``data`` as JSON to ``path`` atomically, with permission ``mode``:
+    a temporary file is written and fsynced, renamed over ``path``, and the
+    directory is fsynced so that the rename itself survives a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -52,6 +54,11 @@ def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def read_json(path: Path) -> Any:
