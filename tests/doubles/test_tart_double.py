@@ -177,3 +177,98 @@ def test_host_reaches_a_daemon_in_the_vm_and_stop_kills_it(tart_double_root: Tar
     assert json.loads(tart("get", "vm1", "--format", "json").stdout)["State"] == "stopped"
     pid = int((tart.vm_root("vm1") / "tmp" / "srv.pid").read_text())
     assert not pid_alive(pid)
+
+
+# -- systemd (TART_DOUBLE_SYSTEMD=1) ----------------------------------------------------------------
+
+UNIT = """[Unit]
+Description=probe service
+
+[Service]
+ExecStart=/usr/bin/python3 -u -c "import os, time; print('probe up', os.getpid()); time.sleep(600)"
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _run_vm(tart: TartDouble, log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([str(tart.program), "run", "vm1", "--no-graphics", "--nested"],
+                                stdout=log, stderr=log, start_new_session=True)
+    assert tart("ip", "vm1", "--wait", "20").returncode == 0, log_path.read_text()
+    return proc
+
+
+@pytest.fixture
+def systemd_vm(tart_double_root: TartDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    tart = tart_double_root
+    monkeypatch.setenv("TART_DOUBLE_SYSTEMD", "1")
+    tart("clone", IMAGE, "vm1", check=True)
+    proc = _run_vm(tart, tmp_path / "run.log")
+    yield "vm1"
+    tart("stop", "vm1", "--timeout", "0")
+    proc.wait(timeout=30)
+
+
+def test_a_vm_has_no_systemd_by_default(tart_double_root: TartDouble, running_vm: str) -> None:
+    assert tart_double_root("exec", "vm1", "test", "-d", "/run/systemd/system").returncode == 1
+
+
+def test_systemctl_on_a_missing_unit_fails_like_systemd(tart_double_root: TartDouble, systemd_vm: str) -> None:
+    tart = tart_double_root
+    assert tart("exec", "vm1", "test", "-d", "/run/systemd/system").returncode == 0
+    out = tart("exec", "vm1", "sudo", "systemctl", "restart", "nope")
+    assert out.returncode == 5
+    assert out.stderr.strip() == "Failed to restart nope.service: Unit nope.service not found."
+    assert tart("exec", "vm1", "systemctl", "start", "nope.service").returncode == 5
+    inactive = tart("exec", "vm1", "systemctl", "is-active", "nope")
+    assert (inactive.returncode, inactive.stdout) == (3, "inactive\n")
+
+
+def test_a_unit_starts_logs_stops_and_starts_again_at_boot(tart_double_root: TartDouble, systemd_vm: str,
+                                                           tmp_path: Path) -> None:
+    tart = tart_double_root
+    unit_dir = tart.vm_root("vm1") / "etc" / "systemd" / "system"
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    (unit_dir / "probe.service").write_text(UNIT)
+
+    def is_active() -> tuple[int, str]:
+        out = tart("exec", "vm1", "systemctl", "is-active", "probe")
+        return out.returncode, out.stdout.strip()
+
+    def journal() -> list[str]:
+        out = tart("exec", "vm1", "journalctl", "-u", "probe", "-n", "50", "--no-pager")
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    def main_pid() -> int:
+        return int((tart.vm_root("vm1") / "run-systemd" / "double" / "probe.service.pid").read_text())
+
+    assert is_active() == (3, "inactive")
+    assert tart("exec", "vm1", "sh", "-c", "systemctl daemon-reload && systemctl enable probe").returncode == 0
+    assert (unit_dir / "multi-user.target.wants" / "probe.service").is_symlink()
+    assert tart("exec", "vm1", "systemctl", "start", "probe").returncode == 0
+    assert is_active() == (0, "active")  # across `tart exec` calls
+    pid = main_pid()
+    for _ in range(100):
+        if f"probe up {pid}" in journal():
+            break
+        time.sleep(0.1)
+    assert f"probe up {pid}" in journal()
+    status = tart("exec", "vm1", "systemctl", "status", "probe")
+    assert status.returncode == 0 and f"Main PID: {pid}" in status.stdout and "enabled" in status.stdout
+    assert tart("exec", "vm1", "systemctl", "restart", "probe").returncode == 0
+    assert not pid_alive(pid) and pid_alive(main_pid()) and main_pid() != pid
+    assert tart("exec", "vm1", "systemctl", "stop", "probe").returncode == 0
+    assert is_active() == (3, "inactive")
+    assert journal()[-1] == "systemd[1]: Stopped probe.service."
+    assert tart("exec", "vm1", "systemctl", "start", "probe").returncode == 0
+    pid = main_pid()
+    # `tart stop` kills the service like every process of the VM; the next boot starts it again
+    assert tart("stop", "vm1", "--timeout", "5").returncode == 0
+    assert not pid_alive(pid)
+    _run_vm(tart, tmp_path / "run.log")
+    assert is_active() == (0, "active")
+    assert main_pid() != pid

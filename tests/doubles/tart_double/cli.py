@@ -101,7 +101,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         netns.teardown(vm)
         raise Failure(f"cannot start the VM: {exc}") from exc
-    vm.save_run_info({"state": "running", "pid": os.getpid(), **addresses})
+    systemd = os.environ.get("TART_DOUBLE_SYSTEMD") == "1"
+    vm.boot(systemd)
+    vm.save_run_info({"state": "running", "pid": os.getpid(), "systemd": systemd, **addresses})
+    if systemd:
+        _start_enabled_units(vm)
     print(f"VM {args.name} running at {addresses['ip']}", file=sys.stderr, flush=True)
     try:
         while not stop["flag"]:
@@ -110,6 +114,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         netns.teardown(vm)
         vm.save_run_info({"state": "stopped"})
     return 0
+
+
+def _start_enabled_units(vm: state.VM) -> None:
+    """systemd's boot: start the units enabled in the VM (failures go to the unit's journal)."""
+    for unit in vm.enabled_units():
+        try:
+            subprocess.run(netns.exec_argv(vm, ["systemctl", "start", unit]), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=netns.guest_env(False),
+                           check=False, timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def cmd_ip(args: argparse.Namespace) -> int:

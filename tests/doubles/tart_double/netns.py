@@ -16,18 +16,25 @@ GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LOCK_FILE = Path("/tmp/tart-double-subnets.lock")
 
 # Runs inside `ip netns exec NS unshare --mount --propagation private`: $1 is the
-# VM's root directory, the rest is the command. Mounts the VM's own directories,
-# then runs the command as the guest would (working directory /, guest PATH).
+# VM's root directory, $2 "1" if the VM has systemd, the rest is the command.
+# Mounts the VM's own directories, then runs the command as the guest would
+# (working directory /, guest PATH). With systemd, /run/systemd is the VM's own
+# directory (root/run-systemd, kept across `tart exec`, emptied by `tart run`).
 GUEST_SCRIPT = r"""
 set -e
-r=$1; shift
+r=$1; systemd=$2; shift 2
 mount -t overlay overlay -o "lowerdir=/etc,upperdir=$r/etc,workdir=$r/.work/etc" /etc
 mount -t overlay overlay -o "lowerdir=/var,upperdir=$r/var,workdir=$r/.work/var" /var
 mount --bind "$r/opt" /opt
 mount --bind "$r/usr-local-bin" /usr/local/bin
 mount --bind "$r/usr-local-sbin" /usr/local/sbin
 mount --bind "$r/home" /home
-if [ -d /run/systemd ]; then mount -t tmpfs tmpfs /run/systemd; fi
+if [ "$systemd" = 1 ]; then
+  mkdir -p /run/systemd
+  mount --bind "$r/run-systemd" /run/systemd
+elif [ -d /run/systemd ]; then
+  mount -t tmpfs tmpfs /run/systemd
+fi
 mount --bind "$r/tmp" /tmp
 set +e
 cd /
@@ -121,8 +128,9 @@ def teardown(vm: VM) -> None:
 def exec_argv(vm: VM, command: list[str]) -> list[str]:
     """The host command that runs ``command`` inside the running VM."""
     ns = vm.ids[0]
+    systemd = "1" if vm.run_info.get("systemd") else "0"
     return ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
-            "/bin/sh", "-c", GUEST_SCRIPT, "guest", str(vm.root.resolve()), *command]
+            "/bin/sh", "-c", GUEST_SCRIPT, "guest", str(vm.root.resolve()), systemd, *command]
 
 
 def guest_env(tty: bool) -> dict[str, str]:

@@ -25,6 +25,9 @@ done
 exec env "$@"
 """
 
+SYSTEMD_SHIM = Path(__file__).resolve().parent / "systemd.py"
+SYSTEMD_TOOLS = ("systemctl", "journalctl")
+
 #: The VM's own directories (under root/); /etc and /var are overlays (upper + .work).
 ROOT_DIRS = ("etc", "var", "opt", "usr-local-bin", "usr-local-sbin", "home/admin", "tmp", ".work/etc", ".work/var")
 
@@ -103,6 +106,27 @@ class VM:
         sudo.chmod(0o755)
         self.save_config({"os": "linux", "cpu": 4, "memory": 4096, "disk": 20, "source": source,
                           "created": datetime.now(timezone.utc).isoformat()})
+
+    def boot(self, systemd: bool) -> None:
+        """What a boot resets: /run/systemd (with systemd, an empty root/run-systemd
+        holding system/) and the systemctl/journalctl shims in /usr/local/sbin
+        (installed only with systemd)."""
+        run = self.root / "run-systemd"
+        shutil.rmtree(run, ignore_errors=True)
+        sbin = self.root / "usr-local-sbin"
+        for tool in SYSTEMD_TOOLS:
+            (sbin / tool).unlink(missing_ok=True)
+        if not systemd:
+            return
+        (run / "system").mkdir(parents=True)
+        for tool in SYSTEMD_TOOLS:
+            shutil.copyfile(SYSTEMD_SHIM, sbin / tool)
+            (sbin / tool).chmod(0o755)
+
+    def enabled_units(self) -> list[str]:
+        """Units enabled in the VM for multi-user.target (what boot starts)."""
+        wants = self.root / "etc" / "systemd" / "system" / "multi-user.target.wants"
+        return sorted(p.name for p in wants.iterdir()) if wants.is_dir() else []
 
     def delete(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
