@@ -1,0 +1,162 @@
+"""TartProvider's default path on a real Tart VM: fc-agent as the systemd unit
+fc-agent.service. Runs against the Tart double booted with systemd
+(``TART_DOUBLE_SYSTEMD=1``): setup, the unit, logs through journalctl,
+idempotence, and an agent restart that leaves microVMs running."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fc_macos.agent.client import AgentClient
+from fc_macos.agent.wire import MicroVMSpec
+from fc_macos.config import AgentEndpoint, Config
+from fc_macos.errors import AgentError
+from fc_macos.providers import setup_steps
+from fc_macos.providers.base import SetupOptions
+from fc_macos.providers.local_agent import agent_request
+from fc_macos.providers.tart import TartProvider
+from tests.doubles.tart_double.fixtures import TART, TartDouble, cannot_run_vms
+from tests.doubles.tart_double.state import pid_alive
+from tests.helpers.progress import RecordingProgress
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
+VM = "fc-systemd"
+
+
+@dataclass
+class World:
+    home: Path
+    tart: TartDouble
+    provider: TartProvider
+    options: SetupOptions
+    endpoint: AgentEndpoint
+    progress: RecordingProgress
+
+    @property
+    def root(self) -> Path:
+        return self.tart.vm_root(VM)
+
+    @property
+    def unit_file(self) -> Path:
+        return self.root / setup_steps.UNIT_FILE.lstrip("/")
+
+    def main_pid(self) -> int:
+        """The agent's main pid as the double's systemd recorded it."""
+        return int((self.root / "run-systemd" / "double" / "fc-agent.service.pid").read_text())
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    reason = cannot_run_vms()
+    if reason:
+        pytest.skip(reason)
+    from tests.helpers.guest_images import build_test_images
+
+    images = build_test_images()
+    base = tmp_path_factory.mktemp("tart-systemd")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TART_HOME", str(base / "tart-home"))
+        mp.setenv("FC_MACOS_TART", str(TART))
+        mp.setenv("TART_DOUBLE_SYSTEMD", "1")
+        tart = TartDouble(TART, base / "tart-home")
+        home = base / "fc-home"
+        provider = TartProvider(home, Config(provider="tart", vm_name=VM))
+        options = SetupOptions(cpus=2, memory_mib=2048, firecracker_bin=TEST_VMM,
+                               kernel=images.kernel, initrd=images.initrd, rootfs=images.rootfs)
+        progress = RecordingProgress()
+        try:
+            endpoint = provider.setup(options, progress)
+            yield World(home, tart, provider, options, endpoint, progress)
+        finally:
+            tart.stop_all()
+
+
+def _wait_agent(endpoint: AgentEndpoint) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            agent_request(endpoint.url, endpoint.token, "GET", "/v1/info", timeout=5)
+            return
+        except AgentError:
+            assert time.monotonic() < deadline, "fc-agent does not answer after its restart"
+            time.sleep(0.3)
+
+
+def test_setup_starts_the_agent_as_a_systemd_unit(world: World) -> None:
+    assert world.progress.names("done")[-2:] == ["start-agent", "check-agent"]
+    start = next(detail for kind, name, detail in world.progress.events if (kind, name) == ("done", "start-agent"))
+    assert start.startswith("systemd unit fc-agent.service;"), start
+    assert agent_request(world.endpoint.url, None, "GET", "/healthz")["status"] == "ok"
+    assert agent_request(world.endpoint.url, world.endpoint.token, "GET", "/v1/info")["firecracker_bin"] == \
+        setup_steps.FIRECRACKER
+    assert pid_alive(world.main_pid())
+    active = world.tart("exec", VM, "systemctl", "is-active", "fc-agent")
+    assert (active.returncode, active.stdout.strip()) == (0, "active")
+    wants = world.root / "etc" / "systemd" / "system" / "multi-user.target.wants" / "fc-agent.service"
+    assert wants.is_symlink()  # enabled: starts at boot
+    # the detached fallback was not used
+    assert not (world.root / setup_steps.AGENT_PID.lstrip("/")).exists()
+    assert not (world.root / setup_steps.AGENT_LOG.lstrip("/")).exists()
+
+
+def test_the_unit_runs_the_agent_command_and_keeps_its_children(world: World) -> None:
+    lines = world.unit_file.read_text().splitlines()
+    assert f"ExecStart={setup_steps.agent_command()}" in lines
+    assert "KillMode=process" in lines
+    assert world.unit_file.read_text() == setup_steps.systemd_unit()
+    cmdline = Path(f"/proc/{world.main_pid()}/cmdline").read_bytes().split(b"\0")
+    assert b"fc_macos.agent.main" in cmdline and b"--token-file" in cmdline
+
+
+def test_logs_come_from_the_journal(world: World) -> None:
+    lines = list(world.provider.vm_logs())
+    assert "systemd[1]: Started fc-agent.service." in lines  # journalctl's view, not a log file
+    assert any("listening" in line for line in lines), lines
+
+
+def test_setup_again_changes_nothing(world: World) -> None:
+    pid = world.main_pid()
+    progress = RecordingProgress()
+    assert world.provider.setup(world.options, progress) == world.endpoint
+    assert set(progress.names("skip")) == {"clone-vm", "configure-vm", "start-vm", "install-firecracker",
+                                           "install-agent", "install-images", "write-token", "start-agent"}
+    assert world.main_pid() == pid and pid_alive(pid)
+
+
+async def test_restarting_the_service_leaves_microvms_running(world: World) -> None:
+    old_pid = world.main_pid()
+    async with AgentClient.from_endpoint(world.endpoint) as agent:
+        info = await agent.create_microvm(MicroVMSpec(name="keep", memory_mib=256))
+    try:
+        assert info.state == "running" and info.pid and pid_alive(info.pid)
+        restart = world.tart("exec", VM, "sudo", "systemctl", "restart", "fc-agent")
+        assert restart.returncode == 0, restart.stderr
+        assert world.main_pid() != old_pid and not pid_alive(old_pid)
+        _wait_agent(world.endpoint)
+        assert pid_alive(info.pid)
+        async with AgentClient.from_endpoint(world.endpoint) as agent:
+            listed = {vm.name: vm for vm in await agent.list_microvms()}
+        assert "keep" in listed, listed
+        assert (listed["keep"].state, listed["keep"].pid) == ("running", info.pid)
+    finally:
+        async with AgentClient.from_endpoint(world.endpoint) as agent:
+            await agent.delete_microvm("keep", force=True)
+    assert not pid_alive(info.pid)
+
+
+def test_stop_then_start_brings_the_unit_back(world: World) -> None:
+    old_pid = world.main_pid()
+    stopped = world.provider.vm_stop()
+    assert (stopped.running, stopped.agent_ok) == (False, False)
+    assert not pid_alive(old_pid)
+    started = world.provider.vm_start(RecordingProgress())
+    assert (started.running, started.agent_ok) == (True, True)
+    assert pid_alive(world.main_pid()) and world.main_pid() != old_pid
+    endpoint = world.provider.endpoint()
+    agent_request(endpoint.url, endpoint.token, "GET", "/v1/info")
