@@ -150,6 +150,28 @@ async def test_restarting_the_service_leaves_microvms_running(world: World) -> N
     assert not pid_alive(info.pid)
 
 
+@pytest.mark.timeout(120)
+def test_following_the_logs_streams_new_journal_lines(world: World) -> None:
+    journal = world.root / "var" / "log" / "journal-double" / "fc-agent.service.log"
+    backlog = journal.read_text().splitlines()[-10:]  # journalctl -f shows the last 10 lines first
+    logs = world.provider.vm_logs(follow=True)
+    try:
+        assert [next(logs) for _ in backlog] == backlog
+        restart = world.tart("exec", VM, "sudo", "systemctl", "restart", "fc-agent")
+        assert restart.returncode == 0, restart.stderr
+        after = []
+        for line in logs:
+            after.append(line)
+            if "listening" in line:
+                break
+        assert [line for line in after if line.startswith("systemd[1]:")] == [
+            "systemd[1]: Stopping fc-agent.service...", "systemd[1]: Stopped fc-agent.service.",
+            "systemd[1]: Starting fc-agent.service...", "systemd[1]: Started fc-agent.service."]
+    finally:
+        logs.close()
+    _wait_agent(world.endpoint)
+
+
 def test_stop_then_start_brings_the_unit_back(world: World) -> None:
     old_pid = world.main_pid()
     stopped = world.provider.vm_stop()
