@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,54 +21,21 @@ from fc_macos.providers import setup_steps
 from fc_macos.providers.base import SetupOptions
 from fc_macos.providers.local_agent import agent_request
 from fc_macos.providers.tart import TartProvider
-from tests.doubles.tart_double.fixtures import TART, TartDouble, cannot_run_vms
+from tests.doubles.tart_double.fixtures import TartDouble
 from tests.doubles.tart_double.state import pid_alive
 from tests.helpers.progress import RecordingProgress
+from tests.providers.tart_world import TEST_VMM, World, tart_world
 
 REPO = Path(__file__).resolve().parents[2]
-TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
 
 
 # -- setup end to end (one VM for the module: a setup takes ~30 s here) -----------------------------
 
 
-@dataclass
-class World:
-    home: Path
-    tart: TartDouble
-    provider: TartProvider
-    options: SetupOptions
-    endpoint: AgentEndpoint
-    progress: RecordingProgress
-
-    @property
-    def root(self) -> Path:
-        return self.tart.vm_root(self.provider.vm_name)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    reason = cannot_run_vms()
-    if reason:
-        pytest.skip(reason)
-    from tests.helpers.guest_images import build_test_images
-
-    images = build_test_images()
-    base = tmp_path_factory.mktemp("tart-provider")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TART_HOME", str(base / "tart-home"))
-        mp.setenv("FC_MACOS_TART", str(TART))
-        tart = TartDouble(TART, base / "tart-home")
-        home = base / "fc-home"
-        provider = TartProvider(home, Config(provider="tart", vm_name="fc-test"))
-        options = SetupOptions(cpus=2, memory_mib=2048, firecracker_bin=TEST_VMM,
-                               kernel=images.kernel, initrd=images.initrd, rootfs=images.rootfs)
-        progress = RecordingProgress()
-        try:
-            endpoint = provider.setup(options, progress)
-            yield World(home, tart, provider, options, endpoint, progress)
-        finally:
-            tart.stop_all()
+    with tart_world(tmp_path_factory.mktemp("tart-provider"), "fc-test", World) as w:
+        yield w
 
 
 def test_setup_runs_every_step_and_the_agent_answers_from_the_host(world: World) -> None:

@@ -7,41 +7,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from fc_macos.agent.client import AgentClient
 from fc_macos.agent.wire import MicroVMSpec
-from fc_macos.config import AgentEndpoint, Config
+from fc_macos.config import AgentEndpoint
 from fc_macos.errors import AgentError
 from fc_macos.providers import setup_steps
-from fc_macos.providers.base import SetupOptions
 from fc_macos.providers.local_agent import agent_request
-from fc_macos.providers.tart import TartProvider
-from tests.doubles.tart_double.fixtures import TART, TartDouble, cannot_run_vms
 from tests.doubles.tart_double.state import pid_alive
 from tests.helpers.progress import RecordingProgress
+from tests.providers.tart_world import World, tart_world
 
-REPO = Path(__file__).resolve().parents[2]
-TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
 VM = "fc-systemd"
 
 
-@dataclass
-class World:
-    home: Path
-    tart: TartDouble
-    provider: TartProvider
-    options: SetupOptions
-    endpoint: AgentEndpoint
-    progress: RecordingProgress
-
-    @property
-    def root(self) -> Path:
-        return self.tart.vm_root(VM)
-
+class SystemdWorld(World):
     @property
     def unit_file(self) -> Path:
         return self.root / setup_steps.UNIT_FILE.lstrip("/")
@@ -52,29 +35,9 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    reason = cannot_run_vms()
-    if reason:
-        pytest.skip(reason)
-    from tests.helpers.guest_images import build_test_images
-
-    images = build_test_images()
-    base = tmp_path_factory.mktemp("tart-systemd")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TART_HOME", str(base / "tart-home"))
-        mp.setenv("FC_MACOS_TART", str(TART))
-        mp.setenv("TART_DOUBLE_SYSTEMD", "1")
-        tart = TartDouble(TART, base / "tart-home")
-        home = base / "fc-home"
-        provider = TartProvider(home, Config(provider="tart", vm_name=VM))
-        options = SetupOptions(cpus=2, memory_mib=2048, firecracker_bin=TEST_VMM,
-                               kernel=images.kernel, initrd=images.initrd, rootfs=images.rootfs)
-        progress = RecordingProgress()
-        try:
-            endpoint = provider.setup(options, progress)
-            yield World(home, tart, provider, options, endpoint, progress)
-        finally:
-            tart.stop_all()
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdWorld]:
+    with tart_world(tmp_path_factory.mktemp("tart-systemd"), VM, SystemdWorld, TART_DOUBLE_SYSTEMD="1") as w:
+        yield w
 
 
 def _wait_agent(endpoint: AgentEndpoint) -> None:
@@ -88,7 +51,7 @@ def _wait_agent(endpoint: AgentEndpoint) -> None:
             time.sleep(0.3)
 
 
-def test_setup_starts_the_agent_as_a_systemd_unit(world: World) -> None:
+def test_setup_starts_the_agent_as_a_systemd_unit(world: SystemdWorld) -> None:
     assert world.progress.names("done")[-2:] == ["start-agent", "check-agent"]
     start = next(detail for kind, name, detail in world.progress.events if (kind, name) == ("done", "start-agent"))
     assert start.startswith("systemd unit fc-agent.service;"), start
@@ -105,7 +68,7 @@ def test_setup_starts_the_agent_as_a_systemd_unit(world: World) -> None:
     assert not (world.root / setup_steps.AGENT_LOG.lstrip("/")).exists()
 
 
-def test_the_unit_runs_the_agent_command_and_keeps_its_children(world: World) -> None:
+def test_the_unit_runs_the_agent_command_and_keeps_its_children(world: SystemdWorld) -> None:
     lines = world.unit_file.read_text().splitlines()
     assert f"ExecStart={setup_steps.agent_command()}" in lines
     assert "KillMode=process" in lines
@@ -114,13 +77,13 @@ def test_the_unit_runs_the_agent_command_and_keeps_its_children(world: World) ->
     assert b"fc_macos.agent.main" in cmdline and b"--token-file" in cmdline
 
 
-def test_logs_come_from_the_journal(world: World) -> None:
+def test_logs_come_from_the_journal(world: SystemdWorld) -> None:
     lines = list(world.provider.vm_logs())
     assert "systemd[1]: Started fc-agent.service." in lines  # journalctl's view, not a log file
     assert any("listening" in line for line in lines), lines
 
 
-def test_setup_again_changes_nothing(world: World) -> None:
+def test_setup_again_changes_nothing(world: SystemdWorld) -> None:
     pid = world.main_pid()
     progress = RecordingProgress()
     assert world.provider.setup(world.options, progress) == world.endpoint
@@ -129,7 +92,7 @@ def test_setup_again_changes_nothing(world: World) -> None:
     assert world.main_pid() == pid and pid_alive(pid)
 
 
-async def test_restarting_the_service_leaves_microvms_running(world: World) -> None:
+async def test_restarting_the_service_leaves_microvms_running(world: SystemdWorld) -> None:
     old_pid = world.main_pid()
     async with AgentClient.from_endpoint(world.endpoint) as agent:
         info = await agent.create_microvm(MicroVMSpec(name="keep", memory_mib=256))
@@ -151,7 +114,7 @@ async def test_restarting_the_service_leaves_microvms_running(world: World) -> N
 
 
 @pytest.mark.timeout(120)
-def test_following_the_logs_streams_new_journal_lines(world: World) -> None:
+def test_following_the_logs_streams_new_journal_lines(world: SystemdWorld) -> None:
     journal = world.root / "var" / "log" / "journal-double" / "fc-agent.service.log"
     backlog = journal.read_text().splitlines()[-10:]  # journalctl -f shows the last 10 lines first
     logs = world.provider.vm_logs(follow=True)
@@ -172,7 +135,7 @@ def test_following_the_logs_streams_new_journal_lines(world: World) -> None:
     _wait_agent(world.endpoint)
 
 
-def test_stop_then_start_brings_the_unit_back(world: World) -> None:
+def test_stop_then_start_brings_the_unit_back(world: SystemdWorld) -> None:
     old_pid = world.main_pid()
     stopped = world.provider.vm_stop()
     assert (stopped.running, stopped.agent_ok) == (False, False)
