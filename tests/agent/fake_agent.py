@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from fc_macos.agent.wire import MicroVMSpec
+
 TOKEN = "test-token"
 
 
@@ -129,7 +131,8 @@ class FakeAgent:
         else:
             state = "running" if spec.get("start", True) else "created"
         info = {"name": name, "state": state, "pid": 4242 + len(self.microvms), "vcpus": spec.get("vcpus", 1),
-                "memory_mib": spec.get("memory_mib", 256), "spec": spec, "created_at": time.time(),
+                "memory_mib": spec.get("memory_mib", 256), "created_at": time.time(),
+                "spec": MicroVMSpec.from_dict(spec).to_dict() | {"name": name},  # defaults filled in, as the agent does
                 "started_at": None if state == "created" else time.time(), "uptime_s": 0.0}
         self.microvms[name] = info
         return web.json_response(info, status=201)

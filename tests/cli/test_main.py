@@ -114,6 +114,9 @@ def test_run_background_list_json_and_status(home: Path, agent: FakeAgent) -> No
     assert one["name"] == "web"
     every = json.loads(invoke(home, "microvm", "status", "--json").output)
     assert len(every) == 2
+    details = invoke(home, "microvm", "status", "--name", "web").output
+    assert "Name:      web" in details and "vCPUs:     2" in details and "Memory:    512 MiB" in details
+    assert "Boot args: " in details
 
 
 def test_unknown_microvm_is_a_clear_error_and_json_error_object(home: Path) -> None:

@@ -53,9 +53,9 @@ def _print_details(info: MicroVMInfo) -> None:
         click.echo(f"Exit:      {info.exit_status}")
     if info.error:
         click.echo(f"Error:     {info.error}")
-    for key in ("kernel", "initrd", "rootfs", "boot_args"):
+    for key, label in (("kernel", "Kernel"), ("initrd", "Initrd"), ("rootfs", "Rootfs"), ("boot_args", "Boot args")):
         if info.spec.get(key):
-            click.echo(f"{key.capitalize() + ':':<11}{info.spec[key]}")
+            click.echo(f"{label + ':':<11}{info.spec[key]}")
     if info.network:
         click.echo(f"Network:   {_network_line(info.network)}")
 
