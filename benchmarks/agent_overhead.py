@@ -131,6 +131,13 @@ class Agent:
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"the agent did not come up; see {self.dir / 'agent.log'}")
 
+    async def remove_microvms(self) -> None:
+        """Delete every microVM the agent still has: microVMs outlive their agent by
+        design, so a benchmark that stopped half-way must not leave guests running."""
+        async with AgentClient(self.url, self.token, timeout=60) as client:
+            for vm in await client.list_microvms():
+                await client.delete_microvm(vm.name, force=True)
+
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
@@ -263,7 +270,10 @@ async def main() -> None:
             print()
             await bench_create(client, args.parallel)
     finally:
-        agent.close()
+        try:
+            await agent.remove_microvms()
+        finally:
+            agent.close()
 
 
 if __name__ == "__main__":
