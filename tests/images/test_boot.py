@@ -115,6 +115,10 @@ def test_offline_images_boot_to_a_shell_under_qemu() -> None:
         assert re.search(rb"Linux fc-microvm 6\.\S+-cloud-amd64 .*x86_64", console.expect(PROMPT, 30))
         console.send("grep -c ' /dev/pts devpts' /proc/mounts; tr '\\0' ' ' </proc/1/cmdline; echo")
         assert re.search(rb"\n1\r?\n[^\n]*/init", console.expect(PROMPT, 30))
+        # /init started the guest agent: its supervisor and the server it forked.
+        console.send("for i in 1 2 3 4 5 6 7 8 9 10; do [ $(pidof fc-guest-agent | wc -w) -ge 2 ] && break; sleep 1; done; "
+                     "echo agents-$(pidof fc-guest-agent | wc -w); /sbin/fc-guest-agent --version")
+        assert re.search(rb"agents-2\r?\nfc-guest-agent \S+ \(protocol 1\)", console.expect(PROMPT, 30))
         interrupt_sleep(console)
         # Leaving the shell gives a new one (getty is respawned), not a dead console.
         console.send("exit")
