@@ -112,6 +112,11 @@ typedef struct {
 void sha256_init(sha256_ctx *c);
 void sha256_update(sha256_ctx *c, const void *data, size_t n);
 void sha256_final_hex(sha256_ctx *c, char out[65]);
+/* The block functions behind sha256_update (exposed for the test harness): portable C, and
+ * the CPU's SHA instructions (x86 SHA extensions / ARMv8 SHA2) where sha256_have_accel(). */
+void sha256_blocks_portable(uint32_t h[8], const unsigned char *p, size_t n);
+void sha256_blocks_accel(uint32_t h[8], const unsigned char *p, size_t n);
+int sha256_have_accel(void);
 
 /* ---- io.c ------------------------------------------------------------------------------ */
 

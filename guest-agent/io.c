@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -94,9 +95,28 @@ int frame_send(int fd, int type, const void *payload, size_t len)
         errno = EMSGSIZE;
         return -1;
     }
-    if (write_all(fd, hdr, 5))
-        return -1;
-    return len ? write_all(fd, payload, len) : 0;
+    /* Header and payload in one system call where the socket takes it all. */
+    struct iovec iov[2] = {{hdr, 5}, {(void *)payload, len}};
+    int n = len ? 2 : 1;
+    struct iovec *v = iov;
+    while (n) {
+        ssize_t w = writev(fd, v, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        while (n && (size_t)w >= v->iov_len) {
+            w -= (ssize_t)v->iov_len;
+            v++;
+            n--;
+        }
+        if (n) {
+            v->iov_base = (char *)v->iov_base + w;
+            v->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
 }
 
 int frame_send_buf(int fd, int type, const jbuf *b)
