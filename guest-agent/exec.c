@@ -291,7 +291,7 @@ static void run_child(exec_req *r, const char *slave, int in_r, int out_w, int e
     child_failure f = {0, 0};
     setsid();
     if (r->tty) {
-        int s = open(slave, O_RDWR); /* the first tty a session leader opens becomes its ctty */
+        int s = open(slave, O_RDWR | O_CLOEXEC); /* a session leader's first tty becomes its ctty */
         if (s < 0) {
             f.stage = 3;
             goto fail;
@@ -300,7 +300,7 @@ static void run_child(exec_req *r, const char *slave, int in_r, int out_w, int e
         in_r = out_w = err_w = s;
     }
     if (in_r < 0)
-        in_r = open("/dev/null", O_RDONLY);
+        in_r = open("/dev/null", O_RDONLY | O_CLOEXEC); /* dup2 below clears CLOEXEC on fd 0 */
     if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0) {
         f.stage = 3;
         goto fail;
