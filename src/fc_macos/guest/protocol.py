@@ -321,9 +321,14 @@ class GuestConnection:
         """Copies the guest's ``path`` into the existing local directory ``local_dir``
         (as ``local_dir/<basename>``), keeping modes, mtimes and symlinks, every file
         checked by sha256. On any failure nothing new is left in ``local_dir``.
+        Raises NotFoundError when ``local_dir`` is not a directory (before asking the guest).
         """
-        stream = await self.get(path)
-        writer = LocalTreeWriter(Path(local_dir))
+        try:
+            writer = LocalTreeWriter(Path(local_dir))
+            stream = await self.get(path)
+        except BaseException:
+            await self.close()
+            raise
         try:
             async for item in stream:
                 if isinstance(item, TreeEntry):
@@ -460,6 +465,7 @@ __all__ = [
     "GuestPermissionDenied",
     "GuestProtocolError",
     "GuestStat",
+    "LocalTreeWriter",
     "OutputTooLarge",
     "PutSession",
     "TransferResult",
