@@ -147,7 +147,13 @@ const char *errno_code(int err);
 void linger_close(int fd);
 void set_nonblock(int fd, int on);
 double mono_now(void);
+/* Log lines go to stderr, or to /dev/kmsg after log_to_kmsg_if_possible(): log_msg for
+ * problems (console-visible warning level), log_note for routine facts (debug level, kept
+ * off the serial console where a person may be typing). Nothing is written while log_muted
+ * (the supervisor mutes a server that keeps failing the same way). */
 void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+extern int log_muted;
 void log_to_kmsg_if_possible(void);
 /* Resets every signal disposition and unblocks all signals (for a child about to exec). */
 void reset_signals(void);

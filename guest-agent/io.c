@@ -186,25 +186,49 @@ double mono_now(void)
 }
 
 static int log_fd = 2;
+static int log_is_kmsg;
+int log_muted;
 
 void log_to_kmsg_if_possible(void)
 {
     int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd >= 0)
+    if (fd >= 0) {
         log_fd = fd;
+        log_is_kmsg = 1;
+    }
+}
+
+static void log_line(int level, const char *fmt, va_list ap)
+{
+    char line[600];
+    int n = 0;
+    if (log_is_kmsg)
+        n = snprintf(line, sizeof line, "<%d>", level);
+    n += snprintf(line + n, sizeof line - (size_t)n, "fc-guest-agent[%d]: ", (int)getpid());
+    vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    size_t len = strlen(line);
+    line[len++] = '\n';
+    (void)write_all(log_fd, line, len); /* one write: one /dev/kmsg record */
 }
 
 void log_msg(const char *fmt, ...)
 {
-    char line[600];
-    int n = snprintf(line, sizeof line, "fc-guest-agent[%d]: ", (int)getpid());
+    if (log_muted)
+        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    log_line(4, fmt, ap); /* KERN_WARNING: shown on the console */
     va_end(ap);
-    size_t len = strlen(line);
-    line[len++] = '\n';
-    (void)write_all(log_fd, line, len); /* one write: one /dev/kmsg record */
+}
+
+void log_note(const char *fmt, ...)
+{
+    if (log_muted)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(7, fmt, ap); /* KERN_DEBUG: in the kernel log, not on the serial console */
+    va_end(ap);
 }
 
 void reset_signals(void)
