@@ -50,6 +50,7 @@ from .errors import (
     GuestNotFound,
     GuestPermissionDenied,
     GuestProtocolError,
+    OutputTooLarge,
     error_from_response,
 )
 from .frames import MAX_FRAME, Frame, FrameDecoder, FrameType, encode_frame, encode_json, read_frame
@@ -88,12 +89,6 @@ class ExecResult:
     timed_out: bool
     stdout: bytes
     stderr: bytes
-
-
-class OutputTooLarge(GuestAgentError):
-    """:meth:`GuestConnection.run` collected more than its ``max_output`` (per stream)."""
-
-    code = "output_too_large"
 
 
 # ---- the connection --------------------------------------------------------------------------
