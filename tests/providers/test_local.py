@@ -147,7 +147,7 @@ def test_missing_kernel_file_fails_before_anything_is_made(provider: LocalProvid
         provider.setup(options, RecordingProgress())
     assert info.value.step == "install-images"
     assert "kernel file" in info.value.message and "--kernel" in (info.value.hint or "")
-    assert AgentEndpoint.load(provider.home) is None
+    assert AgentEndpoint.saved(provider.home) is None
     assert not (provider.run_dir / "state" / "images" / "rootfs.ext4").exists()
     assert provider.vm_status().running is False
 
@@ -179,7 +179,7 @@ def test_a_second_setup_racing_the_first_is_a_conflict(provider: LocalProvider, 
         with pytest.raises(ConflictError) as info:
             provider.setup(_options(images), RecordingProgress())
         assert f"another setup is running (pid {holder.pid})" == info.value.message
-        assert AgentEndpoint.load(provider.home) is None
+        assert AgentEndpoint.saved(provider.home) is None
     finally:
         holder.communicate("")
     provider.setup(_options(images), RecordingProgress())  # free again

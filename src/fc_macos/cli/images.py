@@ -17,7 +17,7 @@ from fc_macos.cli.common import AppState, ClickProgress, emit, json_option, pass
 from fc_macos.config import home_dir
 from fc_macos.errors import FcMacosError
 from fc_macos.images import SOURCES, ImageSet, build_images, verify_images
-from fc_macos.providers.base import NullProgress
+from fc_macos.progress import NullProgress
 
 
 def _run(state: AppState, work: Callable[[], Any]) -> Any:

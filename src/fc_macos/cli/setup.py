@@ -74,9 +74,3 @@ def doctor_cmd(state: AppState) -> None:
     emit(state, data, show)
     if not data["ok"]:
         raise click.exceptions.Exit(1)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(setup_cmd)
-    group.add_command(doctor_cmd)
-

@@ -60,7 +60,7 @@ def vm_start(state: AppState) -> None:
     Example:
       fc-macos vm start
     """
-    from fc_macos.providers.base import NullProgress
+    from fc_macos.progress import NullProgress
 
     # With --json, stdout is the one status object: progress is not printed.
     progress = NullProgress() if state.json else ClickProgress(False)
@@ -108,7 +108,3 @@ def vm_logs(state: AppState, follow: bool) -> None:
     """
     for line in state.provider.vm_logs(follow=follow):
         click.echo(line, nl=not line.endswith("\n"))
-
-
-def register(group: click.Group) -> None:
-    group.add_command(vm_group)

@@ -32,7 +32,7 @@ from fc_macos.errors import ImageError, UsageError
 from fc_macos.images.arch import normalize_arch
 from fc_macos.images.digest import sha256_file
 from fc_macos.images.initramfs import init_script
-from fc_macos.providers.base import NullProgress, Progress
+from fc_macos.progress import NullProgress, Progress
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1

@@ -12,30 +12,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from fc_macos.config import AgentEndpoint, Config
-
-
-class Progress(Protocol):
-    """Where long operations report what they are doing. The CLI prints it
-    (or emits JSON lines); the library never prints."""
-
-    def step(self, name: str, description: str) -> None:
-        """Step ``name`` starts."""
-
-    def done(self, name: str, detail: str = "") -> None:
-        """Step ``name`` finished."""
-
-    def skip(self, name: str, reason: str) -> None:
-        """Step ``name`` was already done (or not needed)."""
-
-    def info(self, message: str) -> None:
-        """A detail inside the current step (download progress ...)."""
-
-
-class NullProgress:
-    def step(self, name: str, description: str) -> None: ...
-    def done(self, name: str, detail: str = "") -> None: ...
-    def skip(self, name: str, reason: str) -> None: ...
-    def info(self, message: str) -> None: ...
+from fc_macos.progress import Progress
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from fc_macos.config import AgentEndpoint, Config, read_json, write_json_atomic
 from fc_macos.errors import AgentError, ConfigError, ConflictError, FcMacosError, SetupError
-from fc_macos.providers.base import Check, Progress, SetupOptions, VMStatus
+from fc_macos.progress import Progress
+from fc_macos.providers.base import Check, SetupOptions, VMStatus
 from fc_macos.providers.local_agent import AgentProcess, agent_request, free_port, port_is_free
 
 KVM = Path("/dev/kvm")
@@ -119,7 +120,7 @@ class LocalProvider:
             port = self._ensure_agent(firecracker, token, options.force, progress)
             endpoint = AgentEndpoint(self._url(port), token)
             progress.step("save-endpoint", "saving the agent endpoint")
-            if AgentEndpoint.load(self.home) == endpoint:
+            if AgentEndpoint.saved(self.home) == endpoint:
                 progress.skip("save-endpoint", f"{self.home / 'agent.json'} is up to date")
             else:
                 endpoint.save(self.home)
@@ -244,7 +245,7 @@ class LocalProvider:
     # -- the rest of the Provider interface -------------------------------
 
     def endpoint(self) -> AgentEndpoint:
-        return AgentEndpoint.require(self.home)
+        return AgentEndpoint.load(self.home)
 
     def vm_status(self) -> VMStatus:
         settings = self._settings()

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fc_macos.errors import FcMacosError, SetupError
-from fc_macos.providers.base import Check, Progress
+from fc_macos.progress import Progress
+from fc_macos.providers.base import Check
 
 MIN_TART = (2, 27, 0)
 MIN_MACOS = 15

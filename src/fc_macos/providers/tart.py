@@ -21,7 +21,8 @@ from pathlib import Path
 from fc_macos.config import AgentEndpoint, Config
 from fc_macos.errors import AgentAuthError, AgentError, ConfigError, ConflictError, FcMacosError, NotFoundError
 from fc_macos.providers import setup_steps as S
-from fc_macos.providers.base import Check, NullProgress, Progress, SetupOptions, VMStatus
+from fc_macos.progress import NullProgress, Progress
+from fc_macos.providers.base import Check, SetupOptions, VMStatus
 from fc_macos.providers.local import setup_lock
 from fc_macos.providers.local_agent import agent_request
 from fc_macos.providers.tart_cli import TartCLI
@@ -67,7 +68,7 @@ class TartProvider:
     # -- the rest of the Provider interface ----------------------------------------------------
 
     def endpoint(self) -> AgentEndpoint:
-        return AgentEndpoint.require(self.home)
+        return AgentEndpoint.load(self.home)
 
     def vm_status(self) -> VMStatus:
         try:

@@ -19,7 +19,8 @@ from pathlib import Path
 from fc_macos.config import AgentEndpoint, Config
 from fc_macos.errors import AgentError, SetupError, TartError
 from fc_macos.providers import setup_steps as S
-from fc_macos.providers.base import Progress, SetupOptions
+from fc_macos.progress import Progress
+from fc_macos.providers.base import SetupOptions
 from fc_macos.providers.fileserver import FileServer, ServedFile
 from fc_macos.providers.local import IMAGE_NAMES
 from fc_macos.providers.local_agent import agent_request
@@ -322,7 +323,7 @@ class TartSetup:
         return f"built from the online source into {S.IMAGES_DIR}"
 
     def write_token(self) -> str:
-        saved = AgentEndpoint.load(self.home)
+        saved = AgentEndpoint.saved(self.home)
         if saved and not self.options.force:
             current = self.guest.sh(f"cat {S.TOKEN_FILE} 2>/dev/null || true", sudo=True).stdout.strip()
             if current and secrets.compare_digest(current, saved.token):
