@@ -163,6 +163,8 @@ def test_agent_unreachable(tmp_path: Path) -> None:
     result = invoke(tmp_path, "microvm", "list", "--json")
     assert result.exit_code == 1
     assert json.loads(result.output.splitlines()[0])["error"] == "agent_unreachable"
+    assert f"Error: cannot reach fc-agent at http://127.0.0.1:{port}: connection refused\n" in result.output
+    assert "ssl:default" not in result.output and "Connect call failed" not in result.output
     assert "fc-macos vm start" in result.output
 
 
