@@ -83,21 +83,31 @@ class Config:
 
 @dataclass(frozen=True)
 class AgentEndpoint:
-    """Where fc-agent listens and the token it wants."""
+    """Where fc-agent listens, the token it wants, and the provider whose setup
+    saved it (None in files written before fc-macos recorded it)."""
 
     url: str
     token: str
+    provider: str | None = None
 
     @classmethod
-    def load(cls, home: Path | None = None) -> AgentEndpoint:
+    def load(cls, home: Path | None = None, *, provider: str | None = None) -> AgentEndpoint:
         """The endpoint saved by ``fc-macos setup`` in ``<home>/agent.json``.
-        ``ConfigError`` (hint: run setup) when there is none yet, or when the
-        file is unreadable or incomplete; never returns None."""
+        ``ConfigError`` (hint: run setup) when there is none yet, when the file
+        is unreadable or incomplete, or, with ``provider``, when another
+        provider's setup saved it. Never returns None."""
         endpoint = cls.saved(home)
+        path = (home or home_dir()) / "agent.json"
         if endpoint is None:
-            path = (home or home_dir()) / "agent.json"
             raise ConfigError(f"no agent endpoint in {path}: fc-macos is not set up yet",
                               hint="run 'fc-macos setup' first")
+        if provider and endpoint.provider and endpoint.provider != provider:
+            raise ConfigError(
+                f"{path} belongs to the '{endpoint.provider}' provider, not '{provider}': "
+                f"'{provider}' is not set up",
+                hint=f"drop --provider {provider} to use the '{endpoint.provider}' agent, "
+                f"or run 'fc-macos --provider {provider} setup'",
+            )
         return endpoint
 
     @classmethod
@@ -107,9 +117,14 @@ class AgentEndpoint:
         if not data:
             return None
         try:
-            return cls(url=str(data["url"]), token=str(data["token"]))
-        except (KeyError, TypeError) as exc:
+            provider = data.get("provider")
+            return cls(url=str(data["url"]), token=str(data["token"]),
+                       provider=str(provider) if provider else None)
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError("agent.json is incomplete", hint="run 'fc-macos setup' again") from exc
 
     def save(self, home: Path | None = None) -> None:
-        write_json_atomic((home or home_dir()) / "agent.json", {"url": self.url, "token": self.token}, mode=0o600)
+        data = {"url": self.url, "token": self.token}
+        if self.provider:
+            data["provider"] = self.provider
+        write_json_atomic((home or home_dir()) / "agent.json", data, mode=0o600)

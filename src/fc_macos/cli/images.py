@@ -84,7 +84,10 @@ def build_cmd(state: AppState, source: str, out_dir: Path, arch: str | None, ker
     built = _run(state, lambda: build_images(
         source, out_dir, arch, kernel_deb=kernel_deb, base_url=base_url, force=force, progress=progress,
     ))
-    emit(state, built.to_dict(), _describe(built))
+    from fc_macos.providers.image_install import setup_command
+
+    install = setup_command(out_dir.resolve())
+    emit(state, {**built.to_dict(), "install": install}, f"{_describe(built)}\nInstall them with: {install}")
 
 
 @images.command("list")
