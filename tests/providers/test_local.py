@@ -295,3 +295,17 @@ def test_another_providers_endpoint_is_refused(provider: LocalProvider, images: 
     assert result.exit_code == 1
     assert "belongs to the 'local' provider, not 'tart': 'tart' is not set up" in result.output
     assert "Hint: drop --provider tart to use the 'local' agent, or run 'fc-macos --provider tart setup'" in result.output
+
+
+def test_offline_setup_without_images_offers_the_debian_build(
+    provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # nothing listens: as good as offline
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(SetupError) as info:
+        provider.setup(SetupOptions(firecracker_bin=TEST_VMM), RecordingProgress())
+    assert info.value.step == "install-images" and "cannot build guest images" in info.value.message
+    hint = info.value.hint or ""
+    assert "'fc-macos images build --source debian --out DIR', then 'fc-macos setup --images DIR'" in hint
