@@ -173,7 +173,7 @@ async def test_using_the_client_outside_async_with_is_a_programming_error() -> N
 
 async def test_against_the_real_agent(client: Any) -> None:
     """The real fc-agent app (tests/agent/conftest.py) with the test VMM; nothing boots."""
-    from tests.agent.conftest import TOKEN as REAL_TOKEN
+    from tests.helpers.agent import TOKEN as REAL_TOKEN
 
     url = str(client.make_url("")).rstrip("/")
     async with AgentClient(url, REAL_TOKEN) as agent:
