@@ -31,9 +31,6 @@ from fc_macos.providers import image_install, pipeline
 from fc_macos.providers.base import Check, SetupOptions, StopReport, VMStatus
 from fc_macos.providers.local_host import AgentProcess, LocalHost, agent_url, check_kvm
 
-FINISHED = ("stopped", "failed")  # microVM states in which no VMM runs
-
-
 class LocalProvider:
     """The ``local`` provider; see :class:`fc_macos.providers.base.Provider` for the contract."""
 
@@ -91,7 +88,7 @@ class LocalProvider:
         if status.agent_ok and status.agent_url:
             with BlockingAgent(status.agent_url, self._token(), timeout=30.0) as agent:
                 for vm in agent.list_microvms():
-                    if vm.state in FINISHED:
+                    if vm.pid is None:  # stopped or failed: no VMM runs
                         continue
                     if force:
                         agent.stop_microvm(vm.name, force=True, timeout_s=0)
