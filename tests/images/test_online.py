@@ -16,7 +16,7 @@ import pytest
 from fc_macos.errors import ImageError
 from fc_macos.images import build_images
 from fc_macos.images.online import PINS, Pin, build_online, download, extract_rootfs_tarball
-from fc_macos.providers.base import NullProgress
+from fc_macos.progress import NullProgress
 
 BUSYBOX = Path("/bin/busybox")
 FAKE_KERNEL = b"\x7fELF\x02\x01\x01" + bytes(9) + b"ci kernel" * 1000
