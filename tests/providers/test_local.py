@@ -5,6 +5,7 @@ and bad input. Booting guests end to end lives in tests/cli/test_local_flow.py."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -309,3 +310,20 @@ def test_offline_setup_without_images_offers_the_debian_build(
     assert info.value.step == "install-images" and "cannot build guest images" in info.value.message
     hint = info.value.hint or ""
     assert "'fc-macos images build --source debian --out DIR', then 'fc-macos setup --images DIR'" in hint
+
+
+def test_without_firecracker_bin_the_one_on_path_is_installed_once(
+    provider: LocalProvider, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "path-bin"
+    bin_dir.mkdir()
+    (bin_dir / "firecracker").symlink_to(TEST_VMM)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    progress = RecordingProgress()
+    provider.setup(SetupOptions(kernel=images["kernel"], rootfs=images["rootfs"]), progress)
+    done = {name: detail for kind, name, detail in progress.events if kind == "done"}
+    assert done["install-firecracker"] == f"{bin_dir / 'firecracker'} (on PATH) -> {provider.run_dir / 'bin' / 'firecracker'}"
+    assert (provider.run_dir / "bin" / "firecracker").read_bytes() == TEST_VMM.read_bytes()
+    again = RecordingProgress()
+    provider.setup(SetupOptions(kernel=images["kernel"], rootfs=images["rootfs"]), again)
+    assert "install-firecracker" in again.of("skip")

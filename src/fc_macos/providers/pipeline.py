@@ -54,10 +54,12 @@ install -m 0755 "$work/$3" "$4.tmp"
 mv -f "$4.tmp" "$4"
 """
 
-# $1 destination: copy the 'firecracker' on the machine's PATH there.
+# $1 destination: copy the 'firecracker' on the machine's PATH there (exit 1 if
+# there is none, or if it is the destination itself).
 INSTALL_FROM_PATH = r"""
 set -e
-src=$(command -v firecracker)
+src=$(command -v firecracker) || exit 1
+[ "$(readlink -f "$src")" != "$(readlink -f "$1")" ] || exit 1
 mkdir -p "$(dirname "$1")"
 install -m 0755 "$src" "$1.tmp"
 mv -f "$1.tmp" "$1"
