@@ -8,6 +8,8 @@ coroutine there and waits for its result::
     with BlockingAgent(url, token) as agent:
         agent.health()                                  # {"status": "ok", "version": ...}
         infos = agent.run(lambda c: c.list_microvms())  # any AgentClient method
+        for text in agent.iterate(lambda c: c.logs("web", follow=True)):
+            print(text, end="")                         # any async iterator it returns
 
 Errors are AgentClient's own typed errors (``AgentUnreachable``,
 ``AgentAuthError``, ``NotFoundError`` ...), raised in the caller's thread.
@@ -20,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from fc_macos.config import AgentEndpoint
 
 T = TypeVar("T")
+_END = object()  # what iterate()'s step returns at the end of the iterator
 
 #: Per-read timeout of the providers' probes; creating a microVM needs AgentClient's longer default.
 PROBE_TIMEOUT_S = 5.0
@@ -77,6 +80,34 @@ class BlockingAgent:
         except BaseException:
             future.cancel()
             raise
+
+    def iterate(self, make: Callable[[AgentClient], AsyncIterator[T]]) -> Iterator[T]:
+        """Yield what the async iterator ``make(client)`` yields (``c.logs(...)``, a
+        console ...), one item per step of the loop; leaving the ``for`` early closes it."""
+        loop, client = self._start()
+        iterator = make(client)
+
+        async def step() -> object:
+            try:
+                return await iterator.__anext__()
+            except StopAsyncIteration:
+                return _END
+
+        try:
+            while True:
+                future: Future[object] = asyncio.run_coroutine_threadsafe(step(), loop)
+                try:
+                    item = future.result()
+                except BaseException:
+                    future.cancel()
+                    raise
+                if item is _END:
+                    return
+                yield cast(T, item)
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None and self._loop is loop:
+                asyncio.run_coroutine_threadsafe(close(), loop).result()
 
     # -- what providers and scripts ask most -----------------------------------------------
 
