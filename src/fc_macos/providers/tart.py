@@ -1,13 +1,15 @@
 """``TartProvider``: fc-agent in a Linux VM driven through Tart (the default on macOS).
 
 The VM (default name ``fc-macos``, image ``ghcr.io/cirruslabs/ubuntu:latest``)
-runs with ``tart run --nested`` so that it has /dev/kvm. Setup installs
-Firecracker, fc-agent (from wheels, with the VM's own python3), guest images
-and a token inside it, then starts the agent (a systemd unit, or a detached
-process where the VM has no systemd). The host talks to the agent at
+runs with ``tart run --nested`` so that it has /dev/kvm. Setup is the shared
+pipeline (:mod:`fc_macos.providers.pipeline`) over
+:class:`~fc_macos.providers.tart_host.TartHost`: it makes and starts the VM,
+then installs Firecracker, fc-agent (from wheels, with the VM's own python3),
+guest images and a token inside it, and starts the agent (a systemd unit, or a
+detached process where the VM has no systemd). The host talks to the agent at
 ``http://<VM address>:8080`` with the token saved in ``FC_MACOS_HOME/agent.json``.
 
-Files under ``FC_MACOS_HOME``: ``agent.json`` (URL + token, 0600),
+Files under ``FC_MACOS_HOME``: ``agent.json`` (URL + token + provider, 0600),
 ``setup.lock``, ``tart-run.log`` (what ``tart run`` printed, quoted on
 failure), ``wheelhouse/<python>/`` (cached dependency wheels).
 """
