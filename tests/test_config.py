@@ -45,13 +45,12 @@ def test_agent_endpoint_is_private(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file left behind"
 
 
-def test_missing_endpoint_is_none(tmp_path: Path) -> None:
-    assert AgentEndpoint.load(tmp_path) is None
-
-
-def test_require_says_to_run_setup(tmp_path: Path) -> None:
+def test_load_before_setup_says_to_run_setup(tmp_path: Path) -> None:
+    # The README's Python example calls load() first: it must not hand back None.
     with pytest.raises(ConfigError) as info:
-        AgentEndpoint.require(tmp_path)
-    assert "fc-macos setup" in (info.value.hint or "")
+        AgentEndpoint.load(tmp_path)
+    assert "not set up yet" in info.value.message and "fc-macos setup" in (info.value.hint or "")
+    assert AgentEndpoint.saved(tmp_path) is None
     AgentEndpoint(url="http://h:1", token="t").save(tmp_path)
-    assert AgentEndpoint.require(tmp_path).url == "http://h:1"
+    assert AgentEndpoint.load(tmp_path).url == "http://h:1"
+    assert AgentEndpoint.saved(tmp_path) == AgentEndpoint.load(tmp_path)

@@ -5,50 +5,64 @@ The public API (locked by tests/test_public_api.py)::
 
     from fc_macos import AgentClient, MicroVMSpec, AgentEndpoint
 
-    endpoint = AgentEndpoint.load()          # saved by 'fc-macos setup'
+    endpoint = AgentEndpoint.load()          # saved by 'fc-macos setup' (ConfigError before)
     async with AgentClient.from_endpoint(endpoint) as agent:
         vm = await agent.create_microvm(MicroVMSpec(name="web", vcpus=2))
 
-``AgentClient`` and ``FirecrackerClient`` pull in aiohttp, so they are imported
-on first use; ``import fc_macos`` stays light.
+Every name is imported on first use (``_LAZY``): ``import fc_macos`` loads
+nothing but the version, so the CLI starts fast and ``AgentClient`` pulls in
+aiohttp only when a program uses it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fc_macos.agent.wire import DriveSpec, MicroVMInfo, MicroVMSpec, SnapshotSpec
-from fc_macos.config import AgentEndpoint, Config
-from fc_macos.errors import (
-    AgentAuthError,
-    AgentError,
-    AgentRequestError,
-    AgentUnreachable,
-    BootError,
-    ConfigError,
-    ConflictError,
-    FcMacosError,
-    FirecrackerAPIError,
-    FirecrackerError,
-    FirecrackerUnavailable,
-    ImageError,
-    NotFoundError,
-    ProviderError,
-    SetupError,
-    TartError,
-    UsageError,
-    ValidationError,
-)
+from fc_macos._version import __version__
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
+    from fc_macos.agent.wire import DriveSpec, MicroVMInfo, MicroVMSpec, SnapshotSpec
+    from fc_macos.config import AgentEndpoint, Config
+    from fc_macos.errors import (
+        AgentAuthError,
+        AgentError,
+        AgentRequestError,
+        AgentUnreachable,
+        BootError,
+        ConfigError,
+        ConflictError,
+        FcMacosError,
+        FirecrackerAPIError,
+        FirecrackerError,
+        FirecrackerUnavailable,
+        ImageError,
+        NotFoundError,
+        ProviderError,
+        SetupError,
+        TartError,
+        UsageError,
+        ValidationError,
+    )
     from fc_macos.firecracker.client import FirecrackerClient
 
-__version__ = "0.1.0"
+_ERRORS = (
+    "AgentAuthError", "AgentError", "AgentRequestError", "AgentUnreachable", "BootError", "ConfigError",
+    "ConflictError", "FcMacosError", "FirecrackerAPIError", "FirecrackerError", "FirecrackerUnavailable",
+    "ImageError", "NotFoundError", "ProviderError", "SetupError", "TartError", "UsageError", "ValidationError",
+)
 
+#: Public name -> the module that defines it, imported on first access.
 _LAZY = {
+    **{name: "fc_macos.errors" for name in _ERRORS},
     "AgentClient": "fc_macos.agent.client",
+    "AgentEndpoint": "fc_macos.config",
+    "Config": "fc_macos.config",
+    "DriveSpec": "fc_macos.agent.wire",
     "FirecrackerClient": "fc_macos.firecracker.client",
+    "MicroVMInfo": "fc_macos.agent.wire",
+    "MicroVMSpec": "fc_macos.agent.wire",
+    "SnapshotSpec": "fc_macos.agent.wire",
 }
 
 
@@ -60,6 +74,10 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'fc_macos' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

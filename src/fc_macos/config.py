@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fc_macos.errors import ConfigError
+from fc_macos.fsutil import write_json_atomic
 
 DEFAULT_VM_NAME = "fc-macos"
 DEFAULT_IMAGE = "ghcr.io/cirruslabs/ubuntu:latest"
@@ -35,30 +35,6 @@ def home_dir() -> Path:
 
 def default_provider() -> str:
     return "tart" if sys.platform == "darwin" else "local"
-
-
-def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
-    """Write ``data`` as JSON to ``path`` atomically, with permission ``mode``:
-    a temporary file is written and fsynced, renamed over ``path``, and the
-    directory is fsynced so that the rename itself survives a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def read_json(path: Path) -> Any:
@@ -107,29 +83,48 @@ class Config:
 
 @dataclass(frozen=True)
 class AgentEndpoint:
-    """Where fc-agent listens and the token it wants."""
+    """Where fc-agent listens, the token it wants, and the provider whose setup
+    saved it (None in files written before fc-macos recorded it)."""
 
     url: str
     token: str
+    provider: str | None = None
 
     @classmethod
-    def load(cls, home: Path | None = None) -> AgentEndpoint | None:
+    def load(cls, home: Path | None = None, *, provider: str | None = None) -> AgentEndpoint:
+        """The endpoint saved by ``fc-macos setup`` in ``<home>/agent.json``.
+        ``ConfigError`` (hint: run setup) when there is none yet, when the file
+        is unreadable or incomplete, or, with ``provider``, when another
+        provider's setup saved it. Never returns None."""
+        endpoint = cls.saved(home)
+        path = (home or home_dir()) / "agent.json"
+        if endpoint is None:
+            raise ConfigError(f"no agent endpoint in {path}: fc-macos is not set up yet",
+                              hint="run 'fc-macos setup' first")
+        if provider and endpoint.provider and endpoint.provider != provider:
+            raise ConfigError(
+                f"{path} belongs to the '{endpoint.provider}' provider, not '{provider}': "
+                f"'{provider}' is not set up",
+                hint=f"drop --provider {provider} to use the '{endpoint.provider}' agent, "
+                f"or run 'fc-macos --provider {provider} setup'",
+            )
+        return endpoint
+
+    @classmethod
+    def saved(cls, home: Path | None = None) -> AgentEndpoint | None:
+        """Like :meth:`load`, but None when no endpoint was saved yet."""
         data = read_json((home or home_dir()) / "agent.json")
         if not data:
             return None
         try:
-            return cls(url=str(data["url"]), token=str(data["token"]))
-        except (KeyError, TypeError) as exc:
+            provider = data.get("provider")
+            return cls(url=str(data["url"]), token=str(data["token"]),
+                       provider=str(provider) if provider else None)
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError("agent.json is incomplete", hint="run 'fc-macos setup' again") from exc
 
-    @classmethod
-    def require(cls, home: Path | None = None) -> AgentEndpoint:
-        """The saved endpoint; ``ConfigError`` saying to run setup when there is none."""
-        endpoint = cls.load(home)
-        if endpoint is None:
-            path = (home or home_dir()) / "agent.json"
-            raise ConfigError(f"no agent endpoint in {path}", hint="run 'fc-macos setup' first")
-        return endpoint
-
     def save(self, home: Path | None = None) -> None:
-        write_json_atomic((home or home_dir()) / "agent.json", {"url": self.url, "token": self.token}, mode=0o600)
+        data = {"url": self.url, "token": self.token}
+        if self.provider:
+            data["provider"] = self.provider
+        write_json_atomic((home or home_dir()) / "agent.json", data, mode=0o600)

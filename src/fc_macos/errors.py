@@ -18,8 +18,8 @@ are converted at the boundary where they happen, with ``raise ... from exc``.
     │   ├── AgentUnreachable          no TCP connection / timeout
     │   ├── AgentAuthError            401: the token is wrong or missing
     │   └── AgentRequestError         any other 4xx/5xx with the agent's JSON error body
-    ├── ProviderError                 driving the Linux VM (Tart or local)
-    │   ├── TartError                 a ``tart`` command failed (``.exit_code_of_tart``, ``.stderr``)
+    ├── ProviderError                 driving the agent's machine (the Tart VM, or this host)
+    │   ├── TartError                 a ``tart`` command failed (``.tart_exit_code``, ``.stderr``)
     │   └── SetupError                a named setup step failed (``.step``)
     ├── ImageError                    building or fetching guest images
     └── NetworkError                  a microVM's TAP device, address or NAT rules on the agent's machine

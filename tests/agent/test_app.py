@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.settings import AgentSettings
-from tests.agent.conftest import AUTH, serve
+from tests.helpers.agent import AUTH, serve
 
 JSON = {**AUTH, "Content-Type": "application/json"}
 

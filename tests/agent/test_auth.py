@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.auth import load_or_create_token
-from tests.agent.conftest import AUTH, TOKEN
+from tests.helpers.agent import AUTH, TOKEN
 
 
 async def test_request_without_token_is_401_json(client: TestClient) -> None:

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.boot import DEFAULT_STEPS, describe
 from fc_macos.agent.settings import AgentSettings
-from tests.agent.conftest import AUTH, kill_recorded_vmms, live_processes_mentioning, serve
+from tests.helpers.agent import AUTH, kill_recorded_vmms, live_processes_mentioning, serve
 
 
 def test_default_steps_are_the_documented_list() -> None:

@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.settings import AgentSettings
-from tests.agent.conftest import AUTH, GUEST_BOOT_ARGS, SHELL_PROMPT, ConsoleReader, kill_recorded_vmms, live_processes_mentioning, serve
+from tests.helpers.agent import AUTH, GUEST_BOOT_ARGS, SHELL_PROMPT, ConsoleReader, kill_recorded_vmms, live_processes_mentioning, serve
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900)]
 

@@ -12,7 +12,7 @@ import pytest
 
 from fc_macos.agent.network import tap_exists
 from fc_macos.agent.settings import AgentSettings
-from tests.agent.conftest import (
+from tests.helpers.agent import (
     AUTH, GUEST_BOOT_ARGS, SHELL_PROMPT, ConsoleReader, kill_recorded_vmms, needs_net_admin, serve,
 )  # fmt: skip
 

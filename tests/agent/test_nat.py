@@ -21,7 +21,7 @@ import pytest
 from fc_macos.agent import nat
 from fc_macos.agent.network import Lease
 from fc_macos.agent.settings import AgentSettings
-from tests.agent.conftest import kill_recorded_vmms
+from tests.helpers.agent import kill_recorded_vmms
 
 REPO = Path(__file__).resolve().parents[2]
 

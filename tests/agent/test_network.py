@@ -23,7 +23,7 @@ from fc_macos.agent.network import (
 )
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.errors import ConflictError, NetworkError
-from tests.agent.conftest import AUTH, kill_recorded_vmms, needs_net_admin, serve
+from tests.helpers.agent import AUTH, kill_recorded_vmms, needs_net_admin, serve
 
 
 def test_lease_follows_firecrackers_formula() -> None:

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from fc_macos.agent.app import create_app
 from fc_macos.agent.openapi import RELAY_METHODS
 from fc_macos.agent.settings import AgentSettings
-from tests.agent.conftest import AUTH
+from tests.helpers.agent import AUTH
 from tests.agent.test_app import seed_stopped
 
 
@@ -56,7 +56,7 @@ def response_schema(doc: dict[str, Any], path: str, method: str, status: str) ->
 
 
 async def test_answers_match_their_schemas(settings: AgentSettings) -> None:
-    from tests.agent.conftest import serve
+    from tests.helpers.agent import serve
 
     seed_stopped(settings, "old")
     client = await serve(settings)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fc_macos.agent.settings import AgentSettings
-from tests.agent.conftest import AUTH, SHELL_PROMPT, ConsoleReader, kill_recorded_vmms, live_processes_mentioning, serve
+from tests.helpers.agent import AUTH, SHELL_PROMPT, ConsoleReader, kill_recorded_vmms, live_processes_mentioning, serve
 
 pytestmark = [pytest.mark.real_firecracker, pytest.mark.guest, pytest.mark.timeout(600)]
 

@@ -19,7 +19,7 @@ import pytest
 
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.firecracker.launcher import proc_start_time
-from tests.agent.conftest import (
+from tests.helpers.agent import (
     AUTH,
     GUEST_BOOT_ARGS,
     SHELL_PROMPT,

@@ -22,6 +22,7 @@ def test_build_then_list_as_json(tmp_path: Path) -> None:
     assert data["kernel"] == str(out / "vmlinux")
     assert data["initrd"] == str(out / "initrd.img")
     assert data["kernel_format"] == built.kernel_format and data["source"] == "debian"
+    assert data["install"] == f"fc-macos setup --images {out.resolve()}"
 
     result = CliRunner().invoke(cli, ["images", "list", str(out)])
     assert result.exit_code == 0, result.output
@@ -30,6 +31,7 @@ def test_build_then_list_as_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(images, ["build", "--source", "debian", "--out", str(out), "--kernel-deb", str(deb)])
     assert result.exit_code == 0
     assert "up to date (skipped)" in result.output
+    assert result.output.rstrip().endswith(f"Install them with: fc-macos setup --images {out.resolve()}")
 
 
 def test_errors_show_hint_and_exit_code(tmp_path: Path) -> None:

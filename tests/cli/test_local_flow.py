@@ -50,12 +50,9 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 
 def local_setup_args() -> list[str]:
-    images = build_test_images()
-    setup_args = ["--provider", "local", "setup", "--json", "--firecracker-bin", str(TEST_VMM),
-                  "--kernel", str(images.kernel), "--rootfs", str(images.rootfs)]
-    if images.initrd:
-        setup_args += ["--initrd", str(images.initrd)]
-    return setup_args
+    images = build_test_images()  # an image set with its manifest, as 'fc-macos images build' makes it
+    return ["--provider", "local", "setup", "--json", "--firecracker-bin", str(TEST_VMM),
+            "--images", str(images.kernel.parent)]
 
 
 def test_local_flow_end_to_end(home: Path) -> None:
@@ -98,7 +95,8 @@ def test_local_flow_end_to_end(home: Path) -> None:
     assert refused.returncode == 1 and f"the token in {home / 'agent.json'} does not match" in refused.stderr
     endpoint.save(home)
 
-    fc(home, "vm", "stop")  # the agent only: its microVMs keep running
+    stop = fc(home, "vm", "stop")  # the agent only: its microVMs keep running
+    assert "Stopped fc-agent; 2 microVM(s) keep running without it: vm-2, vm-3" in stop.stdout
     assert json.loads(fc(home, "vm", "status", "--json").stdout)["running"] is False
     fc(home, "vm", "start")
     survivors = json.loads(fc(home, "microvm", "list", "--json").stdout)
@@ -109,13 +107,14 @@ def test_local_flow_end_to_end(home: Path) -> None:
     assert unreachable.returncode == 1 and "fc-macos vm start" in unreachable.stderr
 
     again = events(fc(home, *setup_args).stdout)  # images and token kept, the agent started again
-    assert {"token", "save-endpoint"} <= {e["name"] for e in again if e["event"] == "skip"}
+    assert {"write-token", "install-images"} <= {e["name"] for e in again if e["event"] == "skip"}
+    assert "start-agent" in {e["name"] for e in again if e["event"] == "done"}
     after_force = json.loads(fc(home, "microvm", "list", "--json").stdout)
     assert {vm["state"] for vm in after_force} == {"stopped"}
     third = events(fc(home, *setup_args).stdout)  # all in place: nothing to do
     skipped = {e["name"] for e in third if e["event"] == "skip"}
-    assert {"install-images", "token", "start-agent", "save-endpoint"} <= skipped
-    assert not [e for e in third if e["event"] == "done" and e["name"] in ("start-agent", "token")]
+    assert {"install-firecracker", "install-agent", "install-images", "write-token", "start-agent"} <= skipped
+    assert not [e for e in third if e["event"] == "done" and e["name"] in ("start-agent", "write-token")]
 
 
 def test_local_flow_configure_before_start_then_snapshot_and_restore(home: Path, tmp_path: Path) -> None:

@@ -1,5 +1,8 @@
 """The fc-macos CLI in-process (CliRunner): help, usage errors, JSON shapes and
-error formatting, against a fake agent on a real socket."""
+error formatting, against the real fc-agent (a process, with the test VMM and
+the offline guest images). Most microVMs here are configured, not started
+(``run --no-start``): the Firecracker API answers without a guest booting.
+Snapshots and metrics of a booted guest: tests/cli/test_local_flow.py."""
 
 from __future__ import annotations
 
@@ -10,26 +13,35 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner, Result
 
+from fc_macos.agent_sync import BlockingAgent
 from fc_macos.cli.main import cli
 from fc_macos.config import AgentEndpoint
-from tests.agent.fake_agent import TOKEN, FakeAgent
+from tests.helpers.agent import GUEST_BOOT_ARGS, TOKEN, AgentProcess, agent_process
+from tests.helpers.guest_images import build_test_images
 
 
 @pytest.fixture
-def agent() -> Iterator[FakeAgent]:
-    with FakeAgent() as fake:
-        yield fake
+def agent(short_tmp: Path) -> Iterator[AgentProcess]:
+    with agent_process(short_tmp, (build_test_images().kernel.parent,)) as running:
+        yield running
 
 
 @pytest.fixture
-def home(tmp_path: Path, agent: FakeAgent) -> Path:
-    AgentEndpoint(agent.url, TOKEN).save(tmp_path)
+def home(tmp_path: Path, agent: AgentProcess) -> Path:
+    AgentEndpoint(agent.url, agent.token).save(tmp_path)
     return tmp_path
+
+
+def vm_config(agent: AgentProcess, name: str) -> dict[str, Any]:
+    """What the microVM's Firecracker reports (GET /vm/config through the relay)."""
+    with BlockingAgent(agent.url, agent.token) as client:
+        return client.run(lambda c: c.firecracker(name, "GET", "/vm/config"))[1]  # type: ignore[no-any-return]
 
 
 def invoke(home: Path, *args: str) -> Result:
@@ -37,7 +49,10 @@ def invoke(home: Path, *args: str) -> Result:
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         yield (*prefix, name)
         if isinstance(command, click.Group):
             yield from _commands(command, (*prefix, name))
@@ -96,27 +111,29 @@ def test_domain_usage_errors_exit_2_with_a_hint(home: Path) -> None:
     assert "invalid microVM name 'Bad_Name'" in bad_name.output
 
 
-def test_run_background_list_json_and_status(home: Path, agent: FakeAgent) -> None:
-    assert invoke(home, "run", "--name", "web", "--vcpus", "2", "--memory", "512", "--background").exit_code == 0
-    created = json.loads(invoke(home, "run", "--background", "--json").output)
-    assert created["name"] == "microvm-2" and created["state"] == "running"
+def test_run_background_list_json_and_status(home: Path) -> None:
+    booted = invoke(home, "run", "--name", "web", "--vcpus", "2", "--memory", "512", "--boot-args", GUEST_BOOT_ARGS,
+                    "--background")
+    assert booted.exit_code == 0, booted.output
+    created = json.loads(invoke(home, "run", "--no-start", "--json").output)
+    assert created["name"].startswith("microvm-") and created["state"] == "created"
     listed = invoke(home, "microvm", "list", "--json")
     assert listed.exit_code == 0
     rows = json.loads(listed.output)
-    assert isinstance(rows, list) and [r["name"] for r in rows] == ["web", "microvm-2"]
+    assert isinstance(rows, list) and [r["name"] for r in rows] == ["web", created["name"]]
     for row in rows:
         assert {"name", "state", "vcpus", "memory_mib", "pid"} <= set(row)
-    assert (rows[0]["vcpus"], rows[0]["memory_mib"]) == (2, 512)
+    assert (rows[0]["state"], rows[0]["vcpus"], rows[0]["memory_mib"]) == ("running", 2, 512)
     table = invoke(home, "microvm", "ls").output.splitlines()
     assert table[0].split() == ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "UPTIME"]
     assert table[1].split()[:3] == ["web", "running", "2"]
     one = json.loads(invoke(home, "microvm", "status", "--name", "web", "--json").output)
-    assert one["name"] == "web"
+    assert one["name"] == "web" and one["pid"] == rows[0]["pid"]
     every = json.loads(invoke(home, "microvm", "status", "--json").output)
     assert len(every) == 2
     details = invoke(home, "microvm", "status", "--name", "web").output
     assert "Name:      web" in details and "vCPUs:     2" in details and "Memory:    512 MiB" in details
-    assert "Boot args: " in details
+    assert f"Boot args: {GUEST_BOOT_ARGS}" in details
 
 
 def test_unknown_microvm_is_a_clear_error_and_json_error_object(home: Path) -> None:
@@ -130,18 +147,19 @@ def test_unknown_microvm_is_a_clear_error_and_json_error_object(home: Path) -> N
     assert error == {"error": "not_found", "message": "no microVM named 'ghost'", "hint": "run 'fc-macos microvm list'"}
 
 
-def test_stop_all_and_rm(home: Path, agent: FakeAgent) -> None:
+def test_stop_all_and_rm(home: Path) -> None:
     for name in ("a", "b"):
-        invoke(home, "run", "--name", name, "--background")
+        assert invoke(home, "run", "--name", name, "--no-start").exit_code == 0
     conflict = invoke(home, "microvm", "rm", "--name", "a")
-    assert conflict.exit_code == 1 and "is running" in conflict.output
+    assert conflict.exit_code == 1 and "microVM 'a' is created" in conflict.output
+    assert "--force" in conflict.output
     stopped = json.loads(invoke(home, "microvm", "stop", "--all", "--json").output)
     assert sorted(s["name"] for s in stopped) == ["a", "b"] and {s["state"] for s in stopped} == {"stopped"}
     assert invoke(home, "microvm", "rm", "--name", "a").exit_code == 0
-    assert sorted(agent.microvms) == ["b"]
+    assert [row["name"] for row in json.loads(invoke(home, "microvm", "list", "--json").output)] == ["b"]
 
 
-def test_wrong_token_and_missing_setup(home: Path, agent: FakeAgent, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_wrong_token_and_missing_setup(home: Path, agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory) -> None:
     AgentEndpoint(agent.url, "stale").save(home)
     result = invoke(home, "microvm", "list")
     assert result.exit_code == 1
@@ -160,87 +178,63 @@ def test_agent_unreachable(tmp_path: Path) -> None:
     result = invoke(tmp_path, "microvm", "list", "--json")
     assert result.exit_code == 1
     assert json.loads(result.output.splitlines()[0])["error"] == "agent_unreachable"
+    assert f"Error: cannot reach fc-agent at http://127.0.0.1:{port}: connection refused\n" in result.output
+    assert "ssl:default" not in result.output and "Connect call failed" not in result.output
     assert "fc-macos vm start" in result.output
 
 
-def test_firecracker_commands_validate_before_sending(home: Path, agent: FakeAgent) -> None:
-    invoke(home, "run", "--name", "a", "--background")
+def test_firecracker_commands_validate_before_sending(home: Path, agent: AgentProcess) -> None:
+    assert invoke(home, "run", "--name", "a", "--no-start").exit_code == 0
     result = invoke(home, "network", "add", "--name", "a", "--id", "bad-id", "--host-dev", "tap0")
     assert result.exit_code == 2
     assert "bad-id" in result.output
     not_json = invoke(home, "network", "update", "--name", "a", "--id", "eth0", "--rx-rate-limiter", "{size: 1}")
     assert not_json.exit_code == 2 and "--rx-rate-limiter is not valid JSON" in not_json.output
-    assert agent.fc_calls == []  # never sent
-    limiter = '{"bandwidth": {"size": 1000, "refill_time": 100}}'
-    assert invoke(home, "network", "update", "--name", "a", "--id", "eth0", "--rx-rate-limiter", limiter).exit_code == 0
-    assert agent.fc_calls.pop() == ("PATCH", "network-interfaces/eth0",
-                                    {"iface_id": "eth0", "rx_rate_limiter": json.loads(limiter)})
-    ok = invoke(home, "boot", "set", "--name", "a", "--kernel", "/images/vmlinux", "--boot-args", "console=ttyS0")
+    assert vm_config(agent, "a")["network-interfaces"] == []  # never sent
+    added = invoke(home, "network", "add", "--name", "a", "--id", "eth0", "--host-dev", "tap0")
+    assert added.exit_code == 0, added.output
+    assert [(i["iface_id"], i["host_dev_name"]) for i in vm_config(agent, "a")["network-interfaces"]] == [("eth0", "tap0")]
+    kernel = str(build_test_images().kernel)
+    ok = invoke(home, "boot", "set", "--name", "a", "--kernel", kernel, "--boot-args", "console=ttyS0")
     assert ok.exit_code == 0, ok.output
-    assert agent.fc_calls == [("PUT", "boot-source", {"kernel_image_path": "/images/vmlinux", "boot_args": "console=ttyS0"})]
+    boot = json.loads(invoke(home, "boot", "get", "--name", "a", "--json").output)
+    assert (boot["kernel_image_path"], boot["boot_args"]) == (kernel, "console=ttyS0")
 
 
-def test_firecracker_faults_and_json_answers(home: Path, agent: FakeAgent) -> None:
-    invoke(home, "run", "--name", "a", "--background")
-    agent.fc_replies[("PATCH", "vm")] = (400, {"fault_message": "The requested operation is not supported before starting the microVM."})
-    fault = invoke(home, "actions", "pause", "--name", "a")
+def test_firecracker_faults_and_json_answers(home: Path) -> None:
+    assert invoke(home, "run", "--name", "a", "--no-start").exit_code == 0
+    fault = invoke(home, "actions", "pause", "--name", "a")  # not started: Firecracker refuses
     assert fault.exit_code == 1
-    assert "Firecracker answered 400: The requested operation is not supported" in fault.output
+    assert "Firecracker answered 400: " in fault.output and "before starting the microVM" in fault.output
     config = json.loads(invoke(home, "machine", "config", "--name", "a", "--json").output)
     assert config["vcpu_count"] == 1
     assert json.loads(invoke(home, "machine", "version", "--name", "a", "--json").output) == {"firecracker_version": "1.16.1"}
     assert invoke(home, "machine", "config", "--name", "a", "--vcpus", "2").exit_code == 0
-    assert agent.fc_calls[-1] == ("PATCH", "machine-config", {"vcpu_count": 2})
-    agent.fc_replies[("GET", "vm/config")] = (200, {"boot-source": {"kernel_image_path": "/k"}, "drives": [{"drive_id": "rootfs"}]})
-    assert json.loads(invoke(home, "boot", "get", "--name", "a", "--json").output) == {"kernel_image_path": "/k"}
-    assert json.loads(invoke(home, "drives", "list", "--name", "a", "--json").output) == [{"drive_id": "rootfs"}]
+    assert json.loads(invoke(home, "machine", "config", "--name", "a", "--json").output)["vcpu_count"] == 2
+    assert json.loads(invoke(home, "boot", "get", "--name", "a", "--json").output)["kernel_image_path"].endswith("vmlinux")
+    drives = json.loads(invoke(home, "drives", "list", "--name", "a", "--json").output)
+    assert [(d["drive_id"], d["is_root_device"]) for d in drives] == [("rootfs", True)]
     assert invoke(home, "machine", "info", "--name", "ghost").exit_code == 1
 
 
-def test_run_no_start_creates_and_prints_the_next_steps(home: Path, agent: FakeAgent) -> None:
-    result = invoke(home, "run", "--name", "web", "--no-start")
+def test_run_no_start_then_actions_start_and_the_logs(home: Path, agent: AgentProcess) -> None:
+    result = invoke(home, "run", "--name", "web", "--no-start", "--boot-args", GUEST_BOOT_ARGS)
     assert result.exit_code == 0, result.output
-    assert agent.microvms["web"]["spec"]["start"] is False and agent.microvms["web"]["state"] == "created"
+    assert json.loads(invoke(home, "microvm", "status", "--name", "web", "--json").output)["state"] == "created"
     assert "Configured web" in result.output and "fc-macos network add --name web" in result.output
     assert "fc-macos actions start --name web" in result.output
     started = invoke(home, "actions", "start", "--name", "web")
     assert started.exit_code == 0 and "Started web" in started.output
-    assert agent.fc_calls[-1] == ("PUT", "actions", {"action_type": "InstanceStart"})
+    assert json.loads(invoke(home, "microvm", "status", "--name", "web", "--json").output)["state"] == "running"
+    logs = invoke(home, "microvm", "logs", "--name", "web", "--source", "firecracker", "--tail", "2")
+    assert logs.exit_code == 0
+    with BlockingAgent(agent.url, agent.token) as client:
+        whole = client.run(lambda c: _text(c.logs("web", source="firecracker")))
+    assert whole and logs.output == "".join(whole.splitlines(keepends=True)[-2:])
 
 
-def test_snapshots_create_puts_bare_names_in_the_agents_snapshot_dir(home: Path, agent: FakeAgent) -> None:
-    invoke(home, "run", "--name", "a", "--background")
-    result = invoke(home, "snapshots", "create", "--name", "a", "--snapshot-path", "a.snap", "--mem-path", "/abs/a.mem")
-    assert result.exit_code == 0, result.output
-    assert agent.fc_calls[-1] == ("PUT", "snapshot/create", {
-        "snapshot_path": "/var/lib/fc-agent/snapshots/a.snap", "mem_file_path": "/abs/a.mem", "snapshot_type": "Full"})
-    assert "snapshots load --name NEW --snapshot-path a.snap" in result.output
-
-
-def test_snapshots_load_creates_a_new_microvm(home: Path, agent: FakeAgent) -> None:
-    result = invoke(home, "snapshots", "load", "--name", "b", "--snapshot-path", "a.snap", "--mem-path", "a.mem",
-                    "--no-resume", "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["state"] == "paused"
-    assert agent.microvms["b"]["spec"]["snapshot"] == {"snapshot_path": "a.snap", "mem_path": "a.mem", "resume": False}
-    assert agent.fc_calls == []  # not a relay call: the agent makes the Firecracker process
-    taken = invoke(home, "snapshots", "load", "--name", "b", "--snapshot-path", "a.snap", "--mem-path", "a.mem")
-    assert taken.exit_code == 1 and "exists" in taken.output
-
-
-def test_metrics_get_flushes_then_prints_the_last_record(home: Path, agent: FakeAgent) -> None:
-    invoke(home, "run", "--name", "a", "--background")
-    agent.log_sources.add("metrics")
-    result = invoke(home, "metrics", "get", "--name", "a", "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["utc_timestamp_ms"] == 3
-    assert agent.fc_calls[-1] == ("PUT", "actions", {"action_type": "FlushMetrics"})
-
-
-def test_logs_print_the_agents_text(home: Path) -> None:
-    invoke(home, "run", "--name", "a", "--background")
-    result = invoke(home, "microvm", "logs", "--name", "a", "--tail", "2")
-    assert result.output == "serial line 4\nserial line 5\n"
+async def _text(chunks: Any) -> str:
+    return "".join([chunk async for chunk in chunks])
 
 
 def test_completion_prints_a_script_for_each_shell() -> None:
@@ -261,7 +255,21 @@ def test_version_flag() -> None:
     assert result.exit_code == 0 and "0.1.0" in result.output
 
 
-def test_cli_starts_without_heavy_imports() -> None:
-    code = "import sys, fc_macos.cli.main; heavy = [m for m in ('aiohttp', 'asyncio', 'fastjsonschema') if m in sys.modules]; print(heavy)"
+#: What a command that does not talk to the agent must not import (the CLI must start fast).
+HEAVY = ("aiohttp", "asyncio", "fastjsonschema", "fc_macos.images", "fc_macos.providers",
+         "fc_macos.agent.client", "fc_macos.firecracker", "fc_macos.cli.setup", "fc_macos.cli.fc_devices")
+
+
+@pytest.mark.parametrize("args", [["--version"], ["microvm", "list", "--help"], ["vm", "--help"]])
+def test_cli_starts_without_heavy_imports(args: list[str]) -> None:
+    code = ("import sys\nfrom fc_macos.cli.main import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print([m for m in sys.modules if m.startswith(%r)], file=sys.stderr)" % (HEAVY,))
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    assert "Usage:" in done.stdout or "0.1.0" in done.stdout
+    assert done.stderr.strip() == "[]"
+
+
+def test_importing_the_package_imports_only_its_version() -> None:
+    code = "import sys, fc_macos; print(sorted(m for m in sys.modules if m.startswith('fc_macos')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert out.strip() == "['fc_macos', 'fc_macos._version']"

@@ -7,12 +7,7 @@ under QEMU without waiting for it (marked ``guest``)."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +17,7 @@ from click.testing import CliRunner, Result
 from fc_macos.agent.network import tap_exists
 from fc_macos.cli.main import cli
 from fc_macos.config import AgentEndpoint
-from tests.agent.conftest import GUEST_BOOT_ARGS, TEST_VMM, kill_recorded_vmms, needs_net_admin
+from tests.helpers.agent import GUEST_BOOT_ARGS, agent_process, needs_net_admin
 from tests.helpers.guest_images import build_test_images
 
 pytestmark = [
@@ -32,41 +27,13 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def agent_home(short_tmp: Path) -> Iterator[Path]:
     """A real fc-agent (--no-nat) serving the offline guest images; its endpoint saved in a home."""
     images = build_test_images()
-    port = free_port()
-    state_dir, token_file, home = short_tmp / "state", short_tmp / "token", short_tmp / "home"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fc_macos.agent.main", "--listen", f"127.0.0.1:{port}", "--token-file", str(token_file),
-         "--state-dir", str(state_dir), "--firecracker-bin", str(TEST_VMM), "--image-dir", str(images.kernel.parent),
-         "--no-nat", "--log-level", "WARNING"],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "fc-agent exited"
-                assert time.monotonic() < deadline, "fc-agent did not answer"
-                time.sleep(0.1)
-        AgentEndpoint(url, token_file.read_text().strip()).save(home)
-        yield home
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        kill_recorded_vmms(state_dir)
+    with agent_process(short_tmp, (images.kernel.parent,)) as agent:
+        AgentEndpoint(agent.url, agent.token).save(short_tmp / "home")
+        yield short_tmp / "home"
 
 
 def invoke(home: Path, *args: str) -> Result:

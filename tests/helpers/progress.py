@@ -1,4 +1,4 @@
-"""``RecordingProgress``: a Progress (fc_macos.providers.base) that remembers what it was told."""
+"""``RecordingProgress``: a Progress (fc_macos.progress) that remembers what it was told."""
 
 from __future__ import annotations
 

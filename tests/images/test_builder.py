@@ -11,7 +11,7 @@ import fc_macos.images
 from fc_macos.errors import ImageError, NotFoundError, UsageError
 from fc_macos.images import build_images, verify_images
 from fc_macos.images.digest import sha256_file
-from fc_macos.providers.base import NullProgress
+from fc_macos.progress import NullProgress
 from tests.helpers.guest_images import build_test_images, default_cache_dir, find_kernel_deb, guest_agent_binary
 
 

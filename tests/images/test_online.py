@@ -16,7 +16,7 @@ import pytest
 from fc_macos.errors import ImageError
 from fc_macos.images import build_images
 from fc_macos.images.online import PINS, Pin, build_online, download, extract_rootfs_tarball
-from fc_macos.providers.base import NullProgress
+from fc_macos.progress import NullProgress
 from tests.helpers.guest_images import guest_agent_binary
 from tests.images.test_rootfs import debugfs
 

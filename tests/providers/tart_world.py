@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
+from fc_macos.agent_sync import BlockingAgent
 from fc_macos.config import AgentEndpoint, Config
 from fc_macos.providers.base import SetupOptions
 from fc_macos.providers.tart import TartProvider
@@ -25,6 +26,18 @@ from tests.helpers.progress import RecordingProgress
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
+
+
+def agent_health(url: str) -> dict[str, Any]:
+    """``GET /healthz`` of the agent at ``url``."""
+    with BlockingAgent(url, timeout=5) as agent:
+        return agent.health()
+
+
+def agent_info(url: str, token: str) -> dict[str, Any]:
+    """``GET /v1/info`` of the agent at ``url`` with ``token`` (AgentAuthError when refused)."""
+    with BlockingAgent(url, token, timeout=5) as agent:
+        return agent.info()
 
 
 @dataclass

@@ -17,14 +17,13 @@ import pytest
 from fc_macos.config import AgentEndpoint, Config
 from fc_macos.errors import ConflictError, SetupError
 from fc_macos.images.digest import sha256_file
-from fc_macos.providers import setup_steps
+from fc_macos.providers import pipeline, tart_checks, tart_host
 from fc_macos.providers.base import SetupOptions
-from fc_macos.providers.local_agent import agent_request
 from fc_macos.providers.tart import TartProvider
 from tests.doubles.tart_double.fixtures import TartDouble
 from tests.doubles.tart_double.state import pid_alive
 from tests.helpers.progress import RecordingProgress
-from tests.providers.tart_world import TEST_VMM, World, tart_world
+from tests.providers.tart_world import TEST_VMM, World, agent_health, agent_info, tart_world
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,8 +48,8 @@ def test_setup_runs_every_step_and_the_agent_answers_from_the_host(world: World)
     saved = AgentEndpoint.load(world.home)
     assert saved == world.endpoint
     assert stat.S_IMODE((world.home / "agent.json").stat().st_mode) == 0o600
-    assert agent_request(world.endpoint.url, None, "GET", "/healthz")["status"] == "ok"
-    info = agent_request(world.endpoint.url, world.endpoint.token, "GET", "/v1/info")
+    assert agent_health(world.endpoint.url)["status"] == "ok"
+    info = agent_info(world.endpoint.url, world.endpoint.token)
     assert info["firecracker_bin"] == "/usr/local/bin/firecracker"
     assert info["arch"] == os.uname().machine
     assert world.provider.config.vm_name == "fc-test"
@@ -62,7 +61,7 @@ def test_what_setup_installs_lands_in_the_vm_and_not_on_the_host(world: World) -
     assert token.read_text().strip() == world.endpoint.token
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert sha256_file(root / "usr-local-bin" / "firecracker") == sha256_file(TEST_VMM)
-    assert (root / "usr-local-bin" / "fc-agent").read_text() == setup_steps.agent_wrapper("fc_macos.agent.main")
+    assert (root / "usr-local-bin" / "fc-agent").read_text() == tart_host.agent_wrapper("fc_macos.agent.main")
     assert (root / "opt" / "fc-agent" / "lib" / "fc_macos" / "agent" / "main.py").is_file()
     assert (root / "opt" / "fc-agent" / "lib" / "aiohttp" / "__init__.py").is_file()
     images = root / "var" / "lib" / "fc-agent" / "images"
@@ -86,7 +85,7 @@ def test_setup_again_changes_nothing(world: World) -> None:
 def test_a_second_setup_racing_the_first_fails_clearly(world: World) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from fc_macos.providers.local import setup_lock\n"
+         "from fc_macos.providers.setup_steps import setup_lock\n"
          "with setup_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)", str(world.home)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -105,22 +104,25 @@ def test_status_doctor_logs_and_shell(world: World) -> None:
     assert status.agent_url == world.endpoint.url and status.details["cpus"] == 2
     checks = {check.name: check for check in world.provider.doctor()}
     assert all(check.ok for check in checks.values()), checks
-    assert {"tart", "vm-exists", "vm-running", "agent", "token"} <= set(checks)
+    assert {"tart", "vm-exists", "vm-running", "agent", "token", "images"} <= set(checks)
+    assert "files given to 'fc-macos setup" in checks["images"].detail  # the test images came as files
     assert any("listening" in line for line in world.provider.vm_logs())
     assert world.provider.vm_shell(["sh", "-c", "test -f /etc/fc-agent/token && exit 3"]) == 3
 
 
 def test_stop_then_start_brings_the_agent_back(world: World) -> None:
-    stopped = world.provider.vm_stop()
+    report = world.provider.vm_stop()
+    stopped = report.status
     assert (stopped.running, stopped.state, stopped.agent_ok) == (False, "stopped", False)
+    assert report.message.startswith("stopped the VM 'fc-test' and every microVM in it")
     checks = {check.name: check for check in world.provider.doctor()}
     assert not checks["vm-running"].ok and "fc-macos vm start" in (checks["vm-running"].fix or "")
-    assert world.provider.vm_stop().state == "stopped"  # a no-op when stopped
+    assert world.provider.vm_stop().status.state == "stopped"  # a no-op when stopped
     started = world.provider.vm_start(RecordingProgress())
     assert (started.running, started.agent_ok) == (True, True)
     endpoint = world.provider.endpoint()
     assert endpoint.url == started.agent_url and endpoint.token == world.endpoint.token
-    agent_request(endpoint.url, endpoint.token, "GET", "/v1/info")
+    agent_info(endpoint.url, endpoint.token)
 
 
 def test_the_release_installer_checks_the_tarball_before_installing(world: World, tmp_path: Path) -> None:
@@ -142,10 +144,10 @@ def test_the_release_installer_checks_the_tarball_before_installing(world: World
     gateway = guest.output("ip route show default").split()[2]
     with FileServer(gateway) as server:
         url = server.add(tarball).url
-        bad = guest.sh(setup_steps.INSTALL_RELEASE, url, "0" * 64, member, "/usr/local/bin/fc-probe",
+        bad = guest.sh(pipeline.INSTALL_RELEASE, url, "0" * 64, member, "/usr/local/bin/fc-probe",
                        sudo=True, check=False)
         assert bad.returncode != 0 and not (world.root / "usr-local-bin" / "fc-probe").exists()
-        guest.sh(setup_steps.INSTALL_RELEASE, url, sha256_file(tarball), member, "/usr/local/bin/fc-probe", sudo=True)
+        guest.sh(pipeline.INSTALL_RELEASE, url, sha256_file(tarball), member, "/usr/local/bin/fc-probe", sudo=True)
     assert guest.output("/usr/local/bin/fc-probe") == "Firecracker v1.16.1"
 
 
@@ -190,25 +192,25 @@ def test_a_host_without_nested_virtualization_gets_a_clear_error(tart_double: Ta
 
 
 def test_firecracker_release_is_pinned_per_architecture() -> None:
-    url, sha, member = setup_steps.firecracker_release("aarch64")
+    url, sha, member = pipeline.firecracker_release("aarch64")
     assert url == ("https://github.com/firecracker-microvm/firecracker/releases/download/v1.16.1/"
                    "firecracker-v1.16.1-aarch64.tgz")
     assert len(sha) == 64 and member == "release-v1.16.1-aarch64/firecracker-v1.16.1-aarch64"
     with pytest.raises(SetupError) as err:
-        setup_steps.firecracker_release("riscv64")
+        pipeline.firecracker_release("riscv64")
     assert "--firecracker-bin" in (err.value.hint or "")
 
 
 def test_host_checks() -> None:
-    assert setup_steps.check_macos("linux").ok and "not applicable" in setup_steps.check_macos("linux").detail
-    assert setup_steps.check_chip("linux").ok
+    assert tart_checks.check_macos("linux").ok and "not applicable" in tart_checks.check_macos("linux").detail
+    assert tart_checks.check_chip("linux").ok
     if sys.platform != "darwin":  # no sw_vers/sysctl here: the checks must fail, not pass by accident
-        assert not setup_steps.check_macos("darwin").ok
-        assert not setup_steps.check_chip("darwin").ok
-    assert not setup_steps.check_tart_version((2, 26, 9)).ok
-    assert setup_steps.check_tart_version((2, 27, 0)).ok
-    assert setup_steps.nested_failure("Error: Nested virtualization is only available for Mac with the M3 chip")
-    assert not setup_steps.nested_failure("Error: VM is already running!")
+        assert not tart_checks.check_macos("darwin").ok
+        assert not tart_checks.check_chip("darwin").ok
+    assert not tart_checks.check_tart_version((2, 26, 9)).ok
+    assert tart_checks.check_tart_version((2, 27, 0)).ok
+    assert tart_checks.nested_failure("Error: Nested virtualization is only available for Mac with the M3 chip")
+    assert not tart_checks.nested_failure("Error: VM is already running!")
 
 
 @pytest.mark.guest
@@ -256,6 +258,6 @@ def test_force_rebuilds_the_vm_from_scratch(world: World) -> None:
     assert any("deleting the VM 'fc-test'" in message for kind, _, message in progress.events if kind == "info")
     assert not marker.exists()
     assert new.token != old.token
-    agent_request(new.url, new.token, "GET", "/v1/info")
+    agent_info(new.url, new.token)
     with pytest.raises(AgentAuthError):
-        agent_request(new.url, old.token, "GET", "/v1/info")
+        agent_info(new.url, old.token)

@@ -15,11 +15,10 @@ from fc_macos.agent.client import AgentClient
 from fc_macos.agent.wire import MicroVMSpec
 from fc_macos.config import AgentEndpoint
 from fc_macos.errors import AgentError
-from fc_macos.providers import setup_steps
-from fc_macos.providers.local_agent import agent_request
+from fc_macos.providers import tart_host
 from tests.doubles.tart_double.state import pid_alive
 from tests.helpers.progress import RecordingProgress
-from tests.providers.tart_world import World, tart_world
+from tests.providers.tart_world import World, agent_health, agent_info, tart_world
 
 VM = "fc-systemd"
 
@@ -27,7 +26,7 @@ VM = "fc-systemd"
 class SystemdWorld(World):
     @property
     def unit_file(self) -> Path:
-        return self.root / setup_steps.UNIT_FILE.lstrip("/")
+        return self.root / tart_host.UNIT_FILE.lstrip("/")
 
     def main_pid(self) -> int:
         """The agent's main pid as the double's systemd recorded it."""
@@ -44,7 +43,7 @@ def _wait_agent(endpoint: AgentEndpoint) -> None:
     deadline = time.monotonic() + 60
     while True:
         try:
-            agent_request(endpoint.url, endpoint.token, "GET", "/v1/info", timeout=5)
+            agent_info(endpoint.url, endpoint.token)
             return
         except AgentError:
             assert time.monotonic() < deadline, "fc-agent does not answer after its restart"
@@ -55,24 +54,24 @@ def test_setup_starts_the_agent_as_a_systemd_unit(world: SystemdWorld) -> None:
     assert world.progress.names("done")[-2:] == ["start-agent", "check-agent"]
     start = next(detail for kind, name, detail in world.progress.events if (kind, name) == ("done", "start-agent"))
     assert start.startswith("systemd unit fc-agent.service;"), start
-    assert agent_request(world.endpoint.url, None, "GET", "/healthz")["status"] == "ok"
-    assert agent_request(world.endpoint.url, world.endpoint.token, "GET", "/v1/info")["firecracker_bin"] == \
-        setup_steps.FIRECRACKER
+    assert agent_health(world.endpoint.url)["status"] == "ok"
+    assert agent_info(world.endpoint.url, world.endpoint.token)["firecracker_bin"] == \
+        tart_host.FIRECRACKER
     assert pid_alive(world.main_pid())
     active = world.tart("exec", VM, "systemctl", "is-active", "fc-agent")
     assert (active.returncode, active.stdout.strip()) == (0, "active")
     wants = world.root / "etc" / "systemd" / "system" / "multi-user.target.wants" / "fc-agent.service"
     assert wants.is_symlink()  # enabled: starts at boot
     # the detached fallback was not used
-    assert not (world.root / setup_steps.AGENT_PID.lstrip("/")).exists()
-    assert not (world.root / setup_steps.AGENT_LOG.lstrip("/")).exists()
+    assert not (world.root / tart_host.AGENT_PID.lstrip("/")).exists()
+    assert not (world.root / tart_host.AGENT_LOG.lstrip("/")).exists()
 
 
 def test_the_unit_runs_the_agent_command_and_keeps_its_children(world: SystemdWorld) -> None:
     lines = world.unit_file.read_text().splitlines()
-    assert f"ExecStart={setup_steps.agent_command()}" in lines
+    assert f"ExecStart={tart_host.agent_command()}" in lines
     assert "KillMode=process" in lines
-    assert world.unit_file.read_text() == setup_steps.systemd_unit()
+    assert world.unit_file.read_text() == tart_host.systemd_unit()
     cmdline = Path(f"/proc/{world.main_pid()}/cmdline").read_bytes().split(b"\0")
     assert b"fc_macos.agent.main" in cmdline and b"--token-file" in cmdline
 
@@ -137,11 +136,11 @@ def test_following_the_logs_streams_new_journal_lines(world: SystemdWorld) -> No
 
 def test_stop_then_start_brings_the_unit_back(world: SystemdWorld) -> None:
     old_pid = world.main_pid()
-    stopped = world.provider.vm_stop()
+    stopped = world.provider.vm_stop().status
     assert (stopped.running, stopped.agent_ok) == (False, False)
     assert not pid_alive(old_pid)
     started = world.provider.vm_start(RecordingProgress())
     assert (started.running, started.agent_ok) == (True, True)
     assert pid_alive(world.main_pid()) and world.main_pid() != old_pid
     endpoint = world.provider.endpoint()
-    agent_request(endpoint.url, endpoint.token, "GET", "/v1/info")
+    agent_info(endpoint.url, endpoint.token)

@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
+import os
 import posixpath
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -295,8 +297,7 @@ class AgentClient:
         return data
 
     def _unreachable(self, exc: BaseException) -> AgentUnreachable:
-        reason = str(exc) or type(exc).__name__
-        return AgentUnreachable(f"cannot reach fc-agent at {self.url}: {reason}", hint=UNREACHABLE_HINT)
+        return AgentUnreachable(f"cannot reach fc-agent at {self.url}: {_reason(exc)}", hint=UNREACHABLE_HINT)
 
     def _error(self, status: int, text: str) -> FcMacosError:
         """Turn an agent error answer back into the typed error it stands for."""
@@ -331,6 +332,20 @@ class AgentClient:
         if code == "firecracker_unavailable":
             return FirecrackerUnavailable(message, hint=hint)
         return AgentRequestError(status, code, message, hint=hint)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection failed, in plain words ("connection refused"), not
+    aiohttp's "Cannot connect to host ... ssl:default [Connect call failed ...]"."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        if isinstance(error, socket.gaierror):
+            return f"cannot resolve the host name {exc.host!r}"
+        if error.errno:
+            return os.strerror(error.errno).lower()
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__
 
 
 def _parse_json(text: str) -> Any:

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fc_macos.config import write_json_atomic
 from fc_macos.errors import ConfigError
+from fc_macos.fsutil import write_json_atomic
 
 STATE_VERSION = 1
 

@@ -3,41 +3,43 @@ provider), the ``--json`` option, output helpers, progress printing and a way
 to call the agent.
 
 Only light modules are imported here: the CLI must start fast, so aiohttp,
-asyncio and the providers are imported inside the functions that use them.
+asyncio, the configuration and the providers are imported inside the functions
+that use them.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from fc_macos.config import AgentEndpoint, Config
-
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
+    from fc_macos.config import AgentEndpoint, Config
     from fc_macos.providers.base import Provider
 
 T = TypeVar("T")
 
 
-@dataclass
 class AppState:
-    """Global choices made on the command line, shared through ``ctx.obj``."""
+    """Global choices made on the command line, shared through ``ctx.obj``.
+    The configuration and the provider are loaded on first use."""
 
-    home: Path
-    provider_name: str | None = None
-    json: bool = False
-    _config: Config | None = field(default=None, repr=False)
-    _provider: Provider | None = field(default=None, repr=False)
+    def __init__(self, home: Path, provider_name: str | None = None, json: bool = False) -> None:
+        self.home = home
+        self.provider_name = provider_name
+        self.json = json
+        self._config: Config | None = None
+        self._provider: Provider | None = None
 
     @property
     def config(self) -> Config:
         if self._config is None:
+            from fc_macos.config import Config
+
             self._config = Config.load(self.home)
             if self.provider_name:
                 self._config.provider = self.provider_name

@@ -17,7 +17,7 @@ from fc_macos.cli.common import AppState, ClickProgress, emit, json_option, pass
 from fc_macos.config import home_dir
 from fc_macos.errors import FcMacosError
 from fc_macos.images import SOURCES, ImageSet, build_images, verify_images
-from fc_macos.providers.base import NullProgress
+from fc_macos.progress import NullProgress
 
 
 def _run(state: AppState, work: Callable[[], Any]) -> Any:
@@ -84,7 +84,10 @@ def build_cmd(state: AppState, source: str, out_dir: Path, arch: str | None, ker
     built = _run(state, lambda: build_images(
         source, out_dir, arch, kernel_deb=kernel_deb, base_url=base_url, force=force, progress=progress,
     ))
-    emit(state, built.to_dict(), _describe(built))
+    from fc_macos.providers.image_install import setup_command
+
+    install = setup_command(out_dir.resolve())
+    emit(state, {**built.to_dict(), "install": install}, f"{_describe(built)}\nInstall them with: {install}")
 
 
 @images.command("list")

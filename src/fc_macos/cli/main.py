@@ -3,6 +3,10 @@ place where errors become messages and exit codes.
 
 Exit codes: 0 success, 1 failure, 2 usage error (click's own usage errors and
 :class:`fc_macos.errors.UsageError`); otherwise ``FcMacosError.exit_code``.
+
+Commands are registered by name in :data:`COMMANDS` and their modules imported
+only when the command line names them, so that ``fc-macos --version`` and
+``fc-macos microvm list --help`` start fast (``benchmarks/cli_startup.py``).
 """
 
 from __future__ import annotations
@@ -13,17 +17,47 @@ from typing import Any
 
 import click
 
-from fc_macos import __version__
-from fc_macos.cli import firecracker, microvm, setup, vm
-from fc_macos.cli.common import AppState, json_option, emit, pass_state, print_error
+from fc_macos._version import __version__
+from fc_macos.cli.common import AppState, emit, json_option, pass_state, print_error
 from fc_macos.config import PROVIDERS, home_dir
 from fc_macos.errors import FcMacosError
 
 SHELLS = ("bash", "zsh", "fish")
 
+#: Top-level command name -> "module:attribute" of its click command, imported on first use.
+COMMANDS = {
+    "setup": "fc_macos.cli.setup:setup_cmd",
+    "doctor": "fc_macos.cli.setup:doctor_cmd",
+    "vm": "fc_macos.cli.vm:vm_group",
+    "run": "fc_macos.cli.microvm:run_cmd",
+    "microvm": "fc_macos.cli.microvm:microvm_group",
+    "images": "fc_macos.cli.images:images",
+    "boot": "fc_macos.cli.fc_devices:boot_group",
+    "drives": "fc_macos.cli.fc_devices:drives_group",
+    "network": "fc_macos.cli.fc_devices:network_group",
+    "balloon": "fc_macos.cli.fc_devices:balloon_group",
+    "machine": "fc_macos.cli.fc_instance:machine_group",
+    "actions": "fc_macos.cli.fc_instance:actions_group",
+    "snapshots": "fc_macos.cli.fc_instance:snapshots_group",
+    "metrics": "fc_macos.cli.fc_instance:metrics_group",
+}
+
 
 class FcMacosGroup(click.Group):
-    """The root group: turns every FcMacosError into 'Error:' + 'Hint:' and its exit code."""
+    """The root group: imports the commands of :data:`COMMANDS` when they are
+    named, and turns every FcMacosError into 'Error:' + 'Hint:' and its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            from importlib import import_module
+
+            module, attribute = COMMANDS[cmd_name].split(":")
+            command = getattr(import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -100,25 +134,6 @@ def completion_cmd(shell: str) -> None:
     assert comp_cls is not None
     comp = comp_cls(cli, {}, "fc-macos", "_FC_MACOS_COMPLETE")
     click.echo(comp.source())
-
-
-setup.register(cli)
-vm.register(cli)
-microvm.register(cli)
-firecracker.register(cli)
-
-
-def _register_images() -> None:
-    from importlib.util import find_spec
-
-    if find_spec("fc_macos.cli.images") is None:  # written by another part; optional until it lands
-        return
-    from fc_macos.cli.images import images
-
-    cli.add_command(images)
-
-
-_register_images()
 
 
 def main() -> None:

@@ -21,6 +21,8 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--vm-name", help="Name of the Linux VM (tart).")
 @click.option("--image", metavar="OCI", help="OCI image of the Linux VM (tart).")
 @click.option("--firecracker-bin", type=_file, help="Firecracker binary to use (default: 'firecracker' on PATH).")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
+              help="Install the image set 'fc-macos images build --out DIR' made (kernel, initrd, rootfs).")
 @click.option("--kernel", type=_file, help="Guest kernel (uncompressed vmlinux) to install.")
 @click.option("--initrd", type=_file, help="Guest initrd to install.")
 @click.option("--rootfs", type=_file, help="Guest root filesystem (ext4) to install.")
@@ -33,11 +35,16 @@ def setup_cmd(state: AppState, memory_mib: int | None, **options: object) -> Non
     With --json, progress is printed as JSON lines ({"event": "step"|"done"|
     "skip"|"info", ...}) and the last line is {"event": "result", ...}.
 
+    Guest images: --images DIR installs a set made by 'fc-macos images build';
+    --kernel/--initrd/--rootfs install single files (a kernel built with an
+    initrd needs its --initrd); with neither, setup builds them from the online
+    source. Re-running with other images replaces the old ones.
+
     \b
     Examples:
       fc-macos setup
-      fc-macos --provider local setup --firecracker-bin /usr/local/bin/firecracker
-      fc-macos setup --kernel vmlinux --rootfs rootfs.ext4 --force
+      fc-macos --provider local setup --firecracker-bin ./firecracker --images ./images
+      fc-macos setup --kernel vmlinux --initrd initrd.img --rootfs rootfs.ext4
     """
     from fc_macos.providers.base import SetupOptions
 
@@ -74,9 +81,3 @@ def doctor_cmd(state: AppState) -> None:
     emit(state, data, show)
     if not data["ok"]:
         raise click.exceptions.Exit(1)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(setup_cmd)
-    group.add_command(doctor_cmd)
-

@@ -9,8 +9,8 @@ import click
 from fc_macos.cli.common import AppState, ClickProgress, emit, json_option, pass_state
 
 
-def _show_status(state: AppState, status: object) -> None:
-    data = asdict(status)  # type: ignore[call-overload]
+def _show_status(state: AppState, status: object, extra: dict[str, str] | None = None) -> None:
+    data = {**asdict(status), **(extra or {})}  # type: ignore[call-overload]
 
     def show() -> None:
         lines = [("VM", f"{data['name']} ({data['provider']})"), ("State", data["state"])]
@@ -60,7 +60,7 @@ def vm_start(state: AppState) -> None:
     Example:
       fc-macos vm start
     """
-    from fc_macos.providers.base import NullProgress
+    from fc_macos.progress import NullProgress
 
     # With --json, stdout is the one status object: progress is not printed.
     progress = NullProgress() if state.json else ClickProgress(False)
@@ -72,13 +72,21 @@ def vm_start(state: AppState) -> None:
 @json_option
 @pass_state
 def vm_stop(state: AppState, force: bool) -> None:
-    """Stop the VM (and so every microVM in it); a no-op when stopped.
+    """Stop the Linux VM, and so every microVM in it; a no-op when stopped.
+
+    With --provider local there is no VM: this stops fc-agent, and its microVMs
+    keep running (in their own sessions) until 'vm start' brings the agent back
+    to them; --force stops them first.
 
     \b
-    Example:
-      fc-macos vm stop --force
+    Examples:
+      fc-macos vm stop
+      fc-macos --provider local vm stop --force
     """
-    _show_status(state, state.provider.vm_stop(force=force))
+    report = state.provider.vm_stop(force=force)
+    if not state.json:
+        click.echo(report.message[0].upper() + report.message[1:] + ".")
+    _show_status(state, report.status, extra={"message": report.message})
 
 
 @vm_group.command("shell", context_settings={"ignore_unknown_options": True})
@@ -108,7 +116,3 @@ def vm_logs(state: AppState, follow: bool) -> None:
     """
     for line in state.provider.vm_logs(follow=follow):
         click.echo(line, nl=not line.endswith("\n"))
-
-
-def register(group: click.Group) -> None:
-    group.add_command(vm_group)

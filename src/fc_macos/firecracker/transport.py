@@ -1,9 +1,10 @@
 """The raw layer of the Firecracker client: HTTP over one API Unix socket.
 
 :class:`FirecrackerTransport` speaks HTTP/1.1 over the socket with aiohttp
-(``Host: localhost``), one connection per request: Firecracker handles
-requests one at a time, and a pooled connection to a VMM that has exited only
-fails later. :meth:`~FirecrackerTransport.request` returns every answer
+(``Host: localhost``), over one kept-alive connection by default (Firecracker
+handles requests one at a time); a request whose kept-alive connection
+Firecracker dropped unanswered is sent once more on a new one, and
+``keep_alive=False`` opens one connection per request. :meth:`~FirecrackerTransport.request` returns every answer
 unchanged (the agent's raw relay uses it); :func:`error_from_response` turns a
 non-2xx answer into :class:`~fc_macos.errors.FirecrackerAPIError`. Socket
 trouble (missing, refused, reset, timeout) raises

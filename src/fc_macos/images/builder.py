@@ -37,7 +37,7 @@ from fc_macos.images.arch import normalize_arch
 from fc_macos.images.digest import sha256_file
 from fc_macos.images.rootfs import check_guest_agent
 from fc_macos.images.initramfs import init_script
-from fc_macos.providers.base import NullProgress, Progress
+from fc_macos.progress import NullProgress, Progress
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1

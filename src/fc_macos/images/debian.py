@@ -28,7 +28,7 @@ from fc_macos.images.initramfs import OPTIONAL_MODULES, REQUIRED_MODULES, build_
 from fc_macos.images.kernel import prepare_kernel
 from fc_macos.images.arch import debian_arch
 from fc_macos.images.rootfs import make_ext4, populate_busybox_tree
-from fc_macos.providers.base import Progress
+from fc_macos.progress import Progress
 
 DEFAULT_BUSYBOX = Path("/bin/busybox")
 ROOTFS_SIZE_MIB = 64

@@ -29,7 +29,7 @@ from fc_macos.images.arch import normalize_arch
 from fc_macos.images.digest import sha256_file
 from fc_macos.images.kernel import prepare_kernel
 from fc_macos.images.rootfs import install_init, make_ext4
-from fc_macos.providers.base import Progress
+from fc_macos.progress import Progress
 
 ROOTFS_SIZE_MIB = 256
 CHUNK = 1 << 16

@@ -1,31 +1,35 @@
 """``TartProvider``: fc-agent in a Linux VM driven through Tart (the default on macOS).
 
 The VM (default name ``fc-macos``, image ``ghcr.io/cirruslabs/ubuntu:latest``)
-runs with ``tart run --nested`` so that it has /dev/kvm. Setup installs
-Firecracker, fc-agent (from wheels, with the VM's own python3), guest images
-and a token inside it, then starts the agent (a systemd unit, or a detached
-process where the VM has no systemd). The host talks to the agent at
+runs with ``tart run --nested`` so that it has /dev/kvm. Setup is the shared
+pipeline (:mod:`fc_macos.providers.pipeline`) over
+:class:`~fc_macos.providers.tart_host.TartHost`: it makes and starts the VM,
+then installs Firecracker, fc-agent (from wheels, with the VM's own python3),
+guest images and a token inside it, and starts the agent (a systemd unit, or a
+detached process where the VM has no systemd). The host talks to the agent at
 ``http://<VM address>:8080`` with the token saved in ``FC_MACOS_HOME/agent.json``.
 
-Files under ``FC_MACOS_HOME``: ``agent.json`` (URL + token, 0600),
+Files under ``FC_MACOS_HOME``: ``agent.json`` (URL + token + provider, 0600),
 ``setup.lock``, ``tart-run.log`` (what ``tart run`` printed, quoted on
 failure), ``wheelhouse/<python>/`` (cached dependency wheels).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from fc_macos.agent_sync import BlockingAgent
 from fc_macos.config import AgentEndpoint, Config
 from fc_macos.errors import AgentAuthError, AgentError, ConfigError, ConflictError, FcMacosError, NotFoundError
-from fc_macos.providers import setup_steps as S
-from fc_macos.providers.base import Check, NullProgress, Progress, SetupOptions, VMStatus
-from fc_macos.providers.local import setup_lock
-from fc_macos.providers.local_agent import agent_request
+from fc_macos.progress import NullProgress, Progress
+from fc_macos.providers import image_install, pipeline
+from fc_macos.providers import tart_checks as T
+from fc_macos.providers.base import Check, SetupOptions, StopReport, VMStatus
 from fc_macos.providers.tart_cli import TartCLI
-from fc_macos.providers.tart_setup import TartSetup
+from fc_macos.providers.tart_host import AGENT_LOG, AGENT_PORT, TartHost
 
 
 class TartProvider:
@@ -42,32 +46,23 @@ class TartProvider:
     def vm_name(self) -> str:
         return self.config.vm_name
 
-    def _session(self, progress: Progress, options: SetupOptions | None = None) -> TartSetup:
-        return TartSetup(self.tart, self.home, self.config, self.vm_name, progress, options)
+    def open_host(self, options: SetupOptions, progress: Progress) -> TartHost:
+        return TartHost(self.tart, self.home, self.config, self.vm_name, progress, options)
 
     # -- setup ---------------------------------------------------------------------------------
 
     def setup(self, options: SetupOptions, progress: Progress) -> AgentEndpoint:
-        """See Provider.setup. Steps: check-tart, check-host, clone-vm, configure-vm,
-        start-vm, wait-ip, wait-exec, check-kvm, inspect-vm, install-firecracker,
-        install-agent, install-images, write-token, start-agent, check-agent."""
+        """See Provider.setup; the steps are in :mod:`fc_macos.providers.pipeline`."""
         if options.vm_name:
             self.config.vm_name = options.vm_name
         if options.image:
             self.config.image = options.image
-        self.config.provider = self.name
-        with setup_lock(self.home):
-            session = self._session(progress, options)
-            try:
-                S.run_steps(session.setup_steps(), progress, session.cleanups)
-            finally:
-                session.close()
-        return self.endpoint()
+        return pipeline.run_setup(self, options, progress)
 
     # -- the rest of the Provider interface ----------------------------------------------------
 
     def endpoint(self) -> AgentEndpoint:
-        return AgentEndpoint.require(self.home)
+        return AgentEndpoint.load(self.home, provider=self.name)
 
     def vm_status(self) -> VMStatus:
         try:
@@ -88,40 +83,34 @@ class TartProvider:
                 address = self.tart.ip(self.vm_name)
             except FcMacosError as exc:
                 details["error"] = exc.message
-        url = f"http://{address}:{S.AGENT_PORT}" if address else None
+        url = f"http://{address}:{AGENT_PORT}" if address else None
         agent_ok = False
         if url:
             try:
-                agent_request(url, None, "GET", "/healthz", timeout=3)
+                with BlockingAgent(url, timeout=3) as agent:
+                    agent.health()
                 agent_ok = True
-            except (AgentError, ValueError):  # ValueError: something else answers, not JSON
+            except AgentError:
                 pass
         return VMStatus(self.vm_name, self.name, True, vm.running, vm.state, address, url, agent_ok, details)
 
     def vm_start(self, progress: Progress) -> VMStatus:
         """Start the VM and the agent (a no-op when they run); keeps agent.json's
         URL in step with the VM's address."""
-        endpoint = self.endpoint()
+        self.endpoint()
         if self.tart.find(self.vm_name) is None:
             raise NotFoundError(f"the VM '{self.vm_name}' does not exist", hint="run 'fc-macos setup'")
-        session = self._session(progress)
-        session.token = endpoint.token
-        try:
-            steps = [
-                *session.start_steps(),
-                S.Step("start-agent", "starting fc-agent in the VM", session.start_agent),
-                S.Step("check-agent", "checking that fc-agent answers", session.check_agent),
-            ]
-            S.run_steps(steps, progress, session.cleanups)
-        finally:
-            session.close()
+        pipeline.run_start(self, progress)
         return self.vm_status()
 
-    def vm_stop(self, *, force: bool = False) -> VMStatus:
+    def vm_stop(self, *, force: bool = False) -> StopReport:
+        """Stops the VM, and so every microVM in it (they are gone, not paused)."""
         vm = self.tart.find(self.vm_name)
-        if vm is not None and vm.running:
-            self.tart.stop(self.vm_name, timeout=0 if force else None)
-        return self.vm_status()
+        if vm is None or not vm.running:
+            return StopReport(self.vm_status(), f"the VM '{self.vm_name}' is not running")
+        self.tart.stop(self.vm_name, timeout=0 if force else None)
+        return StopReport(self.vm_status(), f"stopped the VM '{self.vm_name}' and every microVM in it; "
+                          "'fc-macos vm start' starts it and fc-agent again")
 
     def _need_running(self) -> None:
         vm = self.tart.find(self.vm_name)
@@ -138,25 +127,25 @@ class TartProvider:
         """fc-agent's log: ``journalctl -u fc-agent`` where the VM has systemd,
         else its log file; ``follow`` keeps streaming."""
         self._need_running()
-        session = self._session(NullProgress())
+        host = self.open_host(SetupOptions(), NullProgress())
         try:
-            if session.has_systemd():
+            if host.has_systemd():
                 argv = ["sudo", "journalctl", "-u", "fc-agent", "--no-pager", *(["-f"] if follow else [])]
             else:
-                argv = ["sudo", "tail", "-n", "200", *(["-F"] if follow else []), S.AGENT_LOG]
+                argv = ["sudo", "tail", "-n", "200", *(["-F"] if follow else []), AGENT_LOG]
         finally:
-            session.close()
+            host.close()
         for line in self.tart.exec_stream(self.vm_name, argv):
             yield line.rstrip("\n")
 
     def doctor(self) -> list[Check]:
-        checks = [S.check_macos(), S.check_chip()]
+        checks = [T.check_macos(), T.check_chip()]
         try:
             program = self.tart.program
             version = self.tart.version()
         except FcMacosError as exc:
             return [*checks, Check("tart", False, exc.message, exc.hint)]
-        tart_check = S.check_tart_version(version)
+        tart_check = T.check_tart_version(version)
         checks.append(Check("tart", tart_check.ok, f"{tart_check.detail} at {program}", tart_check.fix))
         status = self.vm_status()
         exists = "exists" if status.exists else "is missing"
@@ -172,7 +161,22 @@ class TartProvider:
                             f"{'answers' if status.agent_ok else 'does not answer'}",
                             None if status.agent_ok else "run 'fc-macos vm start' (or 'fc-macos setup')"))
         checks.append(self._token_check(status))
+        checks.append(self._images_check())
         return checks
+
+    def _images_check(self) -> Check:
+        images = TartHost.layout.images_dir
+        script = 'cd "$1" 2>/dev/null && for f in *; do [ -f "$f" ] && echo "$f"; done; echo ---; cat manifest.json 2>/dev/null || true'
+        try:
+            out = self.tart.exec(self.vm_name, ["sudo", "sh", "-c", script, "sh", images], timeout=30).stdout
+        except FcMacosError as exc:
+            return Check("images", False, f"cannot look into {images}: {exc.message}", exc.hint)
+        names, _, manifest_text = out.partition("---\n")
+        try:
+            manifest = json.loads(manifest_text) if manifest_text.strip() else None
+        except ValueError:
+            manifest = None
+        return image_install.describe_images(images, set(names.split()), manifest if isinstance(manifest, dict) else None)
 
     def _token_check(self, status: VMStatus) -> Check:
         try:
@@ -183,7 +187,8 @@ class TartProvider:
             return Check("token", False, f"agent.json points at {endpoint.url}, the VM is at {status.agent_url}",
                          "run 'fc-macos vm start' to update it")
         try:
-            agent_request(endpoint.url, endpoint.token, "GET", "/v1/info", timeout=5)
+            with BlockingAgent.from_endpoint(endpoint, timeout=5) as agent:
+                agent.info()
         except AgentAuthError:
             return Check("token", False, "fc-agent refuses the saved token", "run 'fc-macos setup' again")
         except AgentError as exc:

@@ -1,35 +1,95 @@
-"""``TartSetup``: the work behind each named setup step of the ``tart`` provider.
+"""``TartHost``: the Tart VM as one setup (or ``vm start``) run sees it.
 
-One instance per ``setup`` (or ``vm start``) run; the step list and its rules
-are in :mod:`fc_macos.providers.setup_steps`. Files reach the VM from a
+The machine steps make and start the VM (check-tart, check-host, clone-vm,
+configure-vm, start-vm, wait-ip, wait-exec, check-kvm, inspect-vm); the rest of
+the :class:`~fc_macos.providers.base.Host` interface works inside it through
+``tart exec`` (:class:`~fc_macos.providers.tart_guest.Guest`, as root with
+sudo). Files reach the VM from a
 :class:`~fc_macos.providers.fileserver.FileServer` bound to the VM's gateway,
-started on first need and stopped by :meth:`close`.
+started on first need and stopped by :meth:`TartHost.close`.
+
+Inside the VM, fc-agent's Python packages are unpacked from wheels into
+``/opt/fc-agent/lib`` and started with the VM's own python3, as the systemd unit
+``fc-agent.service`` where the VM has systemd, else as a detached process.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fc_macos.config import AgentEndpoint, Config
-from fc_macos.errors import AgentError, SetupError, TartError
-from fc_macos.providers import setup_steps as S
-from fc_macos.providers.base import Progress, SetupOptions
+from fc_macos.config import Config
+from fc_macos.errors import SetupError, TartError
+from fc_macos.progress import Progress
+from fc_macos.providers import tart_checks as T
+from fc_macos.providers.base import AgentLayout, SetupOptions
 from fc_macos.providers.fileserver import FileServer, ServedFile
-from fc_macos.providers.local import IMAGE_NAMES
-from fc_macos.providers.local_agent import agent_request
+from fc_macos.providers.setup_steps import Skipped, Step
 from fc_macos.providers.tart_cli import TartCLI
 from fc_macos.providers.tart_guest import Guest
 from fc_macos.providers.wheels import dependency_wheels, project_wheel
 
 IP_TIMEOUT_S = 180.0
 EXEC_TIMEOUT_S = 180.0
-AGENT_TIMEOUT_S = 60.0
+MIN_PYTHON = (3, 10)
+
+# Where things live inside the VM.
+AGENT_PORT = 8080
+GUEST_LIB = "/opt/fc-agent/lib"
+WHEELS_MANIFEST = "/opt/fc-agent/wheels.sha256"
+TOKEN_FILE = "/etc/fc-agent/token"
+STATE_DIR = "/var/lib/fc-agent"
+AGENT_PID = f"{STATE_DIR}/agent.pid"
+AGENT_LOG = "/var/log/fc-agent.log"
+FIRECRACKER = "/usr/local/bin/firecracker"
+UNIT_FILE = "/etc/systemd/system/fc-agent.service"
+LAYOUT = AgentLayout(firecracker=FIRECRACKER, token_file=TOKEN_FILE, state_dir=STATE_DIR)
+
+
+def agent_wrapper(module: str) -> str:
+    """The sh wrapper installed as /usr/local/bin/fc-agent (or fc-macos)."""
+    return f'#!/bin/sh\nexec env PYTHONPATH={GUEST_LIB} python3 -m {module} "$@"\n'
+
+
+def agent_command() -> str:
+    return (f"/usr/local/bin/fc-agent --listen 0.0.0.0:{AGENT_PORT} --token-file {TOKEN_FILE} "
+            f"--state-dir {STATE_DIR} --firecracker-bin {FIRECRACKER}")
+
+
+def systemd_unit() -> str:
+    """fc-agent's unit. ``KillMode=process``: stopping or restarting the agent
+    leaves the Firecracker processes (its children, in its cgroup) running; a
+    new agent takes them over from its state directory."""
+    return (
+        "[Unit]\nDescription=fc-agent: Firecracker microVMs over HTTP (fc-macos)\n"
+        "After=network-online.target\nWants=network-online.target\n\n"
+        f"[Service]\nExecStart={agent_command()}\nRestart=on-failure\nRestartSec=2\nKillMode=process\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+# $1 pid file, $2 log, $3.. the agent command. Stops a previous agent started this
+# way (only if its command line is fc-agent's), then starts a new one detached:
+# `tart exec` returns only when the command's output closes, so redirect all of it.
+START_DETACHED = r"""
+pidfile=$1; log=$2; shift 2
+if [ -f "$pidfile" ]; then
+  old=$(cat "$pidfile")
+  if [ -n "$old" ] && grep -q fc_macos.agent.main "/proc/$old/cmdline" 2>/dev/null; then
+    kill "$old" 2>/dev/null
+    i=0
+    while kill -0 "$old" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    kill -9 "$old" 2>/dev/null
+  fi
+fi
+mkdir -p "$(dirname "$pidfile")" "$(dirname "$log")"
+nohup setsid "$@" >>"$log" 2>&1 </dev/null &
+echo $! > "$pidfile"
+"""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -42,7 +102,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class TartSetup:
+class TartHost:
+    """The Tart VM ``name``; see :class:`fc_macos.providers.base.Host` for the contract."""
+
+    layout = LAYOUT
+
     def __init__(self, tart: TartCLI, home: Path, config: Config, name: str, progress: Progress,
                  options: SetupOptions | None = None) -> None:
         self.tart = tart
@@ -55,10 +119,8 @@ class TartSetup:
         self.cleanups: list[Callable[[], None]] = []
         self.address: str | None = None
         self.gateway: str | None = None
-        self.arch = ""
+        self._arch = ""
         self.python = ""
-        self.token: str | None = None
-        self.agent_changed = False
         self._server: FileServer | None = None
         self._tmp_dir: Path | None = None
         self._run_pid: int | None = None  # the `tart run` this session started
@@ -93,21 +155,22 @@ class TartSetup:
             self._server = FileServer(self.gateway).start()
         return self._server.add(path, name)
 
-    @property
     def agent_url(self) -> str:
-        return f"http://{self.address}:{S.AGENT_PORT}"
+        if not self.address:
+            self.address = self.tart.ip(self.name)
+        return f"http://{self.address}:{AGENT_PORT}"
 
     # -- checks -------------------------------------------------------------------------------
 
     def check_tart(self) -> str:
-        check = S.check_tart_version(self.tart.version())
+        check = T.check_tart_version(self.tart.version())
         if not check.ok:
             raise SetupError("check-tart", check.detail, hint=check.fix)
         return check.detail
 
     def check_host(self) -> str:
         details = []
-        for check in (S.check_macos(), S.check_chip()):
+        for check in (T.check_macos(), T.check_chip()):
             if not check.ok:
                 raise SetupError("check-host", check.detail, hint=check.fix)
             details.append(check.detail)
@@ -124,7 +187,7 @@ class TartSetup:
             self.tart.delete(self.name)
             existing = None
         if existing:
-            raise S.Skipped(f"the VM '{self.name}' exists")
+            raise Skipped(f"the VM '{self.name}' exists")
         image = self.options.image or self.config.image
         self.progress.info(f"cloning {image} (the first pull downloads several GB)")
         try:
@@ -141,7 +204,7 @@ class TartSetup:
         memory = self.options.memory_mib or self.config.memory_mib
         info = self.tart.get(self.name)
         if (info.cpus, info.memory_mib) == (cpus, memory):
-            raise S.Skipped(f"{cpus} CPUs, {memory} MiB")
+            raise Skipped(f"{cpus} CPUs, {memory} MiB")
         if info.running:
             self.progress.info(f"stopping the VM to give it {cpus} CPUs and {memory} MiB")
             self.tart.stop(self.name)
@@ -154,7 +217,7 @@ class TartSetup:
         if vm is None:
             raise SetupError("start-vm", f"the VM '{self.name}' does not exist", hint="run 'fc-macos setup'")
         if vm.running:
-            raise S.Skipped(f"the VM '{self.name}' runs")
+            raise Skipped(f"the VM '{self.name}' runs")
         offset = self.run_log.stat().st_size if self.run_log.exists() else 0
         pid = self.tart.run_detached(self.name, log_path=self.run_log, nested=True)
         self._run_pid, self._run_offset = pid, offset
@@ -182,8 +245,8 @@ class TartSetup:
         if pid is None or _pid_alive(pid):
             return
         output = self._run_output()
-        if S.nested_failure(output):
-            raise SetupError(step, f"'tart run --nested' failed: {output[-600:]}", hint=S.NESTED_HINT)
+        if T.nested_failure(output):
+            raise SetupError(step, f"'tart run --nested' failed: {output[-600:]}", hint=T.NESTED_HINT)
         raise SetupError(step, f"'tart run' ended: {output[-600:] or 'no output'}",
                          hint=f"see {self.run_log}; 'tart run {self.name}' shows Tart's own error")
 
@@ -214,7 +277,7 @@ class TartSetup:
 
     def check_kvm(self) -> str:
         if not self.guest.ok("test -e /dev/kvm"):
-            raise SetupError("check-kvm", "/dev/kvm does not exist inside the VM", hint=S.NESTED_HINT)
+            raise SetupError("check-kvm", "/dev/kvm does not exist inside the VM", hint=T.NESTED_HINT)
         return "/dev/kvm present"
 
     def learn_gateway(self) -> str:
@@ -227,10 +290,10 @@ class TartSetup:
         return self.gateway
 
     def inspect_vm(self) -> str:
-        self.arch = self.guest.output("uname -m")
+        self._arch = self.guest.output("uname -m")
         self.python = self.guest.output("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'")
         major, _, minor = self.python.partition(".")
-        if not (major.isdigit() and minor.isdigit()) or (int(major), int(minor)) < S.MIN_PYTHON:
+        if not (major.isdigit() and minor.isdigit()) or (int(major), int(minor)) < MIN_PYTHON:
             raise SetupError("inspect-vm", f"the VM's python3 is {self.python or 'missing'}; fc-agent needs 3.10+",
                              hint="use an image with Python 3.10 or later (the default ubuntu:latest has it)")
         if not self.guest.ok("command -v curl && command -v sha256sum"):
@@ -239,176 +302,104 @@ class TartSetup:
         self.learn_gateway()
         if not self.address:
             self.address = self.tart.ip(self.name)
-        return f"{self.arch}, Python {self.python}, gateway {self.gateway}, address {self.address}"
+        return f"{self._arch}, Python {self.python}, gateway {self.gateway}, address {self.address}"
 
-    # -- what gets installed ------------------------------------------------------------------
+    # -- the host interface ---------------------------------------------------------------
 
-    def install_firecracker(self) -> str:
-        given = self.options.firecracker_bin
-        if given is not None:
-            if not Path(given).is_file():
-                raise SetupError("install-firecracker", f"{given} is not a file", hint="check --firecracker-bin")
-            if not self.guest.ensure(self.serve(Path(given), "firecracker"), S.FIRECRACKER, mode="0755"):
-                raise S.Skipped(f"{S.FIRECRACKER} is {given}")
-            self.agent_changed = True
-            return f"{given} -> {S.FIRECRACKER}"
-        url, sha, member = S.firecracker_release(self.arch)
-        installed = self.guest.sh(f"{S.FIRECRACKER} --version 2>/dev/null | head -n1", check=False).stdout
-        if S.FIRECRACKER_VERSION in installed and not self.options.force:
-            raise S.Skipped(installed.strip())
-        self.guest.sh(S.INSTALL_RELEASE, url, sha, member, S.FIRECRACKER, sudo=True, timeout=900)
-        self.agent_changed = True
-        return f"Firecracker {S.FIRECRACKER_VERSION} ({self.arch}), sha256 verified"
+    def arch(self) -> str:
+        if not self._arch:
+            self._arch = self.guest.output("uname -m")
+        return self._arch
 
-    def install_agent(self) -> str:
+    def run(self, script: str, *args: str, check: bool = True, timeout: float | None = 120.0) -> tuple[int, str, str]:
+        result = self.guest.sh(script, *args, sudo=True, check=check, timeout=timeout)
+        return result.returncode, result.stdout, result.stderr
+
+    def put_file(self, src: Path, dest: str, *, mode: str = "0644") -> bool:
+        return self.guest.ensure(self.serve(src, Path(dest).name), dest, mode=mode)
+
+    def put_secret(self, dest: str, text: str) -> None:
+        path = self._tmp / f"secret-{len(os.listdir(self._tmp))}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        self.guest.fetch(self.serve(path, Path(dest).name), dest, mode="0600")
+
+    def read_secret(self, path: str) -> str | None:
+        return self.guest.sh('cat "$1" 2>/dev/null || true', path, sudo=True).stdout.strip() or None
+
+    def install_agent(self, force: bool) -> str:
         wheels = [project_wheel(self._tmp / "wheel"),
-                  *dependency_wheels(self.python, self.home / "wheelhouse", machine=self.arch)]
+                  *dependency_wheels(self.python, self.home / "wheelhouse", machine=self.arch())]
         served = [self.serve(w) for w in wheels]
         manifest = "".join(f"{s.sha256}  {s.name}\n" for s in served)
-        current = self.guest.sh(f"cat {S.WHEELS_MANIFEST} 2>/dev/null || true").stdout
-        if current == manifest and not self.options.force:
-            raise S.Skipped(f"{len(wheels)} wheels already in {S.GUEST_LIB}")
+        current = self.guest.sh(f"cat {WHEELS_MANIFEST} 2>/dev/null || true").stdout
+        if current == manifest and not force:
+            raise Skipped(f"{len(wheels)} wheels already in {GUEST_LIB}")
         staging = "/opt/fc-agent/wheels"
         self.guest.fetch_all([(item, f"{staging}/{item.name}") for item in served])
-        unpack = (f'set -e; rm -rf {S.GUEST_LIB}.new; mkdir -p {S.GUEST_LIB}.new; '
-                  f'for w in "$@"; do python3 -m zipfile -e "{staging}/$w" {S.GUEST_LIB}.new; done; '
-                  f'chmod -R a+rX {S.GUEST_LIB}.new; chmod 755 /opt/fc-agent; rm -rf {S.GUEST_LIB}.old; '
-                  f'if [ -d {S.GUEST_LIB} ]; then mv {S.GUEST_LIB} {S.GUEST_LIB}.old; fi; '
-                  f'mv {S.GUEST_LIB}.new {S.GUEST_LIB}; rm -rf {S.GUEST_LIB}.old {staging}')
+        unpack = (f'set -e; rm -rf {GUEST_LIB}.new; mkdir -p {GUEST_LIB}.new; '
+                  f'for w in "$@"; do python3 -m zipfile -e "{staging}/$w" {GUEST_LIB}.new; done; '
+                  f'chmod -R a+rX {GUEST_LIB}.new; chmod 755 /opt/fc-agent; rm -rf {GUEST_LIB}.old; '
+                  f'if [ -d {GUEST_LIB} ]; then mv {GUEST_LIB} {GUEST_LIB}.old; fi; '
+                  f'mv {GUEST_LIB}.new {GUEST_LIB}; rm -rf {GUEST_LIB}.old {staging}')
         self.guest.sh(unpack, *(s.name for s in served), sudo=True, timeout=300)
-        self.guest.write_text("/usr/local/bin/fc-agent", S.agent_wrapper("fc_macos.agent.main"), mode="0755")
-        self.guest.write_text("/usr/local/bin/fc-macos", S.agent_wrapper("fc_macos.cli.main"), mode="0755")
+        self.guest.write_text("/usr/local/bin/fc-agent", agent_wrapper("fc_macos.agent.main"), mode="0755")
+        self.guest.write_text("/usr/local/bin/fc-macos", agent_wrapper("fc_macos.cli.main"), mode="0755")
         probe = self.guest.sh("/usr/local/bin/fc-agent --version", check=False)
         if probe.returncode != 0:
             raise SetupError("install-agent", f"the installed fc-agent does not start: {probe.stderr.strip()[-600:]}",
                              hint=f"the VM's Python {self.python} may lack something; see 'fc-macos vm shell'")
-        self.guest.write_text(S.WHEELS_MANIFEST, manifest)
-        self.agent_changed = True
-        return f"{len(wheels)} wheels unpacked into {S.GUEST_LIB}; {probe.stdout.strip()}"
+        self.guest.write_text(WHEELS_MANIFEST, manifest)
+        return f"{len(wheels)} wheels unpacked into {GUEST_LIB}; {probe.stdout.strip()}"
 
-    def install_images(self) -> str:
-        given = {kind: getattr(self.options, kind) for kind in IMAGE_NAMES if getattr(self.options, kind)}
-        for kind, path in given.items():
-            if not Path(path).is_file():
-                raise SetupError("install-images", f"{kind} file {path} does not exist", hint=f"check --{kind}")
-        if given:
-            changed = []
-            for kind, path in given.items():
-                dest = f"{S.IMAGES_DIR}/{IMAGE_NAMES[kind]}"
-                if self.guest.ensure(self.serve(Path(path), IMAGE_NAMES[kind]), dest):
-                    changed.append(IMAGE_NAMES[kind])
-            if "kernel" in given and "initrd" not in given:
-                self.guest.sh(f'rm -f {S.IMAGES_DIR}/{IMAGE_NAMES["initrd"]}', sudo=True)
-            if not changed:
-                raise S.Skipped("the given images are installed")
-            self.guest.sh(f"rm -f {S.IMAGES_DIR}/manifest.json", sudo=True)
-            return ", ".join(changed)
-        present = self.guest.ok(f'test -f {S.IMAGES_DIR}/{IMAGE_NAMES["kernel"]} -a '
-                                f'-f {S.IMAGES_DIR}/{IMAGE_NAMES["rootfs"]}')
-        if present and not self.options.force:
-            raise S.Skipped(f"images already in {S.IMAGES_DIR}")
-        if self.options.skip_assets:
-            raise S.Skipped("--skip-assets given")
-        self.progress.info("building guest images inside the VM (downloads the Firecracker CI kernel)")
-        build = f"fc-macos images build --source online --out {S.IMAGES_DIR}"
-        if self.options.force:
-            build += " --force"
+    def build_images(self, source: str, force: bool) -> None:
+        build = f"fc-macos images build --source {source} --out {self.layout.images_dir}"
         try:
-            self.guest.sh(build, sudo=True, timeout=1800)
+            self.guest.sh(build + (" --force" if force else ""), sudo=True, timeout=1800)
         except TartError as exc:
-            raise SetupError("install-images", f"cannot build guest images in the VM: {exc.message}",
-                             hint="check the VM's internet access, or pass --kernel/--rootfs (and --initrd) "
-                             "to install your own images, or --skip-assets to install none") from exc
-        return f"built from the online source into {S.IMAGES_DIR}"
-
-    def write_token(self) -> str:
-        saved = AgentEndpoint.load(self.home)
-        if saved and not self.options.force:
-            current = self.guest.sh(f"cat {S.TOKEN_FILE} 2>/dev/null || true", sudo=True).stdout.strip()
-            if current and secrets.compare_digest(current, saved.token):
-                self.token = saved.token
-                raise S.Skipped(f"{S.TOKEN_FILE} holds the saved token")
-        token = secrets.token_urlsafe(32)
-        path = S.private_file(token + "\n", self._tmp)
-        self.guest.fetch(self.serve(path, "token"), S.TOKEN_FILE, mode="0600")
-        self.token = token
-        self.agent_changed = True
-        return f"new token in {S.TOKEN_FILE} (0600)"
-
-    # -- the agent ----------------------------------------------------------------------------
-
-    def _agent_answers(self) -> bool:
-        if not self.address or not self.token:
-            return False
-        try:
-            agent_request(self.agent_url, self.token, "GET", "/v1/info", timeout=5)
-        except AgentError:
-            return False
-        return True
+            raise TartError(f"in the VM: {exc.message}", stderr=exc.stderr,
+                            hint="check the VM's internet access ('fc-macos vm shell')") from exc
 
     def has_systemd(self) -> bool:
         return self.guest.ok("test -d /run/systemd/system")
 
     def start_agent(self) -> str:
-        if not self.agent_changed and self._agent_answers():
-            raise S.Skipped(f"fc-agent answers at {self.agent_url} with the saved token")
         if self.has_systemd():
-            self.guest.write_text(S.UNIT_FILE, S.systemd_unit())
+            self.guest.write_text(UNIT_FILE, systemd_unit())
             self.guest.sh("systemctl daemon-reload && systemctl enable fc-agent >/dev/null 2>&1 && "
                           "systemctl restart fc-agent", sudo=True)
-            how = "systemd unit fc-agent.service"
-        else:
-            self.guest.sh(S.START_DETACHED, S.AGENT_PID, S.AGENT_LOG, *S.agent_command().split(), sudo=True)
-            how = f"detached, log in {S.AGENT_LOG}"
-        self._wait_agent()
-        return f"{how}; listening at {self.agent_url}"
+            return "systemd unit fc-agent.service"
+        self.guest.sh(START_DETACHED, AGENT_PID, AGENT_LOG, *agent_command().split(), sudo=True)
+        return f"detached, log in {AGENT_LOG}"
 
-    def _wait_agent(self) -> None:
-        deadline = time.monotonic() + AGENT_TIMEOUT_S
-        while not self._agent_answers():
-            if time.monotonic() > deadline:
-                raise SetupError("start-agent",
-                                 f"fc-agent does not answer at {self.agent_url}:\n{self.agent_log_tail()}",
-                                 hint="see the whole log with 'fc-macos vm logs'")
-            time.sleep(0.5)
+    def agent_alive(self) -> bool | None:
+        return None
 
     def agent_log_tail(self, lines: int = 20) -> str:
         if self.has_systemd():
             cmd = f"journalctl -u fc-agent -n {lines} --no-pager"
         else:
-            cmd = f"tail -n {lines} {S.AGENT_LOG}"
+            cmd = f"tail -n {lines} {AGENT_LOG}"
         return self.guest.sh(cmd, sudo=True, check=False).stdout.strip()
-
-    def check_agent(self) -> str:
-        assert self.token is not None
-        health = agent_request(self.agent_url, None, "GET", "/healthz")
-        info = agent_request(self.agent_url, self.token, "GET", "/v1/info")
-        AgentEndpoint(self.agent_url, self.token).save(self.home)
-        return f"fc-agent {health.get('version', '?')} ({info.get('arch', '?')}) at {self.agent_url}"
 
     # -- step lists ---------------------------------------------------------------------------
 
-    def start_steps(self) -> list[S.Step]:
+    def start_steps(self) -> list[Step]:
         """Start the VM and wait until it can be used (shared by setup and 'vm start')."""
         return [
-            S.Step("start-vm", f"starting the VM '{self.name}' (tart run --nested)", self.start_vm),
-            S.Step("wait-ip", "waiting for the VM's IP address", self.wait_ip),
-            S.Step("wait-exec", "waiting for 'tart exec' to work in the VM", self.wait_exec, commit=True),
+            Step("start-vm", f"starting the VM '{self.name}' (tart run --nested)", self.start_vm),
+            Step("wait-ip", "waiting for the VM's IP address", self.wait_ip),
+            Step("wait-exec", "waiting for 'tart exec' to work in the VM", self.wait_exec, commit=True),
         ]
 
-    def setup_steps(self) -> list[S.Step]:
+    def machine_steps(self) -> list[Step]:
         return [
-            S.Step("check-tart", "checking Tart's version", self.check_tart),
-            S.Step("check-host", "checking macOS and the chip (nested virtualization)", self.check_host),
-            S.Step("clone-vm", f"creating the VM '{self.name}'", self.clone_vm),
-            S.Step("configure-vm", "setting the VM's CPUs and memory", self.configure_vm, commit=True),
+            Step("check-tart", "checking Tart's version", self.check_tart),
+            Step("check-host", "checking macOS and the chip (nested virtualization)", self.check_host),
+            Step("clone-vm", f"creating the VM '{self.name}'", self.clone_vm),
+            Step("configure-vm", "setting the VM's CPUs and memory", self.configure_vm, commit=True),
             *self.start_steps(),
-            S.Step("check-kvm", "checking /dev/kvm inside the VM", self.check_kvm),
-            S.Step("inspect-vm", "learning the VM's architecture, Python and gateway", self.inspect_vm),
-            S.Step("install-firecracker", "installing Firecracker in the VM", self.install_firecracker),
-            S.Step("install-agent", "installing fc-agent in the VM", self.install_agent),
-            S.Step("install-images", "installing guest images in the VM", self.install_images),
-            S.Step("write-token", "writing the agent's token", self.write_token),
-            S.Step("start-agent", "starting fc-agent in the VM", self.start_agent),
-            S.Step("check-agent", "checking that fc-agent answers from this Mac", self.check_agent),
+            Step("check-kvm", "checking /dev/kvm inside the VM", self.check_kvm),
+            Step("inspect-vm", "learning the VM's architecture, Python and gateway", self.inspect_vm),
         ]

@@ -1,0 +1,168 @@
+"""``BlockingAgent``: :class:`~fc_macos.agent.client.AgentClient` for code without an event loop.
+
+Providers, setup and scripts call fc-agent synchronously; this is the one way
+they do it (there is no second agent client). A private event loop runs in a
+daemon thread, one ``AgentClient`` session lives on it, and each call runs a
+coroutine there and waits for its result::
+
+    with BlockingAgent(url, token) as agent:
+        agent.health()                                  # {"status": "ok", "version": ...}
+        infos = agent.run(lambda c: c.list_microvms())  # any AgentClient method
+        for text in agent.iterate(lambda c: c.logs("web", follow=True)):
+            print(text, end="")                         # any async iterator it returns
+
+Errors are AgentClient's own typed errors (``AgentUnreachable``,
+``AgentAuthError``, ``NotFoundError`` ...), raised in the caller's thread.
+A ``BlockingAgent`` may be used from several threads; calls are serialised by
+the loop. ``close()`` is idempotent; the loop starts on first use, so making
+one costs nothing. Interrupting a call (Ctrl+C) cancels its coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:
+    from fc_macos.agent.client import AgentClient
+    from fc_macos.agent.wire import MicroVMInfo
+    from fc_macos.config import AgentEndpoint
+
+T = TypeVar("T")
+_END = object()  # what iterate()'s step returns at the end of the iterator
+
+#: Per-read timeout of the providers' probes; creating a microVM needs AgentClient's longer default.
+PROBE_TIMEOUT_S = 5.0
+
+
+class BlockingAgent:
+    """Blocking calls to one fc-agent at ``url`` with ``token`` (``None``: only
+    ``/healthz`` works). ``timeout`` is AgentClient's per-read timeout."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float | None = None,
+                 home: Path | None = None) -> None:
+        self.url = url
+        self.token = token
+        self._options: dict[str, Any] = {"home": home}
+        if timeout is not None:
+            self._options["timeout"] = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: AgentClient | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_endpoint(cls, endpoint: AgentEndpoint, **kwargs: Any) -> BlockingAgent:
+        return cls(endpoint.url, endpoint.token, **kwargs)
+
+    def __enter__(self) -> BlockingAgent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the generic call ------------------------------------------------------------------
+
+    def run(self, work: Callable[[AgentClient], Awaitable[T]]) -> T:
+        """Run ``work(client)`` on the private loop and return its result (or raise its error)."""
+        loop, client = self._start()
+
+        async def call() -> T:
+            return await work(client)
+
+        future: Future[T] = asyncio.run_coroutine_threadsafe(call(), loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def iterate(self, make: Callable[[AgentClient], AsyncIterator[T]]) -> Iterator[T]:
+        """Yield what the async iterator ``make(client)`` yields (``c.logs(...)``, a
+        console ...), one item per step of the loop; leaving the ``for`` early closes it."""
+        loop, client = self._start()
+        iterator = make(client)
+
+        async def step() -> object:
+            try:
+                return await iterator.__anext__()
+            except StopAsyncIteration:
+                return _END
+
+        try:
+            while True:
+                future: Future[object] = asyncio.run_coroutine_threadsafe(step(), loop)
+                try:
+                    item = future.result()
+                except BaseException:
+                    future.cancel()
+                    raise
+                if item is _END:
+                    return
+                yield cast(T, item)
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None and self._loop is loop:
+                asyncio.run_coroutine_threadsafe(close(), loop).result()
+
+    # -- what providers and scripts ask most -----------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``GET /healthz`` (no token needed)."""
+        return self.run(lambda c: c.health())
+
+    def info(self) -> dict[str, Any]:
+        """``GET /v1/info`` (checks the token too)."""
+        return self.run(lambda c: c.info())
+
+    def answers(self) -> bool:
+        """Whether the agent answers ``/v1/info`` with this token; never raises an FcMacosError."""
+        from fc_macos.errors import FcMacosError
+
+        try:
+            self.info()
+        except FcMacosError:
+            return False
+        return True
+
+    def list_microvms(self) -> list[MicroVMInfo]:
+        return self.run(lambda c: c.list_microvms())
+
+    def stop_microvm(self, name: str, *, force: bool = False, timeout_s: float = 10.0) -> MicroVMInfo:
+        return self.run(lambda c: c.stop_microvm(name, force=force, timeout_s=timeout_s))
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _start(self) -> tuple[asyncio.AbstractEventLoop, AgentClient]:
+        with self._lock:
+            if self._loop is not None and self._client is not None:
+                return self._loop, self._client
+            from fc_macos.agent.client import AgentClient
+
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="fc-macos-agent", daemon=True)
+            thread.start()
+            client = AgentClient(self.url, self.token or "", **self._options)
+            asyncio.run_coroutine_threadsafe(client.__aenter__(), loop).result()
+            self._loop, self._thread, self._client = loop, thread, client
+            return loop, client
+
+    def close(self) -> None:
+        """Close the session and stop the loop's thread; safe to call twice."""
+        with self._lock:
+            loop, thread, client = self._loop, self._thread, self._client
+            self._loop = self._thread = self._client = None
+        if loop is None or thread is None:
+            return
+        if client is not None:
+            asyncio.run_coroutine_threadsafe(client.close(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+__all__ = ["PROBE_TIMEOUT_S", "BlockingAgent"]
