@@ -186,7 +186,7 @@ def test_usage_reports_the_last_interval_not_the_average_since_start(workdir: Pa
                 break
         assert usage.cpu_percent_avg > 5.0 and usage.cpu_percent < usage.cpu_percent_avg / 2, usage
         assert usage.memory_rss_mib > 1.0
-        assert len(vmm._cpu_samples) <= 12  # the history stays short
+        assert len(vmm._cpu_samples) <= 12  # the history stays short (one sample per 0.1 s at most, 1 s back)
     finally:
         proc.kill()
         proc.wait()

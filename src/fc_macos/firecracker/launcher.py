@@ -28,11 +28,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fc_macos.errors import FirecrackerError
+from fc_macos.sampling import RecentSamples
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 CONSOLE_PIPE_BYTES = 1024 * 1024
@@ -119,14 +119,6 @@ def _proc_stat(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-#: The CPU figure of :meth:`VMMProcess.usage` covers the last interval of about
-#: this long (since the newest earlier sample at least this old) ...
-CPU_WINDOW_S = 1.0
-#: ... and never less than this (CPU time is counted in 10 ms ticks).
-CPU_MIN_INTERVAL_S = 0.5
-_SAMPLE_SPACING_S = 0.1  # closer calls add no sample (bounds the history)
-
-
 @dataclass(frozen=True)
 class ProcessUsage:
     """``cpu_percent``: percent of one core over the last interval (see
@@ -145,8 +137,8 @@ class VMMProcess:
     start_time: int
     pgid: int
     paths: VMMPaths
-    #: (monotonic time, CPU seconds) samples taken by :meth:`usage`, oldest first.
-    _cpu_samples: deque[tuple[float, float]] = field(default_factory=deque, compare=False, repr=False)
+    #: (monotonic time, (CPU seconds,)) samples taken by :meth:`usage`.
+    _cpu_samples: RecentSamples = field(default_factory=RecentSamples, compare=False, repr=False)
 
     @classmethod
     def find(cls, paths: VMMPaths, pid: int, start_time: int, pgid: int) -> VMMProcess | None:
@@ -185,13 +177,13 @@ class VMMProcess:
     def usage(self) -> ProcessUsage | None:
         """CPU use and resident memory; None once the process is gone.
 
-        ``cpu_percent`` (percent of one core) covers the interval since the
-        newest earlier sample that is at least :data:`CPU_WINDOW_S` old (or
-        the oldest one, if at least :data:`CPU_MIN_INTERVAL_S` old), so callers
+        ``cpu_percent`` (percent of one core) covers the last interval, about
+        a second (:class:`fc_macos.sampling.RecentSamples`: since the newest
+        earlier call at least 0.8 s ago, or at least 0.5 s), so callers
         polling every second see the last second's use however many of them
-        there are; until such a sample exists (the first call) it is the
-        average since start, also reported as ``cpu_percent_avg``. Samples are
-        kept per :class:`VMMProcess` object, at most one per 0.1 s.
+        there are; until such a call exists (the first call) it is the average since
+        start, also reported as ``cpu_percent_avg``. Samples are kept per
+        :class:`VMMProcess` object.
         """
         fields = _proc_stat(self.pid)
         if fields is None or int(fields[19]) != self.start_time:
@@ -209,16 +201,12 @@ class VMMProcess:
         except OSError:
             return None
         average = 100.0 * cpu_s / age_s
-        samples = self._cpu_samples
-        while len(samples) > 1 and now - samples[1][0] >= CPU_WINDOW_S:
-            samples.popleft()  # samples[1] is old enough to be the base: samples[0] is not needed
-        if samples and now - samples[0][0] >= CPU_MIN_INTERVAL_S:
-            then, cpu_then = samples[0]
-            current = 100.0 * max(0.0, cpu_s - cpu_then) / (now - then)
-        else:
+        base = self._cpu_samples.add(now, (cpu_s,))
+        if base is None:
             current = average
-        if not samples or now - samples[-1][0] >= _SAMPLE_SPACING_S:
-            samples.append((now, cpu_s))
+        else:
+            then, (cpu_then,) = base
+            current = 100.0 * max(0.0, cpu_s - cpu_then) / (now - then)
         return ProcessUsage(cpu_percent=round(current, 2), memory_rss_mib=round(rss_kib / 1024, 2),
                             cpu_percent_avg=round(average, 2))
 
