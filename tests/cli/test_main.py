@@ -262,6 +262,6 @@ def test_version_flag() -> None:
 
 
 def test_cli_starts_without_heavy_imports() -> None:
-    code = "import sys, fc_macos.cli.main; heavy = [m for m in ('aiohttp', 'asyncio', 'fastjsonschema') if m in sys.modules]; print(heavy)"
+    code = "import sys, fc_macos.cli.main; heavy = [m for m in ('aiohttp', 'asyncio', 'fastjsonschema', 'textual', 'rich') if m in sys.modules]; print(heavy)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
