@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from fc_macos import __version__
-from fc_macos.cli import firecracker, microvm, setup, vm
+from fc_macos.cli import dashboard, firecracker, microvm, setup, vm
 from fc_macos.cli.common import AppState, json_option, emit, pass_state, print_error
 from fc_macos.config import PROVIDERS, home_dir
 from fc_macos.errors import FcMacosError
@@ -106,6 +106,7 @@ setup.register(cli)
 vm.register(cli)
 microvm.register(cli)
 firecracker.register(cli)
+dashboard.register(cli)
 
 
 def _register_images() -> None:
