@@ -9,6 +9,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -20,10 +21,21 @@ from fc_macos.cli.dashboard.app import DashboardApp, MicroVMTable
 from fc_macos.cli.dashboard.source import DashboardSource
 from fc_macos.config import AgentEndpoint
 from fc_macos.providers.base import VMStatus
-from tests.agent.conftest import AUTH, TOKEN, kill_recorded_vmms, serve
+from tests.agent.conftest import AUTH, TEST_VMM, TOKEN, kill_recorded_vmms, serve
 
 SIZE = (130, 36)
 WAIT_S = 30.0  # generous: two shared cores, several helpers
+
+
+def agent_settings(root: Path) -> AgentSettings:
+    """Settings of an agent under ``root`` whose images only suit microVMs that are
+    configured, not started (enough for the VMM; no guest boots)."""
+    images = root / "img"
+    images.mkdir()
+    (images / "vmlinux").write_bytes(b"not an ELF kernel\n")
+    (images / "rootfs.ext4").write_bytes(b"\0" * 4096)
+    return AgentSettings(token=TOKEN, state_dir=root / "state", firecracker_bin=str(TEST_VMM),
+                         image_dirs=(images,), nat=False)
 
 
 def local_vm_status(url: str) -> Callable[[], VMStatus]:

@@ -5,7 +5,6 @@ guest to boot."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from collections.abc import Iterator
@@ -16,21 +15,19 @@ from textual.widgets import Input, Log
 
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.cli.dashboard.app import DashboardApp
-from tests.agent.conftest import TEST_VMM, TOKEN
+from fc_macos.cli.dashboard.source import DashboardSource
+from fc_macos.config import AgentEndpoint
+from tests.agent.conftest import AUTH
 from tests.cli.dashboard_helpers import (
-    SIZE, agent, agent_url, create, dashboard, rows, screen_text, select, state_of, until)
+    SIZE, agent, agent_settings, agent_url, create, dashboard, local_vm_status, rows, screen_text, select, state_of,
+    until)
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
 def settings(short_tmp: Path) -> AgentSettings:
-    images = short_tmp / "img"
-    images.mkdir()
-    (images / "vmlinux").write_bytes(b"not an ELF kernel\n")  # enough for microVMs that are not started
-    (images / "rootfs.ext4").write_bytes(b"\0" * 4096)
-    return AgentSettings(token=TOKEN, state_dir=short_tmp / "state", firecracker_bin=str(TEST_VMM),
-                         image_dirs=(images,), nat=False)
+    return agent_settings(short_tmp)
 
 
 def column(app: DashboardApp, name: str, header: str) -> str:
@@ -120,7 +117,7 @@ async def test_filter_shows_matching_names_or_states(settings: AgentSettings) ->
     async with agent(settings) as client:
         for name in ("web-1", "web-2", "db"):
             await create(client, name)
-        await client.post("/v1/microvms/web-2/stop", json={}, headers={"Authorization": f"Bearer {TOKEN}"})
+        await client.post("/v1/microvms/web-2/stop", json={}, headers=AUTH)
         app = dashboard(agent_url(client))
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: len(rows(app)) == 3, "three microVMs")
@@ -212,14 +209,8 @@ async def test_a_hung_agent_does_not_freeze_the_screen(silent_server: str) -> No
 
 
 async def test_no_setup_says_what_to_do(short_tmp: Path) -> None:
-    from fc_macos.cli.dashboard.app import DashboardApp
-    from fc_macos.cli.dashboard.source import DashboardSource
-    from fc_macos.config import AgentEndpoint
-    from tests.cli.dashboard_helpers import local_vm_status
-
     source = DashboardSource(endpoint=lambda: AgentEndpoint.require(short_tmp), vm_status=local_vm_status("-"))
     app = DashboardApp(source, lambda name: ["true"])
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "UNREACHABLE" in screen_text(app), "the missing setup reported")
         assert "fc-macos setup" in screen_text(app)
-        await asyncio.sleep(0)

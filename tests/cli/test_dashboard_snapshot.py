@@ -28,8 +28,8 @@ import textual
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.cli.dashboard.model import Snapshot
 from fc_macos.cli.dashboard.source import DashboardSource
-from tests.agent.conftest import AUTH, TEST_VMM, TOKEN
-from tests.cli.dashboard_helpers import SIZE, agent, agent_url, create, dashboard, rows, screen_text, until
+from tests.agent.conftest import AUTH
+from tests.cli.dashboard_helpers import SIZE, agent, agent_settings, agent_url, create, dashboard, rows, screen_text, until
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 TEXTUAL_MINOR = ".".join(textual.__version__.split(".")[:2])
@@ -66,12 +66,7 @@ class MaskedSource(DashboardSource):
 
 @pytest.fixture
 def settings(short_tmp: Path) -> AgentSettings:
-    images = short_tmp / "img"
-    images.mkdir()
-    (images / "vmlinux").write_bytes(b"not an ELF kernel\n")
-    (images / "rootfs.ext4").write_bytes(b"\0" * 4096)
-    return AgentSettings(token=TOKEN, state_dir=short_tmp / "state", firecracker_bin=str(TEST_VMM),
-                         image_dirs=(images,), nat=False)
+    return agent_settings(short_tmp)
 
 
 async def _screen(settings: AgentSettings) -> tuple[str, str]:
