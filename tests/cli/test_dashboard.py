@@ -214,3 +214,34 @@ async def test_no_setup_says_what_to_do(short_tmp: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "UNREACHABLE" in screen_text(app), "the missing setup reported")
         assert "fc-macos setup" in screen_text(app)
+
+
+@pytest.mark.guest
+@pytest.mark.timeout(900)
+async def test_a_booted_guest_pauses_resumes_and_its_boot_log_follows(settings: AgentSettings) -> None:
+    from dataclasses import replace
+
+    from tests.agent.conftest import GUEST_BOOT_ARGS
+    from tests.helpers.guest_images import build_test_images
+
+    images = build_test_images()
+    async with agent(replace(settings, image_dirs=(images.kernel.parent,))) as client:
+        await create(client, "guest", start=True, memory_mib=128, boot_args=GUEST_BOOT_ARGS)
+        app = dashboard(agent_url(client))
+        async with app.run_test(size=SIZE) as pilot:
+            await select(pilot, "guest")
+            await until(pilot, lambda: column(app, "guest", "STATE") == "running"
+                        and column(app, "guest", "UPTIME") != "-" and column(app, "guest", "CPU %") != "-",
+                        "the running guest with its uptime and CPU %")
+            await pilot.press("l")
+            pane = app.query_one("#log", Log)
+            await until(pilot, lambda: "Linux version" in "\n".join(pane.lines), "the guest's boot log", timeout=240)
+            await pilot.press("p")  # PATCH /vm through the relay
+            await until(pilot, lambda: column(app, "guest", "STATE") == "paused", "the guest paused")
+            assert await state_of(client, "guest") == "paused"
+            await pilot.press("p")
+            await until(pilot, lambda: column(app, "guest", "STATE") == "running", "the guest resumed")
+            await pilot.press("s")
+            await until(pilot, lambda: column(app, "guest", "STATE") == "stopped", "the guest stopped", timeout=120)
+            await until(pilot, lambda: "[end of log: guest is not running]" in "\n".join(pane.lines),
+                        "the log pane saying the log ended")

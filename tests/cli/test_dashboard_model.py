@@ -73,3 +73,14 @@ def test_vm_panel_from_host_figures() -> None:
 
 def test_console_output_is_shown_without_control_sequences() -> None:
     assert plain("\x1b[1;32mok\x1b[0m\r\n\x1b]0;title\x07prompt# \x1b[6n") == "ok\nprompt# "
+
+
+def test_the_command_needs_a_terminal_and_says_what_to_use_instead(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from fc_macos.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "--provider", "local", "dashboard"])
+    assert result.exit_code == 2
+    assert "needs a terminal" in result.output and "fc-macos microvm list --json" in result.output
+    assert "dashboard" in CliRunner().invoke(cli, ["--help"]).output
