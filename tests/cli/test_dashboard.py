@@ -101,7 +101,7 @@ async def test_the_new_form_creates_a_microvm(settings: AgentSettings) -> None:
             assert app.focused is not None and app.focused.id == "start"
             await pilot.press("space")  # do not boot it: only configure it
             await pilot.press("enter")
-            await until(pilot, lambda: "api" in rows(app), "api listed")
+            await until(pilot, lambda: column(app, "api", "STATE") == "created", "api listed, configured")
             assert rows(app)["api"][:4] == ["api", "created", "2", "64 MiB"]
 
             await pilot.press("n")  # a bad value is refused in the form, which stays open
