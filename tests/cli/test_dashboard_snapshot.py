@@ -1,9 +1,10 @@
 """A snapshot of the dashboard's screen, from the real agent and the test VMM,
 compared with the stored one in ``tests/cli/snapshots/``.
 
-Volatile figures (ports, uptimes, RSS, CPU %, the host's memory, disk and
-load, the version) are masked in the data, before drawing, so the screen is
-the same on every run and machine. Two comparisons:
+Volatile figures (the agent's port, uptimes, pids, RSS, CPU %, the host's
+memory, disk and load, the version) and the guest-side columns (address,
+published ports, guest agent) are masked in the data, before drawing, so the
+screen is the same on every run and machine. Two comparisons:
 
 * the screen as text (``dashboard.txt``): always; robust to Textual's styling;
 * the SVG screenshot (``dashboard.textual-X.Y.svg``): only under the Textual
@@ -48,16 +49,31 @@ MASKED_HOST = {
 }
 
 
+#: What the web microVM shows in the columns that come from the guest side (network,
+#: published ports, guest agent): set whether or not this agent reports them yet, so the
+#: screen is the same before and after it does.
+GUEST_SIDE = {
+    "network": {"guest_ip": "172.16.0.2", "tap": "fc-tap-0"},
+    "ports": [{"host_addr": "0.0.0.0", "host_port": 8080, "guest_port": 80}],
+    "guest_agent": {"state": "ready", "version": "0.1.0", "ready_s": 1.5, "reason": None},
+}
+
+
 class MaskedSource(DashboardSource):
     """The real source, with every volatile figure replaced after each poll."""
 
     def _mask(self, snap: Snapshot) -> Snapshot:
-        microvms = tuple(dataclasses.replace(info, pid=1000 + index, memory_rss_mib=25.0 if info.pid else None,
-                                             cpu_percent=0.5 if info.pid else None)
-                         for index, info in enumerate(snap.microvms))
+        microvms = []
+        for index, info in enumerate(snap.microvms):
+            masked = dataclasses.replace(info, pid=1000 + index, memory_rss_mib=25.0 if info.pid else None,
+                                         cpu_percent=0.5 if info.pid else None)
+            for key, value in GUEST_SIDE.items():
+                object.__setattr__(masked, key, value if info.name == "web" else None)
+            microvms.append(masked)
         agent = dataclasses.replace(snap.agent, url="http://127.0.0.1:8642", version="0.1.0",
                                     uptime_s=754.0 if snap.agent.reachable else None)
-        return dataclasses.replace(snap, agent=agent, host=MASKED_HOST if snap.host else None, microvms=microvms)
+        return dataclasses.replace(snap, agent=agent, host=MASKED_HOST if snap.host else None,
+                                   microvms=tuple(microvms))
 
     async def poll_agent(self) -> Snapshot:
         self.snapshot = self._mask(await super().poll_agent())
