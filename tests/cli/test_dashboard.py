@@ -133,7 +133,7 @@ async def test_filter_shows_matching_names_or_states(settings: AgentSettings) ->
             assert len(rows(app)) == 3 and not app.query_one("#filter", Input).value
 
 
-async def test_help_opens_and_closes(settings: AgentSettings) -> None:
+async def test_help_opens_and_closes_and_ctrl_c_quits(settings: AgentSettings) -> None:
     async with agent(settings) as client:
         app = dashboard(agent_url(client))
         async with app.run_test(size=SIZE) as pilot:
@@ -142,6 +142,8 @@ async def test_help_opens_and_closes(settings: AgentSettings) -> None:
                         in screen_text(app), "the help")
             await pilot.press("x")
             await until(pilot, lambda: "follow its console log" not in screen_text(app), "the help closed")
+            await pilot.press("ctrl+c")  # quits too, as people expect of a terminal program
+            await until(pilot, lambda: app.return_code == 0, "the dashboard quit on Ctrl+C")
 
 
 def _write_console(settings: AgentSettings, name: str, data: bytes) -> None:

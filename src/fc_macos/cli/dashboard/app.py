@@ -52,6 +52,7 @@ class DashboardApp(App[None]):
     microVM's console (``fc-macos microvm shell --name NAME``)."""
 
     TITLE = "fc-macos dashboard"
+    ENABLE_COMMAND_PALETTE = False  # the footer shows this tool's keys only
     CSS = """
     #panels { height: 9; }
     .panel { width: 1fr; height: 100%; border: round $accent; padding: 0 1; }
@@ -79,6 +80,7 @@ class DashboardApp(App[None]):
         Binding("escape", "escape", "Clear", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False),
     ]
 
     #: The dashboard's own actions: off while a dialog (confirmation, form, help) is open.
