@@ -77,7 +77,7 @@ async def test_stop_pause_and_delete_keys_act_on_the_selected_microvm(settings: 
 
             await pilot.press("d")
             await until(pilot, lambda: "Delete microVM web and its files?" in screen_text(app), "the confirmation")
-            await pilot.press("s")  # the dashboard's keys are off while the dialog is open
+            await pilot.press("s", "q")  # the dashboard's keys are off while the dialog is open
             await pilot.press("n")  # no: keep it
             await pilot.pause(0.5)
             assert await state_of(client, "web") == "created"

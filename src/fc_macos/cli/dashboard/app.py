@@ -64,7 +64,7 @@ class DashboardApp(App[None]):
     #log { height: 12; display: none; border: round $secondary; }
     #log.shown { display: block; }
     ModalScreen { align: center middle; }
-    #dialog { width: 90; max-width: 100%; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+    #dialog { width: 96; max-width: 100%; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
     #form { grid-size: 2; grid-columns: 14 1fr; height: auto; }
     #form Label { padding: 1 0; }
     #buttons { height: auto; margin-top: 1; }
@@ -80,11 +80,12 @@ class DashboardApp(App[None]):
         Binding("escape", "escape", "Clear", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
-        Binding("ctrl+c", "quit", "Quit", show=False),
+        Binding("ctrl+c", "quit_now", "Quit", show=False),
     ]
 
-    #: The dashboard's own actions: off while a dialog (confirmation, form, help) is open.
-    MAIN_ACTIONS = frozenset({"log", "stop", "pause", "delete", "new", "filter", "escape", "help", "attach"})
+    #: The dashboard's own keys: off while a dialog (confirmation, form, help) is open, so a
+    #: key meant for the dialog never stops, deletes or quits (Ctrl+C still quits).
+    MAIN_ACTIONS = frozenset({"log", "stop", "pause", "delete", "new", "filter", "escape", "help", "attach", "quit"})
 
     def __init__(self, source: DashboardSource, attach_argv: Callable[[str], Sequence[str]],
                  *, refresh_s: float = REFRESH_S, vm_refresh_s: float = VM_REFRESH_S) -> None:
@@ -334,6 +335,9 @@ class DashboardApp(App[None]):
     async def action_quit(self) -> None:
         self.workers.cancel_all()
         self.exit()
+
+    async def action_quit_now(self) -> None:
+        await self.action_quit()
 
     async def on_unmount(self) -> None:
         await self.source.close()
