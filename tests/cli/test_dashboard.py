@@ -247,3 +247,14 @@ async def test_a_booted_guest_pauses_resumes_and_its_boot_log_follows(settings: 
             await until(pilot, lambda: column(app, "guest", "STATE") == "stopped", "the guest stopped", timeout=120)
             await until(pilot, lambda: "[end of log: guest is not running]" in "\n".join(pane.lines),
                         "the log pane saying the log ended")
+
+
+async def test_enter_without_a_terminal_to_give_away_says_so(settings: AgentSettings) -> None:
+    async with agent(settings) as client:
+        await create(client, "web")
+        app = dashboard(agent_url(client))
+        async with app.run_test(size=SIZE, notifications=True) as pilot:  # headless: nothing to suspend
+            await select(pilot, "web")
+            await pilot.press("enter")
+            await until(pilot, lambda: "cannot attach the console here" in screen_text(app), "the refusal")
+            assert "web" in rows(app)  # and the dashboard goes on

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 
 from rich.text import Text
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.coordinate import Coordinate
@@ -328,7 +328,7 @@ class DashboardApp(App[None]):
         try:
             with self.suspend():
                 subprocess.run(argv, check=False)  # blocking on purpose: the dashboard steps aside
-        except Exception as exc:  # SuspendNotSupported (no terminal), or the command cannot start
+        except (SuspendNotSupported, OSError) as exc:  # no terminal to give away; the command cannot start
             self.notify(f"cannot attach the console here: {exc}", severity="error")
         self._poll("agent", self._poll_agent)
 
