@@ -256,7 +256,7 @@ def test_version_flag() -> None:
 
 
 #: What a command that does not talk to the agent must not import (the CLI must start fast).
-HEAVY = ("aiohttp", "asyncio", "fastjsonschema", "fc_macos.images", "fc_macos.providers",
+HEAVY = ("aiohttp", "asyncio", "fastjsonschema", "textual", "rich", "fc_macos.images", "fc_macos.providers",
          "fc_macos.agent.client", "fc_macos.firecracker", "fc_macos.cli.setup", "fc_macos.cli.fc_devices")
 
 

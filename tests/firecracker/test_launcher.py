@@ -140,3 +140,54 @@ def test_missing_binary_is_firecracker_error(workdir: Path) -> None:
     with pytest.raises(FirecrackerError) as info:
         launch(str(workdir / "nope"), "vm-4", paths)
     assert info.value.hint
+
+
+SPIN_THEN_SLEEP = """
+import os, sys, time
+while not os.path.exists(sys.argv[1]):
+    pass
+time.sleep(600)
+"""
+
+
+def _cpu_seconds(pid: int) -> float:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_usage_reports_the_last_interval_not_the_average_since_start(workdir: Path) -> None:
+    import subprocess
+    import sys
+
+    stop_spinning = workdir / "stop-spinning"
+    proc = subprocess.Popen([sys.executable, "-c", SPIN_THEN_SLEEP, str(stop_spinning)])
+    try:
+        start_time = proc_start_time(proc.pid)
+        assert start_time is not None
+        vmm = VMMProcess(pid=proc.pid, start_time=start_time, pgid=proc.pid, paths=VMMPaths(workdir))
+        first = vmm.usage()
+        assert first is not None and first.cpu_percent == first.cpu_percent_avg  # nothing earlier to compare with
+        deadline = time.monotonic() + 60
+        busy = 0.0
+        while busy < 30 or _cpu_seconds(proc.pid) < 1.0:  # spinning: the interval's figure is high
+            assert time.monotonic() < deadline, f"the spinner never showed as busy (last {busy}%)"
+            time.sleep(0.2)
+            usage = vmm.usage()
+            assert usage is not None
+            busy = usage.cpu_percent
+        stop_spinning.touch()
+        while True:  # asleep now: the interval's figure drops to nothing, the average remembers
+            assert time.monotonic() < deadline, f"the sleeping process never showed as idle: {usage}"
+            time.sleep(0.2)
+            usage = vmm.usage()
+            assert usage is not None and usage.cpu_percent_avg is not None
+            if usage.cpu_percent <= 1.0:
+                break
+        assert usage.cpu_percent_avg > 5.0 and usage.cpu_percent < usage.cpu_percent_avg / 2, usage
+        assert usage.memory_rss_mib > 1.0
+        assert len(vmm._cpu_samples) <= 12  # the history stays short (one sample per 0.1 s at most, 1 s back)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert vmm.usage() is None  # gone

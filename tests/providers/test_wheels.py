@@ -43,7 +43,7 @@ def test_project_wheel_is_complete_and_reproducible(tmp_path: Path) -> None:
 
 def test_requirements_are_the_runtime_ones() -> None:
     names = {wheels.canonical(r.split(">")[0].split("=")[0].split("<")[0]) for r in wheels.requirements()}
-    assert names == {"aiohttp", "click", "fastjsonschema"}
+    assert names == {"aiohttp", "click", "fastjsonschema", "textual"}
 
 
 def _download(version: str, cache: Path) -> list[Path]:

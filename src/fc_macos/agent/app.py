@@ -16,7 +16,7 @@ from typing import Any, TypeGuard
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from fc_macos import __version__
-from fc_macos.agent import logs, nat, network, openapi, relay
+from fc_macos.agent import host_stats, logs, nat, network, openapi, relay
 from fc_macos.agent.auth import token_middleware
 from fc_macos.agent.console import ConsoleBroker, Viewer
 from fc_macos.agent.http_errors import error_middleware, read_json
@@ -214,6 +214,7 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/healthz", healthz),
     ("GET", "/openapi.json", openapi_document),
     ("GET", "/v1/info", info),
+    ("GET", "/v1/host", host_stats.handler(SETTINGS)),
     ("GET", "/v1/microvms", list_microvms),
     ("POST", "/v1/microvms", create_microvm),
     ("GET", "/v1/microvms/{name}", get_microvm),

@@ -333,6 +333,13 @@ class AgentClient:
             return FirecrackerUnavailable(message, hint=hint)
         return AgentRequestError(status, code, message, hint=hint)
 
+    async def host_stats(self) -> dict[str, Any]:
+        """``GET /v1/host``: the agent machine's CPUs, CPU % over the last interval,
+        memory, disk (of the state directory) and load, and the agent's version,
+        pid and uptime (see :mod:`fc_macos.agent.host_stats`). An agent older
+        than this endpoint answers 404: NotFoundError."""
+        return await self._json("GET", "/v1/host")
+
 
 def _reason(exc: BaseException) -> str:
     """Why a connection failed, in plain words ("connection refused"), not

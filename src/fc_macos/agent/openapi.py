@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from fc_macos import __version__
+from fc_macos.agent import host_stats
 from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MAX_MEMORY_MIB, MAX_VCPUS, NAME_PATTERN, STATES, DRIVE_ID_PATTERN
 
 #: Methods the raw relay accepts (documented one by one).
@@ -227,6 +228,7 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(_ref("Info"), "agent facts"), **AUTH_ERRORS},
         }
     },
+    "/v1/host": {"get": host_stats.OPENAPI_OPERATION},
     "/v1/microvms": {
         "get": {
             "operationId": "listMicroVMs",

@@ -40,6 +40,7 @@ COMMANDS = {
     "actions": "fc_macos.cli.fc_instance:actions_group",
     "snapshots": "fc_macos.cli.fc_instance:snapshots_group",
     "metrics": "fc_macos.cli.fc_instance:metrics_group",
+    "dashboard": "fc_macos.cli.dashboard:dashboard_cmd",
 }
 
 

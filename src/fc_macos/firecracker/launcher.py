@@ -28,10 +28,11 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fc_macos.errors import FirecrackerError
+from fc_macos.sampling import RecentSamples
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 CONSOLE_PIPE_BYTES = 1024 * 1024
@@ -120,8 +121,12 @@ def _proc_stat(pid: int) -> list[str] | None:
 
 @dataclass(frozen=True)
 class ProcessUsage:
+    """``cpu_percent``: percent of one core over the last interval (see
+    :meth:`VMMProcess.usage`); ``cpu_percent_avg``: since the process started."""
+
     cpu_percent: float
     memory_rss_mib: float
+    cpu_percent_avg: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class VMMProcess:
     start_time: int
     pgid: int
     paths: VMMPaths
+    #: (monotonic time, (CPU seconds,)) samples taken by :meth:`usage`.
+    _cpu_samples: RecentSamples = field(default_factory=RecentSamples, compare=False, repr=False)
 
     @classmethod
     def find(cls, paths: VMMPaths, pid: int, start_time: int, pgid: int) -> VMMProcess | None:
@@ -168,11 +175,21 @@ class VMMProcess:
         return read_exit_status(self.paths)
 
     def usage(self) -> ProcessUsage | None:
-        """CPU use (average since start, percent of one core) and resident memory."""
+        """CPU use and resident memory; None once the process is gone.
+
+        ``cpu_percent`` (percent of one core) covers the last interval, about
+        a second (:class:`fc_macos.sampling.RecentSamples`: since the newest
+        earlier call at least 0.8 s ago, or at least 0.5 s), so callers
+        polling every second see the last second's use however many of them
+        there are; until such a call exists (the first call) it is the average since
+        start, also reported as ``cpu_percent_avg``. Samples are kept per
+        :class:`VMMProcess` object.
+        """
         fields = _proc_stat(self.pid)
         if fields is None or int(fields[19]) != self.start_time:
             return None
         ticks = os.sysconf("SC_CLK_TCK")
+        now = time.monotonic()
         cpu_s = (int(fields[11]) + int(fields[12])) / ticks
         age_s = max(_uptime_s() - self.start_time / ticks, 1e-3)
         rss_kib = 0
@@ -183,7 +200,15 @@ class VMMProcess:
                     break
         except OSError:
             return None
-        return ProcessUsage(cpu_percent=round(100.0 * cpu_s / age_s, 2), memory_rss_mib=round(rss_kib / 1024, 2))
+        average = 100.0 * cpu_s / age_s
+        base = self._cpu_samples.add(now, (cpu_s,))
+        if base is None:
+            current = average
+        else:
+            then, (cpu_then,) = base
+            current = 100.0 * max(0.0, cpu_s - cpu_then) / (now - then)
+        return ProcessUsage(cpu_percent=round(current, 2), memory_rss_mib=round(rss_kib / 1024, 2),
+                            cpu_percent_avg=round(average, 2))
 
 
 def _uptime_s() -> float:
