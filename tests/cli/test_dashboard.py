@@ -211,7 +211,7 @@ async def test_a_hung_agent_does_not_freeze_the_screen(silent_server: str) -> No
 
 
 async def test_no_setup_says_what_to_do(short_tmp: Path) -> None:
-    source = DashboardSource(endpoint=lambda: AgentEndpoint.require(short_tmp), vm_status=local_vm_status("-"))
+    source = DashboardSource(endpoint=lambda: AgentEndpoint.load(short_tmp), vm_status=local_vm_status("-"))
     app = DashboardApp(source, lambda name: ["true"])
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "UNREACHABLE" in screen_text(app), "the missing setup reported")

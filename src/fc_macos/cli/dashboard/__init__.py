@@ -62,6 +62,3 @@ def dashboard_cmd(state: AppState) -> None:
                          hint="for scripts use 'fc-macos microvm list --json'")
     build_app(state).run()
 
-
-def register(group: click.Group) -> None:
-    group.add_command(dashboard_cmd)
