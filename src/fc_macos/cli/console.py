@@ -141,6 +141,10 @@ class _Session:
 
     async def run(self) -> str:
         loop = asyncio.get_running_loop()
+        # First, before any await: the terminal is raw already, and a SIGTERM
+        # must leave through the same door as Ctrl+], restoring it.
+        for sig in HANGUP_SIGNALS:
+            loop.add_signal_handler(sig, self.input.put_nowait, None)
         self._watch_stdin(loop)
         resize_tasks: set[asyncio.Task[None]] = set()
         if self.interactive:
@@ -152,8 +156,6 @@ class _Session:
                 task.add_done_callback(resize_tasks.discard)
 
             loop.add_signal_handler(signal.SIGWINCH, on_winch)
-        for sig in HANGUP_SIGNALS:  # leave through the same door as Ctrl+], restoring the terminal
-            loop.add_signal_handler(sig, self.input.put_nowait, None)
         screen = loop.create_task(self.screen())
         keyboard = loop.create_task(self.keyboard())
         try:
