@@ -405,12 +405,13 @@ class AgentClient:
         body: dict[str, Any] = {"host_port": host_port, "guest_port": guest_port}
         if host_addr:
             body["host_addr"] = host_addr
-        await self._json("POST", self._vm_path(name) + "/ports", body=body)
-        return await self.list_ports(name)
+        return list((await self._json("POST", self._vm_path(name) + "/ports", body=body)).get("ports", []))
 
-    async def unpublish_port(self, name: str, host_port: int) -> list[dict[str, Any]]:
-        """Stop publishing ``host_port`` of microVM ``name``; returns the ports left."""
-        await self._request("DELETE", f"{self._vm_path(name)}/ports/{int(host_port)}")
+    async def unpublish_port(self, name: str, host_port: int, *, host_addr: str | None = None) -> list[dict[str, Any]]:
+        """Stop publishing ``host_port`` (on ``host_addr``, default: every
+        address it is published on) of microVM ``name``; returns the ports left."""
+        params = {"host_addr": host_addr} if host_addr else None
+        await self._request("DELETE", f"{self._vm_path(name)}/ports/{int(host_port)}", params=params)
         return await self.list_ports(name)
 
     # -- plumbing ----------------------------------------------------------

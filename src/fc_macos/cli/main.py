@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from fc_macos import __version__
-from fc_macos.cli import firecracker, microvm, setup, vm
+from fc_macos.cli import cp, exec as exec_cli, firecracker, microvm, ports, setup, vm
 from fc_macos.cli.common import AppState, json_option, emit, pass_state, print_error
 from fc_macos.config import PROVIDERS, home_dir
 from fc_macos.errors import FcMacosError
@@ -106,6 +106,9 @@ setup.register(cli)
 vm.register(cli)
 microvm.register(cli)
 firecracker.register(cli)
+exec_cli.register(cli)
+cp.register(cli)
+ports.register(cli, microvm.microvm_group)
 
 
 def _register_images() -> None:
