@@ -12,6 +12,11 @@ wrapper wrote. Shutting the manager down (:meth:`close`) never stops a microVM.
 The raw Firecracker relay changes a microVM's state behind the manager's back;
 the relay reports successful calls that matter (:meth:`MicroVMManager.observe`):
 ``PATCH /vm`` (paused/running) and ``InstanceStart`` (created -> running).
+
+Each running microVM with a vsock device has a :class:`GuestAgent` (its
+guest agent's state, and the way into the guest); its published ports are
+listeners of the manager's :class:`PortPublisher`, recorded with it in
+state.json so that they come back after an agent restart.
 """
 
 from __future__ import annotations
@@ -24,16 +29,22 @@ import shutil
 import signal
 import time
 from contextlib import AsyncExitStack
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fc_macos.agent import nat
 from fc_macos.agent import network as guest_net
+from fc_macos.agent import vsock as guest_vsock
 from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot, vm_config_fields
 from fc_macos.agent.console import ConsoleBroker, resolve_once
+from fc_macos.agent.guest_agent import GuestAgent
+from fc_macos.agent.guest_errors import GuestChannelError
+from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.state import StateStore
-from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
+from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec, PortSpec
 from fc_macos.errors import ConflictError, FcMacosError, NotFoundError
 from fc_macos.firecracker.client import FirecrackerClient
 from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, pidfd_open, read_exit_status
@@ -62,18 +73,29 @@ class MicroVM:
     exit_status: int | None = None
     error: str | None = None
     network: dict[str, Any] | None = None
+    vsock: dict[str, Any] | None = None
+    #: Published ports (PortSpec dicts) to publish again after an agent restart.
+    ports: list[dict[str, Any]] | None = None
+    #: What the guest agent tracker keeps across agent restarts (version, ready_s, absent).
+    guest_agent: dict[str, Any] | None = None
     vmm: VMMProcess | None = None
     broker: ConsoleBroker | None = None
+    guest: GuestAgent | None = None
     watcher: asyncio.Task[None] | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
 
     RECORD_FIELDS = (
         "name", "spec", "state", "created_at", "started_at", "stopped_at",
-        "pid", "start_time", "pgid", "exit_status", "error", "network",
+        "pid", "start_time", "pgid", "exit_status", "error", "network", "vsock", "ports", "guest_agent",
     )  # fmt: skip
 
     def to_record(self) -> dict[str, Any]:
+        if self.guest is not None:
+            self.guest_agent = self.guest.saved()
         return {k: getattr(self, k) for k in self.RECORD_FIELDS}
+
+    def port_specs(self) -> list[PortSpec]:
+        return [PortSpec.from_dict(p) for p in self.ports or []]
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> MicroVM:
@@ -88,7 +110,8 @@ class MicroVMManager:
     :func:`boot.plan` edits it for each spec (``start=False``, snapshot restore,
     network). ``net_runner`` runs the host's network commands (``ip``, ``nft``,
     ``iptables``) for microVMs with a network; each holds a lease (its TAP and
-    /30, kept in state.json) from creation until it is deleted.
+    /30, kept in state.json) from creation until it is deleted. A microVM
+    with a vsock device holds its CID the same way.
     """
 
     def __init__(
@@ -101,6 +124,7 @@ class MicroVMManager:
         self.store = StateStore(settings.state_file)
         self._vms: dict[str, MicroVM] = {}
         self._next_index = 1
+        self.ports = PortPublisher(self.guest)
 
     # -- lifecycle of the manager ------------------------------------------------
 
@@ -121,7 +145,23 @@ class MicroVMManager:
                 continue
             self._vms[vm.name] = vm
             self._reattach(vm)
+        for vm in self._vms.values():
+            if vm.vmm is not None:
+                await self._publish_again(vm)
         self._save()
+
+    async def _publish_again(self, vm: MicroVM) -> None:
+        """Publish ``vm``'s recorded ports again (after an agent restart); a
+        port that is taken meanwhile is dropped, saying so in ``vm.error``."""
+        kept = []
+        for port in vm.port_specs():
+            try:
+                await self.ports.publish(vm.name, port)
+                kept.append(port)
+            except FcMacosError as exc:
+                log.warning("%s: cannot publish %s again: %s", vm.name, port.address, exc.message)
+                vm.error = f"port {port.address} was not published again after the agent restarted: {exc.message}"
+        vm.ports = [asdict(p) for p in kept]
 
     def _reattach(self, vm: MicroVM) -> None:
         paths = self.paths(vm.name)
@@ -142,17 +182,24 @@ class MicroVMManager:
                 if vm.state == "stopping":  # that stop's caller is gone; it may be asked again
                     vm.state = "running"
                 self._go_live(vm, vmm)
+                if vm.guest is not None and vm.state != "created":
+                    vm.guest.start(vm.started_at or time.time(), again=True)
                 log.info("%s is still running (pid %d): reattached", vm.name, vmm.pid)
         else:
             vm.exited.set()
 
     async def close(self) -> None:
-        """Detach from every microVM (they keep running). Idempotent."""
+        """Detach from every microVM (they keep running): end console viewers,
+        published ports (they come back with the next agent) and guest agent
+        polling. Idempotent."""
+        await self.ports.close()
         for vm in self._vms.values():
             if vm.watcher is not None:
                 vm.watcher.cancel()
             if vm.broker is not None:
                 vm.broker.close("fc-agent is shutting down; the microVM keeps running")
+            if vm.guest is not None:
+                await vm.guest.close()
         for vm in self._vms.values():
             if vm.watcher is not None:
                 try:
@@ -201,6 +248,9 @@ class MicroVMManager:
             socket_path=str(self.paths(vm.name).api_sock) if running else None,
             error=vm.error,
             network=vm.network,
+            vsock=vm.vsock,
+            guest_agent=vm.guest.to_dict() if running and vm.guest is not None else None,
+            ports=[asdict(p) for p in self.ports.ports(vm.name)] if running else [],
         )
 
     def running(self, name: str) -> MicroVM:
@@ -212,6 +262,57 @@ class MicroVMManager:
                 hint=f"start a new one with 'fc-macos run' (POST /v1/microvms), or read its logs: 'fc-macos microvm logs --name {name}'",
             )
         return vm
+
+    def guest(self, name: str) -> GuestAgent:
+        """The guest agent of ``name`` if the guest runs: NotFoundError, or
+        ConflictError ``not_running`` (stopped, created but not started, paused)."""
+        vm = self._get(name)
+        if vm.state != "running" or vm.vmm is None or vm.guest is None:
+            hints = {
+                "paused": f"resume it: PATCH /v1/microvms/{name}/firecracker/vm {{\"state\": \"Resumed\"}}",
+                "created": f"start it: PUT /v1/microvms/{name}/firecracker/actions {{\"action_type\": \"InstanceStart\"}}",
+                "starting": "wait until its boot finishes",
+            }
+            raise ConflictError(
+                f"microVM {name!r} is {vm.state}, not running",
+                hint=hints.get(vm.state, f"start a new one with 'fc-macos run' (POST /v1/microvms); its logs: 'fc-macos microvm logs --name {name}'"),
+                code="not_running",
+            )
+        return vm.guest
+
+    # -- published ports ------------------------------------------------------------
+
+    def list_ports(self, name: str) -> Sequence[PortSpec]:
+        """The ports running microVM ``name`` publishes (ConflictError if it does not run)."""
+        self.running(name)
+        return self.ports.ports(name)
+
+    async def add_port(self, name: str, port: PortSpec) -> Sequence[PortSpec]:
+        """Publish ``port`` for running microVM ``name`` and record it;
+        ConflictError ``port_in_use`` naming the address if it is taken.
+        Idempotent for a port it publishes already. Returns its ports."""
+        vm = self.running(name)
+        await self.ports.publish(name, port)
+        vm.ports = [asdict(p) for p in self.ports.ports(name)]
+        self._save()
+        return self.ports.ports(name)
+
+    async def remove_port(self, name: str, host_port: int, host_addr: str | None = None) -> None:
+        """Stop publishing ``host_port`` (on ``host_addr``, or every address) for
+        ``name``; NotFoundError if it publishes no such port."""
+        vm = self.running(name)
+        gone = [p for p in self.ports.ports(name) if p.host_port == host_port and host_addr in (None, p.host_addr)]
+        if not gone:
+            where = f"{host_addr}:{host_port}" if host_addr else f"port {host_port}"
+            raise NotFoundError(
+                f"microVM {name!r} publishes no {where}",
+                hint=f"list its ports: GET /v1/microvms/{name}/ports ('fc-macos microvm ports --name {name}')",
+                code="port_not_published",
+            )
+        for port in gone:
+            await self.ports.unpublish(name, port)
+        vm.ports = [asdict(p) for p in self.ports.ports(name)]
+        self._save()
 
     async def observe(self, name: str, method: str, path: str, body: bytes) -> None:
         """Record the effect of a successful Firecracker call relayed to ``name``
@@ -240,6 +341,8 @@ class MicroVMManager:
                 vm.started_at = time.time()
                 self._save()
                 log.info("%s started (InstanceStart through the raw API)", name)
+                if vm.guest is not None:
+                    vm.guest.start(vm.started_at)
                 await self._record_config(vm)
 
     async def _record_config(self, vm: MicroVM) -> None:
@@ -300,6 +403,9 @@ class MicroVMManager:
         name = spec.name or self._new_name()
         vm = MicroVM(name=name, spec=spec.to_dict() | {"name": name}, state="starting", created_at=time.time())
         vm.network = None if net is None else net.record
+        if spec.vsock and spec.snapshot is None:
+            cid = guest_vsock.allocate_cid(int(v.vsock["guest_cid"]) for v in self._vms.values() if v.vsock)
+            vm.vsock = guest_vsock.device_record(cid, guest_vsock.uds_path(self.paths(name).workdir))
         self._vms[name] = vm
         self._save()
 
@@ -308,13 +414,16 @@ class MicroVMManager:
             self._save()
 
         try:
+            for port in spec.ports:  # before the boot: a taken port fails the create at once
+                await self.ports.publish(name, port)
             async with AsyncExitStack() as stack:
                 ctx = BootContext(
                     name=name, spec=spec, settings=self.settings, paths=self.paths(name), stack=stack,
-                    on_vmm_started=record_vmm, network=net,
+                    on_vmm_started=record_vmm, network=net, vsock=vm.vsock,
                 )  # fmt: skip
                 await run_boot(ctx, plan(spec, self.steps))
         except BaseException:
+            await self.ports.unpublish_all(name)
             del self._vms[name]
             if spec.name is None:  # a failed boot does not use up an automatic name
                 self._next_index = min(self._next_index, int(name.rsplit("-", 1)[1]))
@@ -322,19 +431,54 @@ class MicroVMManager:
             raise
         assert ctx.vmm is not None
         vm.spec = ctx.spec.to_dict()
+        vm.vsock = ctx.vsock
+        vm.ports = [asdict(p) for p in spec.ports]
+        vm.guest_agent = {"absent": ctx.guest_agent_absent}
         if spec.snapshot is not None:
             vm.state = "running" if spec.snapshot.resume else "paused"
         else:
             vm.state = "running" if spec.start else "created"
         vm.started_at = None if vm.state == "created" else time.time()
         self._go_live(vm, ctx.vmm)
+        if vm.guest is not None and vm.started_at is not None:
+            vm.guest.start(vm.started_at, again=spec.snapshot is not None)
         self._save()
+        if spec.wait == "guest_agent":
+            await self._wait_for_guest_agent(vm, spec.wait_timeout_s)
         return self.info(vm)
+
+    async def _wait_for_guest_agent(self, vm: MicroVM, timeout_s: float) -> None:
+        """Return once ``vm``'s guest agent is ready; else GuestChannelError
+        504 ``guest_agent_timeout`` (409 ``guest_agent_absent`` when there is
+        none to wait for). The microVM keeps running either way."""
+        guest = vm.guest
+        if guest is not None and await guest.wait_ready(timeout_s):
+            return
+        serial = self.paths(vm.name).serial_log
+        if guest is None or guest.uds is None:
+            raise GuestChannelError(
+                f"microVM {vm.name!r} is {vm.state} (it keeps running), but it has no vsock device, so no guest agent to wait for",
+                code="guest_agent_absent", status=409, hint="create it without wait, or without vsock: false",
+            )  # fmt: skip
+        state = f"{guest.state}: {guest.reason}" if guest.reason else guest.state
+        raise GuestChannelError(
+            f"microVM {vm.name!r} is {vm.state} and keeps running, but its guest agent was not ready within "
+            f"{timeout_s:g}s ({state})",
+            code="guest_agent_timeout", status=504,
+            hint=f"see what the guest printed: 'fc-macos microvm logs --name {vm.name}' ({serial}); "
+            f"check again with GET /v1/microvms/{vm.name}, or stop it",
+        )  # fmt: skip
 
     def _go_live(self, vm: MicroVM, vmm: VMMProcess) -> None:
         vm.vmm = vmm
         vm.pid, vm.start_time, vm.pgid = vmm.pid, vmm.start_time, vmm.pgid
         vm.exited = asyncio.Event()
+        saved = vm.guest_agent or {}
+        uds = Path(vm.vsock["uds_path"]) if vm.vsock else None
+        vm.guest = GuestAgent(
+            vm.name, uds, absent_reason=saved.get("absent"), saved=saved,
+            on_change=self._save, is_running=lambda: vm.state == "running",
+        )  # fmt: skip
         broker = ConsoleBroker(vm.name, vmm.paths)
         try:
             broker.start()
@@ -357,11 +501,18 @@ class MicroVMManager:
         if vm.broker is not None:
             await vm.broker.drain(2.0)
         vmm.kill_leftovers()
+        await self._release_guest(vm)
         self._mark_stopped(vm, "stopped")
         vmm.paths.api_sock.unlink(missing_ok=True)
         log.info("%s stopped (exit status %s)", vm.name, vm.exit_status)
         self._save()
         vm.exited.set()
+
+    async def _release_guest(self, vm: MicroVM) -> None:
+        """Free what the running guest held: its published ports and the guest agent's polling."""
+        await self.ports.unpublish_all(vm.name)
+        if vm.guest is not None:
+            await vm.guest.close()
 
     def _mark_stopped(self, vm: MicroVM, state: str, *, error: str | None = None) -> None:
         paths = self.paths(vm.name)
@@ -374,6 +525,10 @@ class MicroVMManager:
         if error is not None:
             vm.error = error
         vm.vmm = None
+        if vm.guest is not None:
+            vm.guest_agent = vm.guest.saved()
+        vm.guest = None
+        vm.ports = []
         if vm.broker is not None:
             status = "unknown" if vm.exit_status is None else vm.exit_status
             vm.broker.close(f"microVM {vm.name} stopped (exit status {status})")
@@ -441,6 +596,7 @@ class MicroVMManager:
         if self._vms.get(name) is not vm:
             return  # deleted meanwhile by a concurrent call
         del self._vms[name]
+        await self.ports.unpublish_all(name)
         await asyncio.to_thread(shutil.rmtree, self.paths(name).workdir, True)
         await self._release_network(vm)
         self._save()

@@ -1,0 +1,355 @@
+"""Commands inside a guest: the guest agent's ``exec``, as fc-agent serves it.
+
+Two forms over one operation (docs/guest-agent-protocol.md):
+
+* :func:`run_once` (``POST /exec``): stdin from the request, stdout and stderr
+  collected (at most :data:`MAX_OUTPUT` bytes each, else 413
+  ``output_too_large``), the exit code or signal.
+* :func:`stream` (``GET /exec`` WebSocket): the client's first text message is
+  the request; binary frames carry the streams (first byte 0 stdin, 1 stdout,
+  2 stderr; a frame of just that byte is the stream's EOF); text frames carry
+  resize and signal controls and, at the end, the exit.
+
+A command the guest cannot find exits 127 (126: not executable) with the
+guest agent's message on stderr (one-shot) or in the ``error`` message (with
+``exit_code``) on the WebSocket, as a shell would have it. Closing the
+connection to the guest agent kills the command's process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from fc_macos.agent.guest_agent import CTRL, EXIT, STDERR, STDIN, STDOUT, GuestAgent, GuestChannel
+from fc_macos.agent.guest_errors import GuestChannelError, GuestOperationError
+from fc_macos.errors import FcMacosError, ValidationError
+
+log = logging.getLogger("fc_agent.exec")
+
+#: Most a one-shot exec collects per stream.
+MAX_OUTPUT = 16 * 1024 * 1024
+#: Stdin is sent in frames of at most this many bytes.
+STDIN_CHUNK = 256 * 1024
+#: How long the WebSocket client has to send its request.
+FIRST_MESSAGE_S = 30.0
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+#: Exit codes a shell gives a command it cannot find / cannot execute.
+EXIT_OF = {"command_not_found": 127, "not_executable": 126}
+STREAM_BYTE = {STDOUT: b"\x01", STDERR: b"\x02"}
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    """What the guest agent's ``exec`` takes (``env`` as ``K=V`` strings)."""
+
+    argv: list[str]
+    env: list[str]
+    cwd: str | None = None
+    tty: bool = False
+    rows: int = 24
+    cols: int = 80
+    stdin: bool = False
+    timeout_s: float = 0.0
+
+    def fields(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.cwd is None:
+            del out["cwd"]
+        return out
+
+
+def _fail(message: str, hint: str | None = None) -> ValidationError:
+    return ValidationError(message, hint=hint or 'e.g. {"argv": ["uname", "-a"], "env": {"K": "V"}, "cwd": "/"}')
+
+
+def parse_request(data: Any, *, allowed: set[str]) -> tuple[ExecRequest, dict[str, Any]]:
+    """The exec request in ``data`` (a JSON object with ``allowed`` fields) and
+    the fields ExecRequest does not cover. ValidationError when malformed."""
+    if not isinstance(data, dict):
+        raise _fail("the exec request must be a JSON object")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValidationError(
+            f"unknown field(s) in the exec request: {', '.join(unknown)}",
+            hint=f"allowed fields: {', '.join(sorted(allowed))}", code="unknown_field",
+        )  # fmt: skip
+    argv = data.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv) or not argv[0]:
+        raise _fail(f"argv must be a non-empty list of strings, got {argv!r}")
+    env = data.get("env") or {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in env.items()):
+        raise _fail("env must be an object of names (without '=') to string values", hint='e.g. {"env": {"LANG": "C"}}')
+    cwd = data.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not cwd):
+        raise _fail(f"cwd must be a path in the guest, got {cwd!r}")
+    timeout_s = data.get("timeout_s") or 0
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 <= timeout_s <= MAX_TIMEOUT_S:
+        raise _fail(f"timeout_s must be a number of seconds >= 0 (0: none), got {timeout_s!r}")
+    sizes = {}
+    for key, default in (("rows", 24), ("cols", 80)):
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 10000:
+            raise _fail(f"{key} must be an integer between 1 and 9999, got {value!r}")
+        sizes[key] = value
+    for key in ("tty",):
+        if not isinstance(data.get(key, False), bool):
+            raise _fail(f"{key} must be true or false")
+    request = ExecRequest(
+        argv=list(argv), env=[f"{k}={v}" for k, v in env.items()], cwd=cwd, tty=bool(data.get("tty", False)),
+        rows=sizes["rows"], cols=sizes["cols"], timeout_s=float(timeout_s),
+    )  # fmt: skip
+    rest = {k: v for k, v in data.items() if k not in ("argv", "env", "cwd", "tty", "rows", "cols", "timeout_s")}
+    return request, rest
+
+
+async def start(agent: GuestAgent, request: ExecRequest) -> tuple[GuestChannel, dict[str, Any]]:
+    """Open a connection and start ``request``: the channel and the guest's
+    RES (``pid``). GuestOperationError (e.g. ``command_not_found``) or
+    GuestAgentNotReady when it cannot start."""
+    channel = await agent.open()
+    try:
+        started = await channel.request("exec", **request.fields())
+    except BaseException:
+        channel.close()
+        raise
+    return channel, started
+
+
+def exit_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "exit_code": payload.get("exit_code"),
+        "signal": payload.get("signal"),
+        "timed_out": bool(payload.get("timed_out", False)),
+    }
+
+
+# -- one-shot -------------------------------------------------------------------------
+
+ONCE_FIELDS = {"argv", "env", "cwd", "stdin", "stdin_b64", "timeout_s", "encoding"}
+
+
+async def run_once(agent: GuestAgent, body: Any) -> dict[str, Any]:
+    """Run the one-shot request ``body`` (``POST /exec``) to its end and return
+    ``{exit_code, signal, timed_out, stdout, stderr}``."""
+    request, rest = parse_request(body, allowed=ONCE_FIELDS)
+    stdin = _stdin_bytes(rest.get("stdin"), rest.get("stdin_b64"))
+    encoding = rest.get("encoding") or "utf-8"
+    if encoding not in ("utf-8", "base64"):
+        raise _fail(f"encoding must be 'utf-8' or 'base64', got {encoding!r}")
+    request = ExecRequest(**{**asdict(request), "stdin": stdin is not None})
+    try:
+        channel, _ = await start(agent, request)
+    except GuestOperationError as exc:
+        if exc.guest_code not in EXIT_OF:
+            raise
+        out: dict[str, Any] = {"exit_code": EXIT_OF[exc.guest_code], "signal": None, "timed_out": False}
+        return out | _encode(b"", f"{exc.message}\n".encode(), encoding)
+    with channel:
+        feeder = asyncio.create_task(_feed(channel, stdin)) if stdin is not None else None
+        try:
+            outcome, stdout, stderr = await _collect(channel)
+        finally:
+            if feeder is not None:
+                feeder.cancel()
+                await asyncio.gather(feeder, return_exceptions=True)
+    return exit_fields(outcome) | _encode(bytes(stdout), bytes(stderr), encoding)
+
+
+def _stdin_bytes(text: Any, b64: Any) -> bytes | None:
+    if text is not None and b64 is not None:
+        raise _fail("give stdin or stdin_b64, not both")
+    if text is not None:
+        if not isinstance(text, str):
+            raise _fail("stdin must be a string (stdin_b64 for bytes)")
+        return text.encode()
+    if b64 is not None:
+        try:
+            return base64.b64decode(b64, validate=True) if isinstance(b64, str) else _invalid_b64()
+        except binascii.Error:
+            return _invalid_b64()
+    return None
+
+
+def _invalid_b64() -> bytes:
+    raise _fail("stdin_b64 must be base64 text")
+
+
+async def _feed(channel: GuestChannel, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        for at in range(0, len(view), STDIN_CHUNK):
+            await channel.send(STDIN, view[at : at + STDIN_CHUNK])
+        await channel.send(STDIN)  # EOF
+    except OSError:
+        pass  # the command ended without reading it all
+
+
+async def output(channel: GuestChannel) -> AsyncIterator[tuple[int, bytes]]:
+    """The command's STDOUT and STDERR frames, then its EXIT frame (the last);
+    GuestChannelError if the stream ends before EXIT or carries other frames."""
+    while True:
+        frame = await channel.receive()
+        if frame is None:
+            raise channel.broken("the command's output ended without its exit status")
+        if frame[0] not in (STDOUT, STDERR, EXIT):
+            raise channel.broken(f"frame type {frame[0]} during exec")
+        yield frame
+        if frame[0] == EXIT:
+            return
+
+
+async def _collect(channel: GuestChannel) -> tuple[dict[str, Any], bytearray, bytearray]:
+    outputs = {STDOUT: bytearray(), STDERR: bytearray()}
+    async for kind, payload in output(channel):
+        if kind in outputs:
+            buf = outputs[kind]
+            buf += payload
+            if len(buf) > MAX_OUTPUT:
+                name = "stdout" if kind == STDOUT else "stderr"
+                raise GuestChannelError(
+                    f"the command wrote more than {MAX_OUTPUT // (1024 * 1024)} MiB to {name}; it was killed",
+                    code="output_too_large", status=413,
+                    hint="stream it instead: the WebSocket form GET /v1/microvms/NAME/exec ('fc-macos exec' does), "
+                    "or redirect it to a file in the guest and copy that out",
+                )  # fmt: skip
+        else:
+            return channel.parse(payload), outputs[STDOUT], outputs[STDERR]
+    raise AssertionError("output() ends with EXIT")
+
+
+def _encode(stdout: bytes, stderr: bytes, encoding: str) -> dict[str, str]:
+    if encoding == "base64":
+        return {"stdout": base64.b64encode(stdout).decode(), "stderr": base64.b64encode(stderr).decode()}
+    return {"stdout": stdout.decode("utf-8", "replace"), "stderr": stderr.decode("utf-8", "replace")}
+
+
+# -- WebSocket ------------------------------------------------------------------------
+
+STREAM_FIELDS = {"argv", "env", "cwd", "tty", "rows", "cols", "stdin", "timeout_s"}
+
+
+async def stream(agent: GuestAgent, ws: web.WebSocketResponse) -> None:
+    """Serve one exec over the prepared WebSocket ``ws`` (see the module
+    docstring); returns when the command has exited or the client left."""
+    try:
+        request = await _first_message(ws)
+        channel, started = await start(agent, request)
+    except FcMacosError as exc:
+        error: dict[str, Any] = {"type": "error", "error": exc.code, "message": exc.message, "hint": exc.hint}
+        if isinstance(exc, GuestOperationError) and exc.guest_code in EXIT_OF:
+            error["exit_code"] = EXIT_OF[exc.guest_code]
+        await ws.send_str(json.dumps(error))
+        await ws.close()
+        return
+    with channel:
+        await ws.send_str(json.dumps({"type": "started", "pid": started.get("pid")}))
+        to_client = asyncio.create_task(_guest_to_client(channel, ws))
+        from_client = asyncio.create_task(_client_to_guest(ws, channel))
+        done, _ = await asyncio.wait((to_client, from_client), return_when=asyncio.FIRST_COMPLETED)
+        if from_client in done and not to_client.done():
+            to_client.cancel()  # the client left: closing the channel kills the command
+        for task in (to_client, from_client):
+            if not task.done():
+                task.cancel()
+        for task in (to_client, from_client):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except FcMacosError as exc:
+                log.info("%s: exec ended: %s", agent.name, exc.message)
+                if not ws.closed:
+                    await ws.send_str(json.dumps({"type": "error", "error": exc.code, "message": exc.message, "hint": exc.hint}))
+    await ws.close()
+
+
+async def _first_message(ws: web.WebSocketResponse) -> ExecRequest:
+    try:
+        msg = await ws.receive(timeout=FIRST_MESSAGE_S)
+    except asyncio.TimeoutError:
+        raise _fail(f"no exec request within {FIRST_MESSAGE_S:g}s: send it as the first text message") from None
+    if msg.type != WSMsgType.TEXT:
+        raise _fail("the first message must be the exec request as JSON text")
+    try:
+        data = json.loads(msg.data)
+    except ValueError:
+        raise _fail(f"the exec request is not JSON: {msg.data[:100]!r}") from None
+    request, rest = parse_request(data, allowed=STREAM_FIELDS)
+    stdin = rest.get("stdin", False)
+    if not isinstance(stdin, bool):
+        raise _fail("stdin must be true or false in the WebSocket form (then send binary frames starting with 0)")
+    return ExecRequest(**{**asdict(request), "stdin": stdin})
+
+
+async def _guest_to_client(channel: GuestChannel, ws: web.WebSocketResponse) -> None:
+    async for kind, payload in output(channel):
+        if kind in STREAM_BYTE:
+            await ws.send_bytes(STREAM_BYTE[kind] + payload)
+        else:
+            await ws.send_str(json.dumps({"type": "exit", **exit_fields(channel.parse(payload))}))
+
+
+async def _client_to_guest(ws: web.WebSocketResponse, channel: GuestChannel) -> None:
+    try:
+        await _forward_client(ws, channel)
+    except OSError:
+        pass  # the guest agent closed the connection: the command has ended
+
+
+async def _forward_client(ws: web.WebSocketResponse, channel: GuestChannel) -> None:
+    async for msg in ws:
+        if msg.type == WSMsgType.BINARY:
+            data = msg.data
+            if data[:1] != b"\x00":
+                await _complain(ws, "binary frames from the client carry stdin: their first byte must be 0")
+                continue
+            if len(data) == 1:
+                await channel.send(STDIN)  # EOF
+            for at in range(1, len(data), STDIN_CHUNK):
+                await channel.send(STDIN, data[at : at + STDIN_CHUNK])
+        elif msg.type == WSMsgType.TEXT:
+            control = _control(msg.data)
+            if control is None:
+                await _complain(ws, f"unknown or malformed control message: {msg.data[:100]}")
+            else:
+                await channel.send_json(CTRL, control)
+        elif msg.type == WSMsgType.ERROR:
+            return
+
+
+def _control(text: str) -> dict[str, Any] | None:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(message, dict):
+        return None
+
+    def number(key: str, lo: int, hi: int) -> bool:
+        value = message.get(key)
+        return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+    if message.get("type") == "resize" and number("rows", 1, 9999) and number("cols", 1, 9999):
+        return {"type": "resize", "rows": message["rows"], "cols": message["cols"]}
+    if message.get("type") == "signal" and number("signal", 1, 64):
+        return {"type": "signal", "signal": message["signal"]}
+    return None
+
+
+async def _complain(ws: web.WebSocketResponse, message: str) -> None:
+    await ws.send_str(json.dumps({
+        "type": "error", "error": "bad_message", "message": message,
+        "hint": 'send {"type": "resize", "rows": R, "cols": C} or {"type": "signal", "signal": N}; stdin goes in binary frames',
+    }))  # fmt: skip
+
+
+__all__ = ["ExecRequest", "parse_request", "run_once", "stream"]
