@@ -10,7 +10,6 @@ and the guest agent does the same inside the guest.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 from collections.abc import Awaitable
@@ -56,6 +55,8 @@ class Location:
 
 async def _interruptible(work: Awaitable[T]) -> T:
     """Run ``work``; SIGTERM cancels it like Ctrl+C does (its cleanup runs)."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(work)
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
@@ -114,10 +115,12 @@ def cp_cmd(state: AppState, src: str, dest: str, quiet: bool) -> None:
     source, target = Location.parse(src), Location.parse(dest)
     if (source.name is None) == (target.name is None):
         raise UsageError("one of SRC and DEST must be in a microVM (NAME:PATH), the other on this machine", hint=CP_HINT)
+    from asyncio import CancelledError
+
     bar = ProgressBar(f"{source} -> {target}", enabled=False if quiet or state.json else None)
     try:
         result = _copy(state, source, target, bar)
-    except (KeyboardInterrupt, asyncio.CancelledError):
+    except (KeyboardInterrupt, CancelledError):
         bar.finish()
         click.echo(f"\nInterrupted: nothing was left at {target}.", err=True)
         raise click.exceptions.Exit(130) from None

@@ -5,7 +5,6 @@ publishes on its own machine: the Linux VM's address, reachable from the Mac);
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from collections.abc import Sequence
@@ -116,6 +115,8 @@ async def _check_forwardable(client: AgentClient, name: str) -> None:
 
 
 async def _forward(state: AppState, name: str, specs: list[ForwardSpec]) -> None:
+    import asyncio
+
     from fc_macos.agent.client import AgentClient
     from fc_macos.forward import Forwarder
 
@@ -166,6 +167,8 @@ def port_forward_cmd(state: AppState, name: str, specs: tuple[str, ...]) -> None
       fc-macos port-forward --name web 0.0.0.0:8080:80 5432:5432
       fc-macos port-forward --name web :80 --json     # [{"addr": "127.0.0.1", "port": 41234, ...}]
     """
+    import asyncio
+
     from fc_macos.forward import ForwardSpec
 
     parsed = [ForwardSpec.parse(text) for text in specs]
