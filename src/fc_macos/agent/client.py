@@ -123,6 +123,8 @@ class AgentClient:
     async def __aenter__(self) -> AgentClient:
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {self.token}"},
+            # exec sessions and tunnels each hold a connection for as long as they last
+            connector=aiohttp.TCPConnector(limit=0),
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=self.timeout),
         )
         return self
