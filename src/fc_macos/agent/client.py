@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from fc_macos.agent.client_streams import ExecResult, ExecSession, GuestStat, TunnelStream, error_of_exec
+from fc_macos.agent.client_streams import ExecResult, ExecSession, GuestStat, TunnelStream, error_of_exec, json_object
 from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
 from fc_macos.config import AgentEndpoint, home_dir
 from fc_macos.errors import (
@@ -320,7 +320,7 @@ class AgentClient:
     async def _exec_started(self, ws: aiohttp.ClientWebSocketResponse[Any]) -> int | None:
         msg = await ws.receive()
         if msg.type == aiohttp.WSMsgType.TEXT:
-            answer = json.loads(msg.data)
+            answer = json_object(msg.data)
             if answer.get("type") == "started":
                 pid = answer.get("pid")
                 return int(pid) if pid is not None else None

@@ -150,7 +150,7 @@ class ExecSession:
                     return STREAM_NAMES[data[0]], data[1:]
                 continue  # an EOF marker (the stream byte alone)
             if msg.type == aiohttp.WSMsgType.TEXT:
-                control = _json_object(msg.data)
+                control = json_object(msg.data)
                 if control.get("type") == "exit":
                     self.exit = ExitStatus.from_dict(control)
                     return None
@@ -206,7 +206,7 @@ class TunnelStream:
         await self._ws.close()
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except ValueError:
