@@ -14,9 +14,12 @@ The images are built from the Debian cloud kernel package that
 ``scripts/fetch-test-kernel`` downloads into the cache directory
 (``$FC_MACOS_TEST_CACHE``, default ``<repo>/.cache/test-assets``), into
 ``<cache>/guest-images-<arch>/`` (``vmlinux``, ``initrd.img``, ``rootfs.ext4``,
-``manifest.json``). A set whose manifest matches is reused across sessions; the
-first build takes a few seconds. Tests skip, saying how to enable them, when the
-package or a build tool (busybox-static, e2fsprogs, dpkg-deb) is missing.
+``manifest.json``). The rootfs holds this checkout's guest agent
+(:func:`guest_agent_binary`, built with ``python -m fc_macos.guest.build`` when
+missing), whose checksum is part of the manifest: a new agent rebuilds the set.
+A set whose manifest matches is reused across sessions; the first build takes a
+few seconds. Tests skip, saying how to enable them, when the package or a build
+tool (busybox-static, e2fsprogs, dpkg-deb, ziglang) is missing.
 
 The images are shared: never write to them. Copy the rootfs before booting it
 read-write (the agent does this for every microVM).
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from fc_macos.errors import NotFoundError
 from fc_macos.images.arch import debian_arch, normalize_arch
 from fc_macos.images.builder import ImageSet, build_images
 
@@ -59,6 +63,22 @@ def _missing_tools() -> list[str]:
     return missing
 
 
+def guest_agent_binary(arch: str | None = None) -> Path:
+    """This checkout's ``fc-guest-agent`` for ``arch`` (default: the host's), built now
+    (``fc_macos.guest.build``) if it has not been; ``pytest.skip`` when it cannot be."""
+    from fc_macos.guest import binary_path
+
+    try:
+        return binary_path(arch)
+    except NotFoundError:
+        from fc_macos.guest.build import GuestBuildError, build
+
+        try:
+            return build(normalize_arch(arch))
+        except GuestBuildError as exc:
+            pytest.skip(f"cannot build the guest agent: {exc.message} ({exc.hint})")
+
+
 def build_test_images(cache_dir: Path | None = None) -> ImageSet:
     """Build (or reuse) the offline test image set for the host's architecture and
     return it. Calls ``pytest.skip`` when the kernel package or a tool is missing."""
@@ -71,7 +91,8 @@ def build_test_images(cache_dir: Path | None = None) -> ImageSet:
     missing = _missing_tools()
     if missing:
         pytest.skip(f"guest images need {', '.join(missing)}: apt-get install busybox-static e2fsprogs dpkg")
-    images = build_images("debian", cache_dir / f"guest-images-{normalize_arch()}", kernel_deb=deb)
+    images = build_images("debian", cache_dir / f"guest-images-{normalize_arch()}", kernel_deb=deb,
+                          guest_agent=guest_agent_binary())
     _built[cache_dir] = images
     return images
 

@@ -57,9 +57,26 @@ class Console:
         return bytes(self.seen[start:])
 
     def send(self, line: str) -> None:
+        self.send_bytes(line.encode() + b"\n")
+
+    def send_bytes(self, data: bytes) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.write(data)
         self.proc.stdin.flush()
+
+
+def interrupt_sleep(console: Console) -> None:
+    """Ctrl+C on the serial console interrupts a foreground ``sleep 100`` at once: the
+    shell has the tty as its controlling terminal and SIGINT at its default."""
+    console.send("sleep 100")
+    console.expect(re.compile(rb"sleep 100\r?\n"), 30)
+    time.sleep(1)  # let the shell start it
+    started = time.monotonic()
+    console.send_bytes(b"\x03")
+    console.expect(PROMPT, 30)
+    assert time.monotonic() - started < 10, "the prompt came back only when sleep ended"
+    console.send("echo status-$?")
+    assert b"status-130" in console.expect(PROMPT, 30)
 
 
 @contextmanager
@@ -98,9 +115,20 @@ def test_offline_images_boot_to_a_shell_under_qemu() -> None:
         assert re.search(rb"Linux fc-microvm 6\.\S+-cloud-amd64 .*x86_64", console.expect(PROMPT, 30))
         console.send("grep -c ' /dev/pts devpts' /proc/mounts; tr '\\0' ' ' </proc/1/cmdline; echo")
         assert re.search(rb"\n1\r?\n[^\n]*/init", console.expect(PROMPT, 30))
+        # /init started the guest agent: its supervisor and the server it forked.
+        console.send("for i in 1 2 3 4 5 6 7 8 9 10; do [ $(pidof fc-guest-agent | wc -w) -ge 2 ] && break; sleep 1; done; "
+                     "echo agents-$(pidof fc-guest-agent | wc -w); /sbin/fc-guest-agent --version")
+        assert re.search(rb"agents-2\r?\nfc-guest-agent \S+ \(protocol 1\)", console.expect(PROMPT, 30))
+        interrupt_sleep(console)
         # Leaving the shell gives a new one (getty is respawned), not a dead console.
         console.send("exit")
         console.expect(re.compile(rb"built-in shell.*\n.*fc-microvm:/# ", re.S), 30)
+        # The loop that respawns it is itself started again by /init (PID 1).
+        console.send("kill -9 $PPID; echo killed-$((6*7))")
+        console.expect(re.compile(rb"killed-42"), 30)
+        console.send("exit")
+        console.expect(re.compile(rb"built-in shell.*\n.*fc-microvm:/# ", re.S), 60)
+        interrupt_sleep(console)
         console.send("poweroff -f")
         assert console.proc.wait(timeout=60) == 0
 
@@ -116,6 +144,7 @@ def test_without_getty_init_falls_back_to_a_shell_and_ctrl_alt_del_reboots(tmp_p
         console.expect(PROMPT, 120)
         console.send("ps | grep -c '[g]etty'; tty")
         assert re.search(rb"\n0\r?\n/dev/ttyS0", console.expect(PROMPT, 30))
+        interrupt_sleep(console)
         # What the kernel does on Ctrl-Alt-Del (Firecracker's SendCtrlAltDel): SIGINT to init.
         console.send("kill -INT 1")
         console.expect(re.compile(rb"fc-microvm: reboot"), 30)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 import fc_macos.images
-from fc_macos.errors import ImageError, UsageError
+from fc_macos.errors import ImageError, NotFoundError, UsageError
 from fc_macos.images import build_images, verify_images
 from fc_macos.images.digest import sha256_file
 from fc_macos.providers.base import NullProgress
-from tests.helpers.guest_images import build_test_images, default_cache_dir, find_kernel_deb
+from tests.helpers.guest_images import build_test_images, default_cache_dir, find_kernel_deb, guest_agent_binary
 
 
 class Recorder(NullProgress):
@@ -96,3 +96,28 @@ def test_debian_source_refuses_a_foreign_architecture(tmp_path: Path, kernel_deb
         build_images("debian", tmp_path, foreign, kernel_deb=kernel_deb)
     assert "--source online" in (info.value.hint or "")
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_the_guest_agent_is_an_input(tmp_path: Path, kernel_deb: Path) -> None:
+    agent = tmp_path / "agent-v1"
+    agent.write_bytes(guest_agent_binary().read_bytes())
+    out = tmp_path / "images"
+    build_images("debian", out, kernel_deb=kernel_deb, guest_agent=agent)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["guest_agent_sha256"] == sha256_file(agent)
+    same = Recorder()
+    build_images("debian", out, kernel_deb=kernel_deb, guest_agent=agent, progress=same)
+    assert same.skipped == ["images"]
+    # A new agent (another build) makes a new rootfs.
+    agent.write_bytes(agent.read_bytes() + b"\0")
+    rebuilt = Recorder()
+    build_images("debian", out, kernel_deb=kernel_deb, guest_agent=agent, progress=rebuilt)
+    assert "rootfs" in rebuilt.steps
+    assert json.loads((out / "manifest.json").read_text())["files"]["rootfs.ext4"] != manifest["files"]["rootfs.ext4"]
+
+
+def test_a_missing_guest_agent_fails_before_building(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="guest agent") as info:
+        build_images("online", tmp_path / "images", "x86_64", guest_agent=tmp_path / "no-such-agent")
+    assert "fc_macos.guest.build" in (info.value.hint or "")
+    assert not (tmp_path / "images" / "downloads").exists()

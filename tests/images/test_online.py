@@ -17,6 +17,8 @@ from fc_macos.errors import ImageError
 from fc_macos.images import build_images
 from fc_macos.images.online import PINS, Pin, build_online, download, extract_rootfs_tarball
 from fc_macos.providers.base import NullProgress
+from tests.helpers.guest_images import guest_agent_binary
+from tests.images.test_rootfs import debugfs
 
 BUSYBOX = Path("/bin/busybox")
 FAKE_KERNEL = b"\x7fELF\x02\x01\x01" + bytes(9) + b"ci kernel" * 1000
@@ -101,10 +103,14 @@ def test_happy_path_downloads_verifies_and_builds(server: tuple[str, Path], tmp_
     out = tmp_path / "out"
     out.mkdir()
     progress = RecordingProgress()
-    fmt = build_online(out, "x86_64", progress, base_url=base, download_dir=tmp_path / "dl", pins=pins)
+    agent = guest_agent_binary("x86_64")
+    fmt = build_online(out, "x86_64", progress, base_url=base, download_dir=tmp_path / "dl", pins=pins,
+                       guest_agent=agent)
     assert fmt == "elf"
     assert (out / "vmlinux").read_bytes() == FAKE_KERNEL
-    assert (out / "rootfs.ext4").stat().st_size > 0
+    assert f"Size: {agent.stat().st_size}" in debugfs(out / "rootfs.ext4", "stat /sbin/fc-guest-agent")
+    assert "fc-macos" in debugfs(out / "rootfs.ext4", "cat /etc/fc-macos-image")
+    assert "Fast link dest: \"../init\"" in debugfs(out / "rootfs.ext4", "stat /sbin/init")  # not Alpine's
     assert not (out / "initrd.img").exists()
     assert ("step", "download-kernel") in progress.events
     assert any(kind == "info" and "MiB" in msg for kind, msg in progress.events)
@@ -119,7 +125,7 @@ def test_checksum_mismatch_is_refused_and_leaves_nothing(server: tuple[str, Path
     publish(root, PINS["x86_64"]["kernel"].path, FAKE_KERNEL)
     out = tmp_path / "images"
     with pytest.raises(ImageError) as info:
-        build_images("online", out, "x86_64", base_url=base)
+        build_images("online", out, "x86_64", base_url=base, guest_agent=guest_agent_binary("x86_64"))
     assert "checksum mismatch" in info.value.message
     assert PINS["x86_64"]["kernel"].sha256 in info.value.message
     assert info.value.hint

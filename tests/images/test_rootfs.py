@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from fc_macos.errors import ImageError
+from fc_macos.images.arch import normalize_arch
 from fc_macos.images.initramfs import init_script
-from fc_macos.images.rootfs import install_init, make_ext4, populate_busybox_tree
+from fc_macos.images.rootfs import MARKER_TEXT, check_guest_agent, install_init, make_ext4, populate_busybox_tree
+from tests.helpers.guest_images import guest_agent_binary
 
 BUSYBOX = Path("/bin/busybox")
 
@@ -30,7 +33,8 @@ def busybox() -> Path:
 
 def test_busybox_rootfs_has_init_busybox_links_and_console(tmp_path: Path, busybox: Path) -> None:
     tree = tmp_path / "tree"
-    populate_busybox_tree(tree, busybox, hostname="guest-one")
+    agent = guest_agent_binary()
+    populate_busybox_tree(tree, busybox, hostname="guest-one", guest_agent=agent)
     image = tmp_path / "rootfs.ext4"
     make_ext4(tree, image, size_mib=40)
     assert image.stat().st_size == 40 << 20
@@ -47,15 +51,43 @@ def test_busybox_rootfs_has_init_busybox_links_and_console(tmp_path: Path, busyb
     assert "busybox" in debugfs(image, "stat /bin/sh")
     console = debugfs(image, "stat /dev/console")
     assert "Type: character special" in console and "Mode:  0600" in console
+    stat = debugfs(image, "stat /sbin/fc-guest-agent")
+    assert "Type: regular" in stat and "Mode:  0755" in stat and f"Size: {agent.stat().st_size}" in stat
+    assert "User:     0   Group:     0" in stat
+    assert debugfs(image, "cat /etc/fc-macos-image") == MARKER_TEXT
+    assert "/sbin/fc-guest-agent --supervise" in debugfs(image, "cat /init")
 
 
 def test_install_init_replaces_an_existing_sbin_init(tmp_path: Path) -> None:
     (tmp_path / "sbin").mkdir()
     (tmp_path / "sbin" / "init").symlink_to("/bin/busybox")  # what Alpine ships
-    install_init(tmp_path)
+    (tmp_path / "sbin" / "fc-guest-agent").symlink_to("/nowhere")
+    agent = tmp_path / "agent-build"
+    agent.write_bytes(b"agent bytes")
+    agent.chmod(0o600)
+    install_init(tmp_path, guest_agent=agent)
     assert (tmp_path / "sbin" / "init").readlink() == Path("../init")
     assert (tmp_path / "init").read_bytes() == init_script("rootfs-init.sh")
     assert (tmp_path / "init").stat().st_mode & 0o111
+    installed = tmp_path / "sbin" / "fc-guest-agent"
+    assert not installed.is_symlink() and installed.read_bytes() == b"agent bytes"
+    assert installed.stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "etc" / "fc-macos-image").read_text() == MARKER_TEXT
+
+
+def test_guest_agent_must_be_a_static_binary_for_the_arch(tmp_path: Path, busybox: Path) -> None:
+    agent = guest_agent_binary("x86_64")
+    check_guest_agent(agent, "x86_64")
+    with pytest.raises(ImageError, match="not built for aarch64") as info:
+        check_guest_agent(agent, "aarch64")
+    assert "--arch aarch64" in (info.value.hint or "")
+    check_guest_agent(guest_agent_binary("aarch64"), "aarch64")
+    with pytest.raises(ImageError, match="dynamically linked"):
+        check_guest_agent(Path("/bin/true"), normalize_arch())  # a dynamic executable on Debian/Ubuntu hosts
+    not_elf = tmp_path / "script"
+    not_elf.write_text("#!/bin/sh\n")
+    with pytest.raises(ImageError):
+        check_guest_agent(not_elf, "x86_64")
 
 
 def test_default_size_leaves_room_for_the_tree(tmp_path: Path) -> None:

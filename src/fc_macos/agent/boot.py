@@ -39,6 +39,7 @@ from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.wire import DriveSpec, MicroVMSpec, SnapshotSpec
 from fc_macos.errors import BootError, ConflictError, FcMacosError, FirecrackerAPIError, NotFoundError, UsageError
 from fc_macos.firecracker.client import FirecrackerClient
+from fc_macos.guest import binary_path as guest_binary_path
 from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, launch, wait_gone
 
 log = logging.getLogger("fc_agent.boot")
@@ -158,24 +159,28 @@ async def prepare_workdir(ctx: BootContext) -> None:
 
 @dataclass(frozen=True)
 class GuestInstallStubResult:
-    installed: bool
     boot_args: str
-    reason: str | None
+    installed: bool
+    reason: str | None = None
 
 
-def guest_install_not_merged_yet(rootfs: Path, boot_args: str, *, arch: str) -> GuestInstallStubResult:
+async def guest_install_not_merged_yet(rootfs: Path, binary: Path, boot_args: str) -> GuestInstallStubResult:
     """STUB until fc_macos.agent.guest_install (the images branch) is merged: installs nothing."""
-    return GuestInstallStubResult(False, boot_args, "the guest agent installer is not merged into this build yet")
+    return GuestInstallStubResult(boot_args, False, "the guest agent installer is not merged into this build yet")
 
 
 async def install_guest_agent(ctx: BootContext) -> None:
-    """Write the guest agent into the microVM's rootfs copy (the user's image
-    is never changed) and, for images that do not start it themselves, make
-    the boot arguments start it ahead of the image's init. A rootfs it cannot
-    write (not ext4, no debugfs) boots as it is: ``guest_agent_absent`` says why."""
-    result = await asyncio.to_thread(
-        guest_install_not_merged_yet, ctx.paths.rootfs, ctx.spec.boot_args, arch=ctx.settings.arch
-    )
+    """Write the guest agent for the guest's architecture into the microVM's
+    rootfs copy (the user's image is never changed) and, for images that do
+    not start it themselves, make the boot arguments start it ahead of the
+    image's init. A rootfs it cannot write (not ext4, no debugfs), or a missing
+    binary, boots as it is: ``guest_agent_absent`` says why."""
+    try:
+        binary = guest_binary_path(ctx.settings.arch)
+    except FcMacosError as exc:
+        ctx.guest_agent_absent = f"{exc.message}: {exc.hint}" if exc.hint else exc.message
+        return
+    result = await guest_install_not_merged_yet(ctx.paths.rootfs, binary, ctx.spec.boot_args)
     ctx.spec = replace(ctx.spec, boot_args=result.boot_args)
     ctx.guest_agent_absent = None if result.installed else result.reason
 

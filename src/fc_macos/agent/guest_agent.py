@@ -21,7 +21,6 @@ microVM's hybrid vsock socket, or a 409 that says why there is none.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -29,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from fc_macos.agent import vsock
-from fc_macos.agent.guest_errors import GuestAgentNotReady, GuestChannelError, from_guest
+from fc_macos.agent.guest_errors import GuestAgentNotReady
+from fc_macos.guest import GUEST_AGENT_PORT
+from fc_macos.guest.errors import GuestAgentError
+from fc_macos.guest.protocol import GuestConnection
 
 log = logging.getLogger("fc_agent.guest_agent")
-
-GUEST_AGENT_PORT = 10240
-PROTOCOL_VERSION = 1
 
 PROBE_TIMEOUT_S = 3.0
 STARTING_INTERVAL_S = 0.25
@@ -45,116 +44,6 @@ BOOT_DEADLINE_S = 120.0
 #: How long an operation keeps trying a guest agent that stopped answering
 #: (its supervisor restarts it after 0.1 s, backing off to 2 s).
 OPEN_RETRY_S = 4.0
-#: How long a guest agent that accepted a connection has to answer a request.
-ANSWER_TIMEOUT_S = 30.0
-
-# -- framing (docs/guest-agent-protocol.md) ---------------------------------------
-REQ, RES, STDIN, STDOUT, STDERR, CTRL, EXIT, ENTRY, DATA, FILE_END, END, RESULT = range(1, 13)
-MAX_FRAME = 1024 * 1024
-
-
-class GuestChannel:
-    """One connection to a guest agent: frames over the vsock stream. One
-    operation per channel (the guest agent closes it after the operation).
-    ``reader``/``writer`` are the raw stream (after ``connect``'s RES)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, name: str) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.name = name
-
-    async def send(self, kind: int, payload: bytes | memoryview = b"") -> None:
-        """Send one frame (payload at most MAX_FRAME bytes), waiting while the stream is full."""
-        self.writer.write(kind.to_bytes(1, "big") + len(payload).to_bytes(4, "big"))
-        if payload:
-            self.writer.write(payload)
-        await self.writer.drain()
-
-    async def send_json(self, kind: int, value: dict[str, Any]) -> None:
-        await self.send(kind, json.dumps(value).encode())
-
-    async def receive(self) -> tuple[int, bytes] | None:
-        """The next frame, or None at a clean end of the stream. A stream cut
-        off inside a frame, or a frame over MAX_FRAME, is a GuestChannelError."""
-        try:
-            header = await self.reader.readexactly(5)
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                return None
-            raise self.broken("the stream ended inside a frame header") from None
-        except OSError as exc:
-            raise self.broken(str(exc)) from exc
-        length = int.from_bytes(header[1:], "big")
-        if length > MAX_FRAME:
-            raise self.broken(f"a frame of {length} bytes (more than {MAX_FRAME})")
-        try:
-            payload = await self.reader.readexactly(length) if length else b""
-        except asyncio.IncompleteReadError:
-            raise self.broken("the stream ended inside a frame") from None
-        except OSError as exc:
-            raise self.broken(str(exc)) from exc
-        return header[0], payload
-
-    @staticmethod
-    def parse(payload: bytes) -> dict[str, Any]:
-        try:
-            value = json.loads(payload)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            raise GuestChannelError(
-                f"the guest agent sent malformed JSON: {payload[:100]!r}",
-                code="guest_agent_protocol", hint="this fc-agent and the guest agent may differ: rebuild the image",
-            )
-        return value
-
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send the operation's REQ and return its RES (``ok`` true); a guest
-        error becomes the agent's error (:func:`guest_errors.from_guest`)."""
-        await self.send_json(REQ, {"v": PROTOCOL_VERSION, "op": op, **fields})
-        try:
-            frame = await asyncio.wait_for(self.receive(), ANSWER_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise GuestChannelError(
-                f"the guest agent of microVM {self.name!r} accepted {op!r} but did not answer within {ANSWER_TIMEOUT_S:g}s",
-                code="guest_agent_unresponsive", status=502, hint="see the microVM's console log; restart the microVM if it persists",
-            ) from None
-        if frame is None:
-            raise self.broken(f"it closed the connection before answering {op!r}")
-        kind, payload = frame
-        if kind != RES:
-            raise self.broken(f"frame type {kind} instead of the answer to {op!r}")
-        return self.check(self.parse(payload))
-
-    @staticmethod
-    def check(answer: dict[str, Any]) -> dict[str, Any]:
-        """``answer`` if ``ok``; else the mapped error of its ``error`` code."""
-        if answer.get("ok") is True:
-            return answer
-        raise from_guest(str(answer.get("error") or "error"), str(answer.get("message") or ""))
-
-    def broken(self, what: str) -> GuestChannelError:
-        return GuestChannelError(
-            f"the connection to the guest agent of microVM {self.name!r} broke: {what}",
-            code="guest_agent_disconnected",
-            hint="the guest agent may have been restarted or killed: try again; see the microVM's console log",
-        )
-
-    def close(self) -> None:
-        """Close the connection (the guest agent ends what runs for it). Idempotent."""
-        self.writer.close()
-
-    def __enter__(self) -> GuestChannel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> GuestChannel:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
 
 class GuestAgent:
@@ -188,6 +77,7 @@ class GuestAgent:
         self.started_at: float | None = None
         self._deadline = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # a state change cuts the poller's wait short
 
     # -- state --------------------------------------------------------------------
 
@@ -205,6 +95,7 @@ class GuestAgent:
         if state != self.state:
             log.info("%s: guest agent %s -> %s%s", self.name, self.state, state, f" ({reason})" if reason else "")
         self.state, self.reason = state, reason
+        self._wake.set()
         if state == "ready":
             self.ready.set()
         else:
@@ -245,11 +136,15 @@ class GuestAgent:
                 continue
             try:
                 info = await self.probe()
-            except (vsock.VsockDialError, GuestChannelError) as exc:
+            except (vsock.VsockDialError, GuestAgentError) as exc:
                 self._probe_failed(exc.message)
             else:
                 self._answered(info)
-            await asyncio.sleep(self._interval())
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval())
+            except asyncio.TimeoutError:
+                pass
 
     def _probe_failed(self, message: str) -> None:
         if self.state == "ready":
@@ -263,18 +158,18 @@ class GuestAgent:
         )
 
     async def probe(self) -> dict[str, Any]:
-        """Ask the guest agent ``info`` (at most PROBE_TIMEOUT_S)."""
-        channel = await self._dial(PROBE_TIMEOUT_S)
-        async with channel:
+        """Ask the guest agent ``info`` (at most PROBE_TIMEOUT_S). Raises
+        VsockDialError or GuestAgentError."""
+        async with await self._dial(PROBE_TIMEOUT_S) as conn:
             try:
-                return await asyncio.wait_for(channel.request("info"), PROBE_TIMEOUT_S)
+                return await asyncio.wait_for(conn.info(), PROBE_TIMEOUT_S)
             except asyncio.TimeoutError:
-                raise channel.broken(f"no answer to info within {PROBE_TIMEOUT_S:g}s") from None
+                raise GuestAgentError(f"no answer to info within {PROBE_TIMEOUT_S:g}s") from None
 
-    async def _dial(self, timeout: float) -> GuestChannel:
+    async def _dial(self, timeout: float) -> GuestConnection:
         assert self.uds is not None
         reader, writer = await vsock.dial(self.uds, GUEST_AGENT_PORT, timeout=timeout)
-        return GuestChannel(reader, writer, name=self.name)
+        return GuestConnection(reader, writer)
 
     async def wait_ready(self, timeout: float) -> bool:
         """True once the guest agent is ready, False after ``timeout`` seconds."""
@@ -296,24 +191,25 @@ class GuestAgent:
 
     # -- the way in ---------------------------------------------------------------
 
-    async def open(self) -> GuestChannel:
-        """A new connection to the guest agent, or GuestAgentNotReady saying
+    async def open(self) -> GuestConnection:
+        """A new connection to the guest agent (for one operation; the caller
+        closes it), or GuestAgentNotReady saying
         why there is none (absent, still starting, not answering). A guest
         agent that stopped answering gets OPEN_RETRY_S to come back."""
         if self.uds is None:
             raise self.not_ready()
         if self.state in ("absent", "starting"):
             try:
-                channel = await self._dial(1.0)
+                conn = await self._dial(1.0)
             except vsock.VsockDialError:
                 raise self.not_ready() from None
             self._answered()
-            return channel
+            return conn
         loop = asyncio.get_running_loop()
         deadline = loop.time() + OPEN_RETRY_S
         while True:
             try:
-                channel = await self._dial(PROBE_TIMEOUT_S)
+                conn = await self._dial(PROBE_TIMEOUT_S)
             except vsock.VsockDialError as exc:
                 if loop.time() >= deadline:
                     self._not_answering(f"stopped answering: {exc.message}")
@@ -321,7 +217,7 @@ class GuestAgent:
                 await asyncio.sleep(0.2)
                 continue
             self._answered()
-            return channel
+            return conn
 
     def not_ready(self) -> GuestAgentNotReady:
         """The 409 for the current state."""
@@ -354,4 +250,4 @@ class GuestAgent:
         )
 
 
-__all__ = ["GUEST_AGENT_PORT", "GuestAgent", "GuestChannel"]
+__all__ = ["GuestAgent"]

@@ -1,19 +1,20 @@
 """Errors of the guest channel (exec, files, ports) as fc-agent answers them.
 
 Each carries its HTTP status (``http_status``, read by
-:mod:`fc_macos.agent.http_errors`), a code from docs/design.md and a hint.
-The guest agent's own error codes become these in :func:`from_guest`, with
-the operation's context (a guest ``not_found`` is a missing path).
+:mod:`fc_macos.agent.http_errors`) and a code from docs/design.md. The guest
+protocol client's errors (:mod:`fc_macos.guest.errors`, whose ``code`` is the
+guest agent's own) are converted at the HTTP boundary by :func:`translate`:
+a guest ``not_found`` becomes 404 ``guest_path_not_found`` and so on.
 
     FcMacosError
-    └── GuestChannelError             http_status per instance
-        ├── GuestAgentNotReady        409 guest_agent_absent / _starting / _unresponsive
-        └── GuestOperationError       a guest error code, mapped (guest_path_not_found 404 ...)
+    └── GuestChannelError             http_status per instance (default 502)
+        └── GuestAgentNotReady        409 guest_agent_absent / _starting / _unresponsive
 """
 
 from __future__ import annotations
 
 from fc_macos.errors import FcMacosError
+from fc_macos.guest.errors import GuestAgentError, GuestConnectionClosed, GuestProtocolError
 
 
 class GuestChannelError(FcMacosError):
@@ -34,35 +35,38 @@ class GuestAgentNotReady(GuestChannelError):
     http_status = 409
 
 
-class GuestOperationError(GuestChannelError):
-    """The guest agent refused or failed an operation. ``guest_code`` is its own code."""
-
-    def __init__(self, guest_code: str, message: str, *, hint: str | None = None, code: str, status: int) -> None:
-        super().__init__(message, hint=hint, code=code, status=status)
-        self.guest_code = guest_code
-
-
-#: guest code -> (agent code, HTTP status, hint)
-GUEST_CODES: dict[str, tuple[str, int, str]] = {
-    "not_found": ("guest_path_not_found", 404, "check the path inside the guest (fc-macos exec --name NAME -- ls -la DIR)"),
-    "not_a_directory": ("guest_not_a_directory", 409, "name a directory in the guest to copy into"),
-    "permission_denied": ("guest_permission_denied", 403, "the guest agent runs as root: check the guest's mounts (read-only?)"),
-    "exists": ("guest_path_exists", 409, "remove the existing path in the guest first, or copy to another name"),
-    "io_error": ("guest_io_error", 502, "check the guest's disk (full? read-only?) and its console log"),
-    "checksum_mismatch": ("guest_checksum_mismatch", 502, "the data changed on its way into the guest: try again"),
-    "connection_refused": ("guest_port_closed", 409, "start the service in the guest first, or check its port"),
-    "bad_request": ("guest_bad_request", 400, "check the request: paths in a tar must be relative and without '..'"),
-    "command_not_found": ("command_not_found", 404, "check the command's name and the guest's PATH"),
-    "not_executable": ("not_executable", 409, "make the file executable in the guest (chmod +x) or run it through a shell"),
-    "unsupported_version": ("guest_agent_incompatible", 502, "this fc-agent and the guest agent in the image differ: rebuild the image or let fc-agent install its own"),
-    "unknown_op": ("guest_agent_incompatible", 502, "this fc-agent and the guest agent in the image differ: rebuild the image or let fc-agent install its own"),
+#: the guest agent's code -> (the agent's code, HTTP status)
+GUEST_CODES: dict[str, tuple[str, int]] = {
+    "not_found": ("guest_path_not_found", 404),
+    "not_a_directory": ("guest_not_a_directory", 409),
+    "permission_denied": ("guest_permission_denied", 403),
+    "exists": ("guest_path_exists", 409),
+    "io_error": ("guest_io_error", 502),
+    "checksum_mismatch": ("guest_checksum_mismatch", 502),
+    "connection_refused": ("guest_port_closed", 409),
+    "bad_request": ("guest_bad_request", 400),
+    "command_not_found": ("command_not_found", 404),
+    "not_executable": ("not_executable", 409),
+    "unsupported_version": ("guest_agent_incompatible", 502),
+    "unknown_op": ("guest_agent_incompatible", 502),
 }
+BROKEN_HINT = "the guest agent may have been restarted or killed: try again; see the microVM's console log"
 
 
-def from_guest(guest_code: str, message: str) -> GuestOperationError:
-    """The agent's error for the guest agent's ``{"ok": false, "error", "message"}``."""
-    code, status, hint = GUEST_CODES.get(guest_code, ("guest_error", 502, "see the guest's console log"))
-    return GuestOperationError(guest_code, message or guest_code, hint=hint, code=code, status=status)
+def translate(exc: GuestAgentError, name: str) -> GuestChannelError:
+    """The agent's answer for the guest protocol error ``exc`` met in microVM ``name``."""
+    if isinstance(exc, GuestConnectionClosed):
+        return GuestChannelError(
+            f"the connection to the guest agent of microVM {name!r} broke: {exc.message}",
+            code="guest_agent_disconnected", hint=BROKEN_HINT,
+        )  # fmt: skip
+    if isinstance(exc, GuestProtocolError):
+        return GuestChannelError(
+            f"the guest agent of microVM {name!r} broke the protocol: {exc.message}",
+            code="guest_agent_protocol", hint="this fc-agent and the guest agent in the image may differ: rebuild the image",
+        )  # fmt: skip
+    code, status = GUEST_CODES.get(exc.code, ("guest_error", 502))
+    return GuestChannelError(exc.message, code=code, status=status, hint=exc.hint or "see the guest's console log")
 
 
-__all__ = ["GUEST_CODES", "GuestAgentNotReady", "GuestChannelError", "GuestOperationError", "from_guest"]
+__all__ = ["GUEST_CODES", "GuestAgentNotReady", "GuestChannelError", "translate"]

@@ -29,22 +29,22 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from fc_macos.agent.guest_agent import CTRL, EXIT, STDERR, STDIN, STDOUT, GuestAgent, GuestChannel
-from fc_macos.agent.guest_errors import GuestChannelError, GuestOperationError
+from fc_macos.agent.guest_agent import GuestAgent
+from fc_macos.agent.guest_errors import GuestChannelError, translate
 from fc_macos.errors import FcMacosError, ValidationError
+from fc_macos.guest.errors import GuestAgentError, GuestCommandNotFound, GuestNotExecutable
+from fc_macos.guest.protocol import ExecExit, ExecOutput, GuestConnection
 
 log = logging.getLogger("fc_agent.exec")
 
 #: Most a one-shot exec collects per stream.
 MAX_OUTPUT = 16 * 1024 * 1024
-#: Stdin is sent in frames of at most this many bytes.
-STDIN_CHUNK = 256 * 1024
 #: How long the WebSocket client has to send its request.
 FIRST_MESSAGE_S = 30.0
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
-#: Exit codes a shell gives a command it cannot find / cannot execute.
-EXIT_OF = {"command_not_found": 127, "not_executable": 126}
-STREAM_BYTE = {STDOUT: b"\x01", STDERR: b"\x02"}
+#: What a shell makes of a command it cannot find (127) or execute (126).
+CANNOT_RUN = (GuestCommandNotFound, GuestNotExecutable)
+STREAM_BYTE = {"stdout": b"\x01", "stderr": b"\x02"}
 
 
 @dataclass(frozen=True)
@@ -111,25 +111,24 @@ def parse_request(data: Any, *, allowed: set[str]) -> tuple[ExecRequest, dict[st
     return request, rest
 
 
-async def start(agent: GuestAgent, request: ExecRequest) -> tuple[GuestChannel, dict[str, Any]]:
-    """Open a connection and start ``request``: the channel and the guest's
-    RES (``pid``). GuestOperationError (e.g. ``command_not_found``) or
-    GuestAgentNotReady when it cannot start."""
-    channel = await agent.open()
+async def start(agent: GuestAgent, request: ExecRequest) -> tuple[GuestConnection, int]:
+    """Open a connection and start ``request``: the connection and the
+    command's pid. Raises GuestAgentNotReady, or the guest's error
+    (GuestCommandNotFound ...) when it cannot start."""
+    conn = await agent.open()
     try:
-        started = await channel.request("exec", **request.fields())
+        pid = await conn.start_exec(
+            request.argv, env=request.env, cwd=request.cwd, tty=request.tty, rows=request.rows,
+            cols=request.cols, stdin=request.stdin, timeout_s=request.timeout_s,
+        )  # fmt: skip
     except BaseException:
-        channel.close()
+        await conn.close()
         raise
-    return channel, started
+    return conn, pid
 
 
-def exit_fields(payload: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "exit_code": payload.get("exit_code"),
-        "signal": payload.get("signal"),
-        "timed_out": bool(payload.get("timed_out", False)),
-    }
+def exit_fields(end: ExecExit) -> dict[str, Any]:
+    return {"exit_code": end.exit_code, "signal": end.signal, "timed_out": end.timed_out}
 
 
 # -- one-shot -------------------------------------------------------------------------
@@ -147,21 +146,19 @@ async def run_once(agent: GuestAgent, body: Any) -> dict[str, Any]:
         raise _fail(f"encoding must be 'utf-8' or 'base64', got {encoding!r}")
     request = ExecRequest(**{**asdict(request), "stdin": stdin is not None})
     try:
-        channel, _ = await start(agent, request)
-    except GuestOperationError as exc:
-        if exc.guest_code not in EXIT_OF:
-            raise
-        out: dict[str, Any] = {"exit_code": EXIT_OF[exc.guest_code], "signal": None, "timed_out": False}
+        conn, _ = await start(agent, request)
+    except CANNOT_RUN as exc:
+        out: dict[str, Any] = {"exit_code": exc.exit_code, "signal": None, "timed_out": False}
         return out | _encode(b"", f"{exc.message}\n".encode(), encoding)
-    with channel:
-        feeder = asyncio.create_task(_feed(channel, stdin)) if stdin is not None else None
+    async with conn:
+        feeder = asyncio.create_task(_feed(conn, stdin)) if stdin is not None else None
         try:
-            outcome, stdout, stderr = await _collect(channel)
+            end, stdout, stderr = await _collect(conn)
         finally:
             if feeder is not None:
                 feeder.cancel()
                 await asyncio.gather(feeder, return_exceptions=True)
-    return exit_fields(outcome) | _encode(bytes(stdout), bytes(stderr), encoding)
+    return exit_fields(end) | _encode(bytes(stdout), bytes(stderr), encoding)
 
 
 def _stdin_bytes(text: Any, b64: Any) -> bytes | None:
@@ -183,47 +180,29 @@ def _invalid_b64() -> bytes:
     raise _fail("stdin_b64 must be base64 text")
 
 
-async def _feed(channel: GuestChannel, data: bytes) -> None:
-    view = memoryview(data)
+async def _feed(conn: GuestConnection, data: bytes) -> None:
     try:
-        for at in range(0, len(view), STDIN_CHUNK):
-            await channel.send(STDIN, view[at : at + STDIN_CHUNK])
-        await channel.send(STDIN)  # EOF
-    except OSError:
+        await conn.write_stdin(data)
+        await conn.close_stdin()
+    except GuestAgentError:
         pass  # the command ended without reading it all
 
 
-async def output(channel: GuestChannel) -> AsyncIterator[tuple[int, bytes]]:
-    """The command's STDOUT and STDERR frames, then its EXIT frame (the last);
-    GuestChannelError if the stream ends before EXIT or carries other frames."""
-    while True:
-        frame = await channel.receive()
-        if frame is None:
-            raise channel.broken("the command's output ended without its exit status")
-        if frame[0] not in (STDOUT, STDERR, EXIT):
-            raise channel.broken(f"frame type {frame[0]} during exec")
-        yield frame
-        if frame[0] == EXIT:
-            return
-
-
-async def _collect(channel: GuestChannel) -> tuple[dict[str, Any], bytearray, bytearray]:
-    outputs = {STDOUT: bytearray(), STDERR: bytearray()}
-    async for kind, payload in output(channel):
-        if kind in outputs:
-            buf = outputs[kind]
-            buf += payload
-            if len(buf) > MAX_OUTPUT:
-                name = "stdout" if kind == STDOUT else "stderr"
-                raise GuestChannelError(
-                    f"the command wrote more than {MAX_OUTPUT // (1024 * 1024)} MiB to {name}; it was killed",
-                    code="output_too_large", status=413,
-                    hint="stream it instead: the WebSocket form GET /v1/microvms/NAME/exec ('fc-macos exec' does), "
-                    "or redirect it to a file in the guest and copy that out",
-                )  # fmt: skip
-        else:
-            return channel.parse(payload), outputs[STDOUT], outputs[STDERR]
-    raise AssertionError("output() ends with EXIT")
+async def _collect(conn: GuestConnection) -> tuple[ExecExit, bytearray, bytearray]:
+    outputs = {"stdout": bytearray(), "stderr": bytearray()}
+    async for event in conn.exec_events():
+        if isinstance(event, ExecExit):
+            return event, outputs["stdout"], outputs["stderr"]
+        buf = outputs[event.stream]
+        buf += event.data
+        if len(buf) > MAX_OUTPUT:
+            raise GuestChannelError(
+                f"the command wrote more than {MAX_OUTPUT // (1024 * 1024)} MiB to {event.stream}; it was killed",
+                code="output_too_large", status=413,
+                hint="stream it instead: the WebSocket form GET /v1/microvms/NAME/exec ('fc-macos exec' does), "
+                "or redirect it to a file in the guest and copy that out",
+            )  # fmt: skip
+    raise GuestChannelError("the command's output ended without its exit status", code="guest_agent_disconnected")
 
 
 def _encode(stdout: bytes, stderr: bytes, encoding: str) -> dict[str, str]:
@@ -242,22 +221,20 @@ async def stream(agent: GuestAgent, ws: web.WebSocketResponse) -> None:
     docstring); returns when the command has exited or the client left."""
     try:
         request = await _first_message(ws)
-        channel, started = await start(agent, request)
-    except FcMacosError as exc:
-        error: dict[str, Any] = {"type": "error", "error": exc.code, "message": exc.message, "hint": exc.hint}
-        if isinstance(exc, GuestOperationError) and exc.guest_code in EXIT_OF:
-            error["exit_code"] = EXIT_OF[exc.guest_code]
+        conn, pid = await start(agent, request)
+    except (FcMacosError, GuestAgentError) as exc:
+        error = _error_message(exc, agent.name)
+        if isinstance(exc, CANNOT_RUN):
+            error["exit_code"] = exc.exit_code
         await ws.send_str(json.dumps(error))
         await ws.close()
         return
-    with channel:
-        await ws.send_str(json.dumps({"type": "started", "pid": started.get("pid")}))
-        to_client = asyncio.create_task(_guest_to_client(channel, ws))
-        from_client = asyncio.create_task(_client_to_guest(ws, channel))
-        done, _ = await asyncio.wait((to_client, from_client), return_when=asyncio.FIRST_COMPLETED)
-        if from_client in done and not to_client.done():
-            to_client.cancel()  # the client left: closing the channel kills the command
-        for task in (to_client, from_client):
+    async with conn:
+        await ws.send_str(json.dumps({"type": "started", "pid": pid}))
+        to_client = asyncio.create_task(_guest_to_client(conn, ws))
+        from_client = asyncio.create_task(_client_to_guest(ws, conn))
+        await asyncio.wait((to_client, from_client), return_when=asyncio.FIRST_COMPLETED)
+        for task in (to_client, from_client):  # the client left: closing the connection kills the command
             if not task.done():
                 task.cancel()
         for task in (to_client, from_client):
@@ -265,11 +242,17 @@ async def stream(agent: GuestAgent, ws: web.WebSocketResponse) -> None:
                 await task
             except asyncio.CancelledError:
                 pass
-            except FcMacosError as exc:
+            except (FcMacosError, GuestAgentError) as exc:
                 log.info("%s: exec ended: %s", agent.name, exc.message)
                 if not ws.closed:
-                    await ws.send_str(json.dumps({"type": "error", "error": exc.code, "message": exc.message, "hint": exc.hint}))
+                    await ws.send_str(json.dumps(_error_message(exc, agent.name)))
     await ws.close()
+
+
+def _error_message(exc: FcMacosError, name: str) -> dict[str, Any]:
+    if isinstance(exc, GuestAgentError):
+        exc = translate(exc, name)
+    return {"type": "error", "error": exc.code, "message": exc.message, "hint": exc.hint}
 
 
 async def _first_message(ws: web.WebSocketResponse) -> ExecRequest:
@@ -290,38 +273,39 @@ async def _first_message(ws: web.WebSocketResponse) -> ExecRequest:
     return ExecRequest(**{**asdict(request), "stdin": stdin})
 
 
-async def _guest_to_client(channel: GuestChannel, ws: web.WebSocketResponse) -> None:
-    async for kind, payload in output(channel):
-        if kind in STREAM_BYTE:
-            await ws.send_bytes(STREAM_BYTE[kind] + payload)
+async def _guest_to_client(conn: GuestConnection, ws: web.WebSocketResponse) -> None:
+    async for event in conn.exec_events():
+        if isinstance(event, ExecOutput):
+            await ws.send_bytes(STREAM_BYTE[event.stream] + event.data)
         else:
-            await ws.send_str(json.dumps({"type": "exit", **exit_fields(channel.parse(payload))}))
+            await ws.send_str(json.dumps({"type": "exit", **exit_fields(event)}))
 
 
-async def _client_to_guest(ws: web.WebSocketResponse, channel: GuestChannel) -> None:
+async def _client_to_guest(ws: web.WebSocketResponse, conn: GuestConnection) -> None:
     try:
-        await _forward_client(ws, channel)
-    except OSError:
+        await _forward_client(ws, conn)
+    except GuestAgentError:
         pass  # the guest agent closed the connection: the command has ended
 
 
-async def _forward_client(ws: web.WebSocketResponse, channel: GuestChannel) -> None:
+async def _forward_client(ws: web.WebSocketResponse, conn: GuestConnection) -> None:
     async for msg in ws:
         if msg.type == WSMsgType.BINARY:
             data = msg.data
             if data[:1] != b"\x00":
                 await _complain(ws, "binary frames from the client carry stdin: their first byte must be 0")
-                continue
-            if len(data) == 1:
-                await channel.send(STDIN)  # EOF
-            for at in range(1, len(data), STDIN_CHUNK):
-                await channel.send(STDIN, data[at : at + STDIN_CHUNK])
+            elif len(data) == 1:
+                await conn.close_stdin()
+            else:
+                await conn.write_stdin(data[1:])
         elif msg.type == WSMsgType.TEXT:
             control = _control(msg.data)
             if control is None:
                 await _complain(ws, f"unknown or malformed control message: {msg.data[:100]}")
+            elif control["type"] == "resize":
+                await conn.resize(control["rows"], control["cols"])
             else:
-                await channel.send_json(CTRL, control)
+                await conn.send_signal(control["signal"])
         elif msg.type == WSMsgType.ERROR:
             return
 

@@ -23,9 +23,13 @@ import tarfile
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from fc_macos.agent.guest_agent import DATA, END, ENTRY, FILE_END, MAX_FRAME, RESULT, GuestChannel
 from fc_macos.agent.guest_errors import GuestChannelError
 from fc_macos.errors import ValidationError
+from fc_macos.guest.errors import GuestAgentError, GuestProtocolError, error_from_response
+from fc_macos.guest.frames import MAX_FRAME, FrameType
+from fc_macos.guest.protocol import GuestConnection
+
+ENTRY, DATA, FILE_END, END, RESULT = FrameType.ENTRY, FrameType.DATA, FrameType.FILE_END, FrameType.END, FrameType.RESULT
 
 log = logging.getLogger("fc_agent.files")
 
@@ -45,8 +49,8 @@ def tar_header(entry: dict[str, Any]) -> bytes:
     """The tar header (PAX) of one ENTRY."""
     kind = entry.get("type")
     if kind not in ENTRY_TYPES:
-        raise GuestChannelError(f"the guest agent sent an entry of unknown type {kind!r}", code="guest_agent_protocol")
-    info = tarfile.TarInfo(_safe_path(entry.get("path"), GuestChannelError))
+        raise GuestProtocolError(f"the guest agent sent an entry of unknown type {kind!r}")
+    info = tarfile.TarInfo(_safe_path(entry.get("path"), GuestProtocolError))
     info.type = ENTRY_TYPES[kind]
     info.mode = int(entry.get("mode") or 0) & 0o7777
     mtime = entry.get("mtime") or 0
@@ -63,32 +67,31 @@ def _safe_path(path: Any, error: type[Exception]) -> str:
     return path
 
 
-async def tree_to_tar(channel: GuestChannel, write: Callable[[bytes], Awaitable[None]]) -> dict[str, int]:
-    """Read a ``get``'s tree from ``channel`` (after its RES) and ``write`` it
-    as a tar stream, ending with the two zero blocks. Returns ``{"entries",
-    "bytes"}``. A size or sha256 that does not match the guest's, or a tree
-    that breaks off, raises GuestChannelError before the tar is complete (the
-    caller must then abort its response, so that nobody takes it for whole)."""
+async def tree_to_tar(conn: GuestConnection, write: Callable[[bytes], Awaitable[None]]) -> dict[str, int]:
+    """Read a ``get``'s tree from ``conn`` (after its RES) and ``write`` it as a
+    tar stream, ending with the two zero blocks. Returns ``{"entries",
+    "bytes"}``. A size or sha256 that does not match the guest's
+    (GuestChannelError), or a tree that breaks off (GuestAgentError), raises
+    before the tar is complete: the caller must then abort its response, so
+    that nobody takes it for whole."""
     entries = total = 0
     current: dict[str, Any] | None = None
     hasher = hashlib.sha256()
     seen = 0
     while True:
-        frame = await channel.receive()
-        if frame is None:
-            raise channel.broken("the file tree ended before END")
-        kind, payload = frame
+        frame = await conn.receive()
+        kind, payload = frame.type, frame.payload
         if kind == ENTRY:
             if current is not None:
-                raise channel.broken(f"a new entry before the FILE_END of {current.get('path')!r}")
-            entry = channel.parse(payload)
+                raise GuestProtocolError(f"a new entry before the FILE_END of {current.get('path')!r}")
+            entry = frame.json()
             await write(tar_header(entry))
             entries += 1
             if entry.get("type") == "file":
                 current, hasher, seen = entry, hashlib.sha256(), 0
         elif kind == DATA:
             if current is None:
-                raise channel.broken("file data outside a file entry")
+                raise GuestProtocolError("file data outside a file entry")
             seen += len(payload)
             if seen > int(current.get("size") or 0):
                 raise _mismatch(current, f"more than its {current.get('size')} bytes")
@@ -96,25 +99,23 @@ async def tree_to_tar(channel: GuestChannel, write: Callable[[bytes], Awaitable[
             await write(payload)
         elif kind == FILE_END:
             if current is None:
-                raise channel.broken("FILE_END outside a file entry")
-            expected = channel.parse(payload).get("sha256")
+                raise GuestProtocolError("FILE_END outside a file entry")
             if seen != int(current.get("size") or 0):
                 raise _mismatch(current, f"{seen} bytes instead of {current.get('size')}")
-            if expected != hasher.hexdigest():
-                raise _mismatch(current, "its sha256 differs from the guest's")
+            if frame.json().get("sha256") != hasher.hexdigest():
+                raise _mismatch(current, "a sha256 that differs from the guest's")
             await write(_padding(seen))
             total += seen
             current = None
         elif kind == END:
             if current is not None:
-                raise channel.broken(f"END inside the file {current.get('path')!r}")
+                raise GuestProtocolError(f"END inside the file {current.get('path')!r}")
             await write(b"\0" * (2 * BLOCK))
             return {"entries": entries, "bytes": total}
-        elif kind in (RESULT,):
-            GuestChannel.check(channel.parse(payload))
-            raise channel.broken("a RESULT inside a get")
+        elif kind == RESULT and frame.json().get("ok") is False:
+            raise error_from_response(frame.json())  # the guest gave up midway (e.g. unreadable file)
         else:
-            raise channel.broken(f"frame type {kind} inside a file tree")
+            raise GuestProtocolError(f"frame type {kind} inside a file tree")
 
 
 def _mismatch(entry: dict[str, Any], what: str) -> GuestChannelError:
@@ -249,13 +250,13 @@ def _entry_path(name: str) -> str | None:
     return path
 
 
-async def tar_to_tree(reader: TarReader, channel: GuestChannel) -> dict[str, Any]:
-    """Send the members of ``reader`` as a ``put``'s entries over ``channel``
+async def tar_to_tree(reader: TarReader, conn: GuestConnection) -> dict[str, Any]:
+    """Send the members of ``reader`` as a ``put``'s entries over ``conn``
     (after its RES), then END, and return the guest's RESULT
     (``{"entries", "bytes"}``). Members come in the tar's order (a directory
     before what it holds, as tar writes them). Hard links, devices and FIFOs
     are refused (TarFormatError, 400). On any error the caller closes the
-    channel without END, and the guest removes what it wrote."""
+    connection without END, and the guest removes what it wrote."""
     entries = total = 0
     try:
         while (info := await reader.next()) is not None:
@@ -264,16 +265,16 @@ async def tar_to_tree(reader: TarReader, channel: GuestChannel) -> dict[str, Any
                 continue
             header: dict[str, Any] = {"path": path, "mode": info.mode & 0o7777, "mtime": info.mtime}
             if info.isdir():
-                await channel.send_json(ENTRY, header | {"type": "dir"})
+                await conn.send_json(ENTRY, header | {"type": "dir"})
             elif info.issym():
-                await channel.send_json(ENTRY, header | {"type": "symlink", "target": info.linkname})
+                await conn.send_json(ENTRY, header | {"type": "symlink", "target": info.linkname})
             elif info.isreg():
-                await channel.send_json(ENTRY, header | {"type": "file", "size": info.size})
+                await conn.send_json(ENTRY, header | {"type": "file", "size": info.size})
                 hasher = hashlib.sha256()
                 async for chunk in reader.chunks():
                     hasher.update(chunk)
-                    await channel.send(DATA, chunk)
-                await channel.send_json(FILE_END, {"sha256": hasher.hexdigest()})
+                    await conn.send(DATA, chunk)
+                await conn.send_json(FILE_END, {"sha256": hasher.hexdigest()})
                 total += info.size
             else:
                 kind = "a hard link" if info.islnk() else "a device or FIFO"
@@ -282,27 +283,31 @@ async def tar_to_tree(reader: TarReader, channel: GuestChannel) -> dict[str, Any
                     hint="copy regular files, directories and symbolic links only (tar --hard-dereference for links)",
                 )
             entries += 1
-        await channel.send_json(END, {"entries": entries, "bytes": total})
-    except OSError as exc:
-        raise await _early_result(channel, exc) from None
-    frame = await channel.receive()
-    if frame is None or frame[0] != RESULT:
-        raise channel.broken("no RESULT after the file tree")
-    return GuestChannel.check(channel.parse(frame[1]))
+        await conn.send_json(END, {"entries": entries, "bytes": total})
+    except GuestAgentError as exc:  # the guest closed the connection: its RESULT says why
+        raise await _early_result(conn) or exc from None
+    return await _result(conn)
 
 
-async def _early_result(channel: GuestChannel, exc: OSError) -> Exception:
-    """The guest's reason for closing the connection midway (its RESULT), if it sent one."""
+async def _result(conn: GuestConnection) -> dict[str, Any]:
+    frame = await conn.receive()
+    if frame.type != RESULT:
+        raise GuestProtocolError(f"frame type {frame.type} instead of the put's RESULT")
+    answer = frame.json()
+    if answer.get("ok") is not True:
+        raise error_from_response(answer)
+    return answer
+
+
+async def _early_result(conn: GuestConnection) -> GuestAgentError | None:
+    """The guest's refusal that ended a put midway (its RESULT), if it sent one."""
     try:
-        frame = await asyncio.wait_for(channel.receive(), 2.0)
-    except (asyncio.TimeoutError, GuestChannelError):
-        frame = None
-    if frame is not None and frame[0] == RESULT:
-        try:
-            GuestChannel.check(channel.parse(frame[1]))
-        except GuestChannelError as refusal:
-            return refusal
-    return channel.broken(str(exc))
+        await asyncio.wait_for(_result(conn), 2.0)
+    except GuestAgentError as refusal:
+        return None if isinstance(refusal, GuestProtocolError) else refusal
+    except asyncio.TimeoutError:
+        return None
+    return None
 
 
 __all__ = ["TarFormatError", "TarReader", "tar_header", "tar_to_tree", "tree_to_tar"]

@@ -17,12 +17,15 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from fc_macos.agent import guest_exec, guest_files
-from fc_macos.agent.guest_agent import GuestAgent, GuestChannel
-from fc_macos.agent.http_errors import read_json
+from fc_macos.agent.guest_agent import GuestAgent
+from fc_macos.agent.guest_errors import translate
+from fc_macos.agent.http_errors import Handler, read_json
 from fc_macos.agent.manager import MicroVMManager
 from fc_macos.agent.ports import connect_guest_port
 from fc_macos.agent.wire import PortSpec, parse_host_addr
 from fc_macos.errors import FcMacosError, ValidationError
+from fc_macos.guest.errors import GuestAgentError
+from fc_macos.guest.protocol import GuestConnection
 
 log = logging.getLogger("fc_agent.guest_routes")
 
@@ -44,13 +47,28 @@ def _path(request: web.Request) -> str:
     return path
 
 
-async def _opened(agent: GuestAgent, op: str, **fields: Any) -> tuple[GuestChannel, dict[str, Any]]:
-    channel = await agent.open()
+async def _opened(agent: GuestAgent, op: str, **fields: Any) -> tuple[GuestConnection, dict[str, Any]]:
+    conn = await agent.open()
     try:
-        return channel, await channel.request(op, **fields)
+        return conn, await conn.request(op, **fields)
     except BaseException:
-        channel.close()
+        await conn.close()
         raise
+
+
+def guest_operation(handler: Handler) -> Handler:
+    """``handler`` with the guest protocol's errors translated into the agent's
+    (:func:`guest_errors.translate`: 404 guest_path_not_found ...)."""
+
+    async def translated(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GuestAgentError as exc:
+            raise translate(exc, request.match_info.get("name", "?")) from exc
+
+    translated.__name__ = handler.__name__
+    translated.__doc__ = handler.__doc__
+    return translated
 
 
 # -- exec -----------------------------------------------------------------------------
@@ -73,21 +91,21 @@ async def exec_stream(request: web.Request) -> web.WebSocketResponse:
 
 
 async def files_stat(request: web.Request) -> web.Response:
-    channel, answer = await _opened(_guest(request), "stat", path=_path(request))
-    channel.close()
+    conn, answer = await _opened(_guest(request), "stat", path=_path(request))
+    await conn.close()
     return web.json_response({k: v for k, v in answer.items() if k != "ok"})
 
 
 async def files_get(request: web.Request) -> web.StreamResponse:
-    channel, top = await _opened(_guest(request), "get", path=_path(request))
-    with channel:
+    conn, top = await _opened(_guest(request), "get", path=_path(request))
+    async with conn:
         resp = web.StreamResponse(headers={
             "Content-Type": TAR, "Fc-Guest-Type": str(top.get("type")), "Fc-Guest-Size": str(top.get("size") or 0),
         })  # fmt: skip
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         try:
-            summary = await guest_files.tree_to_tar(channel, resp.write)
+            summary = await guest_files.tree_to_tar(conn, resp.write)
         except (FcMacosError, OSError) as exc:
             # The tar is incomplete: cut the connection so that no client takes it for whole.
             log.warning("%s: GET /files %s aborted: %s", agent_name(request), request.query.get("path"), exc)
@@ -100,10 +118,10 @@ async def files_get(request: web.Request) -> web.StreamResponse:
 
 
 async def files_put(request: web.Request) -> web.Response:
-    channel, _ = await _opened(_guest(request), "put", path=_path(request))
-    with channel:  # closed without END on any failure: the guest keeps nothing of it
+    conn, _ = await _opened(_guest(request), "put", path=_path(request))
+    async with conn:  # closed without END on any failure: the guest keeps nothing of it
         try:
-            result = await guest_files.tar_to_tree(guest_files.TarReader(request.content), channel)
+            result = await guest_files.tar_to_tree(guest_files.TarReader(request.content), conn)
         except (FcMacosError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the body broke off (aiohttp's payload errors, a reset connection)
@@ -135,24 +153,24 @@ async def tunnel(request: web.Request) -> web.WebSocketResponse:
     nothing listens there."""
     port = _int_query(request, "port", 1, 65535)
     host = request.query.get("host", "127.0.0.1")
-    channel = await connect_guest_port(_guest(request), port, host)
-    with channel:
+    conn = await connect_guest_port(_guest(request), port, host)
+    async with conn:
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=WS_MAX_MESSAGE)
         await ws.prepare(request)
-        await _bridge_ws(ws, channel)
+        await _bridge_ws(ws, conn)
     return ws
 
 
-async def _bridge_ws(ws: web.WebSocketResponse, channel: GuestChannel) -> None:
+async def _bridge_ws(ws: web.WebSocketResponse, conn: GuestConnection) -> None:
     async def guest_to_ws() -> None:
-        while data := await channel.reader.read(guest_files.CHUNK):
+        while data := await conn.reader.read(guest_files.CHUNK):
             await ws.send_bytes(data)
 
     async def ws_to_guest() -> None:
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
-                channel.writer.write(msg.data)
-                await channel.writer.drain()
+                conn.writer.write(msg.data)
+                await conn.writer.drain()
             elif msg.type == WSMsgType.TEXT:
                 await ws.send_str(json.dumps({
                     "type": "error", "error": "bad_message", "message": "a tunnel carries binary frames only",
@@ -166,7 +184,7 @@ async def _bridge_ws(ws: web.WebSocketResponse, channel: GuestChannel) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        channel.close()
+        await conn.close()
         await ws.close()
 
 
@@ -199,12 +217,12 @@ async def remove_port(request: web.Request) -> web.Response:
 
 
 ROUTES: tuple[tuple[str, str, Any], ...] = (
-    ("POST", "/v1/microvms/{name}/exec", exec_once),
-    ("GET", "/v1/microvms/{name}/exec", exec_stream),
-    ("GET", "/v1/microvms/{name}/files", files_get),
-    ("PUT", "/v1/microvms/{name}/files", files_put),
-    ("GET", "/v1/microvms/{name}/files/stat", files_stat),
-    ("GET", "/v1/microvms/{name}/tunnel", tunnel),
+    ("POST", "/v1/microvms/{name}/exec", guest_operation(exec_once)),
+    ("GET", "/v1/microvms/{name}/exec", guest_operation(exec_stream)),
+    ("GET", "/v1/microvms/{name}/files", guest_operation(files_get)),
+    ("PUT", "/v1/microvms/{name}/files", guest_operation(files_put)),
+    ("GET", "/v1/microvms/{name}/files/stat", guest_operation(files_stat)),
+    ("GET", "/v1/microvms/{name}/tunnel", guest_operation(tunnel)),
     ("GET", "/v1/microvms/{name}/ports", list_ports),
     ("POST", "/v1/microvms/{name}/ports", add_port),
     ("DELETE", "/v1/microvms/{name}/ports/{host_port}", remove_port),

@@ -24,13 +24,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shutil
 import signal
 import time
 from contextlib import AsyncExitStack
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,72 +36,25 @@ from fc_macos.agent import nat
 from fc_macos.agent import network as guest_net
 from fc_macos.agent import vsock as guest_vsock
 from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot, vm_config_fields
-from fc_macos.agent.console import ConsoleBroker, resolve_once
+from fc_macos.agent.console import ConsoleBroker
 from fc_macos.agent.guest_agent import GuestAgent
-from fc_macos.agent.guest_errors import GuestChannelError
+from fc_macos.agent.manager_guest import GuestAccess
+from fc_macos.agent.microvm import RUNNING_STATES, MicroVM, wait_exit
 from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.state import StateStore
-from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec, PortSpec
+from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
 from fc_macos.errors import ConflictError, FcMacosError, NotFoundError
 from fc_macos.firecracker.client import FirecrackerClient
-from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, pidfd_open, read_exit_status
+from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, read_exit_status
 
 log = logging.getLogger("fc_agent.manager")
 
-#: States in which the VMM process runs (``created``: configured, guest not started).
-RUNNING_STATES = ("created", "running", "paused", "stopping")
 EXIT_STATUS_WAIT_S = 5.0
 KILL_WAIT_S = 30.0
 
 
-@dataclass(eq=False)
-class MicroVM:
-    """One microVM: its persistent record plus, while it runs, the live parts."""
-
-    name: str
-    spec: dict[str, Any]
-    state: str
-    created_at: float
-    started_at: float | None = None
-    stopped_at: float | None = None
-    pid: int | None = None
-    start_time: int | None = None
-    pgid: int | None = None
-    exit_status: int | None = None
-    error: str | None = None
-    network: dict[str, Any] | None = None
-    vsock: dict[str, Any] | None = None
-    #: Published ports (PortSpec dicts) to publish again after an agent restart.
-    ports: list[dict[str, Any]] | None = None
-    #: What the guest agent tracker keeps across agent restarts (version, ready_s, absent).
-    guest_agent: dict[str, Any] | None = None
-    vmm: VMMProcess | None = None
-    broker: ConsoleBroker | None = None
-    guest: GuestAgent | None = None
-    watcher: asyncio.Task[None] | None = None
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-
-    RECORD_FIELDS = (
-        "name", "spec", "state", "created_at", "started_at", "stopped_at",
-        "pid", "start_time", "pgid", "exit_status", "error", "network", "vsock", "ports", "guest_agent",
-    )  # fmt: skip
-
-    def to_record(self) -> dict[str, Any]:
-        if self.guest is not None:
-            self.guest_agent = self.guest.saved()
-        return {k: getattr(self, k) for k in self.RECORD_FIELDS}
-
-    def port_specs(self) -> list[PortSpec]:
-        return [PortSpec.from_dict(p) for p in self.ports or []]
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> MicroVM:
-        fields: dict[str, Any] = {k: record.get(k) for k in cls.RECORD_FIELDS}
-        return cls(**fields)
-
-
-class MicroVMManager:
+class MicroVMManager(GuestAccess):
     """Create, list, inspect, stop and delete microVMs. Use from one event loop.
 
     ``steps`` is the boot step list (default :data:`boot.DEFAULT_STEPS`);
@@ -149,19 +100,6 @@ class MicroVMManager:
             if vm.vmm is not None:
                 await self._publish_again(vm)
         self._save()
-
-    async def _publish_again(self, vm: MicroVM) -> None:
-        """Publish ``vm``'s recorded ports again (after an agent restart); a
-        port that is taken meanwhile is dropped, saying so in ``vm.error``."""
-        kept = []
-        for port in vm.port_specs():
-            try:
-                await self.ports.publish(vm.name, port)
-                kept.append(port)
-            except FcMacosError as exc:
-                log.warning("%s: cannot publish %s again: %s", vm.name, port.address, exc.message)
-                vm.error = f"port {port.address} was not published again after the agent restarted: {exc.message}"
-        vm.ports = [asdict(p) for p in kept]
 
     def _reattach(self, vm: MicroVM) -> None:
         paths = self.paths(vm.name)
@@ -262,57 +200,6 @@ class MicroVMManager:
                 hint=f"start a new one with 'fc-macos run' (POST /v1/microvms), or read its logs: 'fc-macos microvm logs --name {name}'",
             )
         return vm
-
-    def guest(self, name: str) -> GuestAgent:
-        """The guest agent of ``name`` if the guest runs: NotFoundError, or
-        ConflictError ``not_running`` (stopped, created but not started, paused)."""
-        vm = self._get(name)
-        if vm.state != "running" or vm.vmm is None or vm.guest is None:
-            hints = {
-                "paused": f"resume it: PATCH /v1/microvms/{name}/firecracker/vm {{\"state\": \"Resumed\"}}",
-                "created": f"start it: PUT /v1/microvms/{name}/firecracker/actions {{\"action_type\": \"InstanceStart\"}}",
-                "starting": "wait until its boot finishes",
-            }
-            raise ConflictError(
-                f"microVM {name!r} is {vm.state}, not running",
-                hint=hints.get(vm.state, f"start a new one with 'fc-macos run' (POST /v1/microvms); its logs: 'fc-macos microvm logs --name {name}'"),
-                code="not_running",
-            )
-        return vm.guest
-
-    # -- published ports ------------------------------------------------------------
-
-    def list_ports(self, name: str) -> Sequence[PortSpec]:
-        """The ports running microVM ``name`` publishes (ConflictError if it does not run)."""
-        self.running(name)
-        return self.ports.ports(name)
-
-    async def add_port(self, name: str, port: PortSpec) -> Sequence[PortSpec]:
-        """Publish ``port`` for running microVM ``name`` and record it;
-        ConflictError ``port_in_use`` naming the address if it is taken.
-        Idempotent for a port it publishes already. Returns its ports."""
-        vm = self.running(name)
-        await self.ports.publish(name, port)
-        vm.ports = [asdict(p) for p in self.ports.ports(name)]
-        self._save()
-        return self.ports.ports(name)
-
-    async def remove_port(self, name: str, host_port: int, host_addr: str | None = None) -> None:
-        """Stop publishing ``host_port`` (on ``host_addr``, or every address) for
-        ``name``; NotFoundError if it publishes no such port."""
-        vm = self.running(name)
-        gone = [p for p in self.ports.ports(name) if p.host_port == host_port and host_addr in (None, p.host_addr)]
-        if not gone:
-            where = f"{host_addr}:{host_port}" if host_addr else f"port {host_port}"
-            raise NotFoundError(
-                f"microVM {name!r} publishes no {where}",
-                hint=f"list its ports: GET /v1/microvms/{name}/ports ('fc-macos microvm ports --name {name}')",
-                code="port_not_published",
-            )
-        for port in gone:
-            await self.ports.unpublish(name, port)
-        vm.ports = [asdict(p) for p in self.ports.ports(name)]
-        self._save()
 
     async def observe(self, name: str, method: str, path: str, body: bytes) -> None:
         """Record the effect of a successful Firecracker call relayed to ``name``
@@ -447,28 +334,6 @@ class MicroVMManager:
             await self._wait_for_guest_agent(vm, spec.wait_timeout_s)
         return self.info(vm)
 
-    async def _wait_for_guest_agent(self, vm: MicroVM, timeout_s: float) -> None:
-        """Return once ``vm``'s guest agent is ready; else GuestChannelError
-        504 ``guest_agent_timeout`` (409 ``guest_agent_absent`` when there is
-        none to wait for). The microVM keeps running either way."""
-        guest = vm.guest
-        if guest is not None and await guest.wait_ready(timeout_s):
-            return
-        serial = self.paths(vm.name).serial_log
-        if guest is None or guest.uds is None:
-            raise GuestChannelError(
-                f"microVM {vm.name!r} is {vm.state} (it keeps running), but it has no vsock device, so no guest agent to wait for",
-                code="guest_agent_absent", status=409, hint="create it without wait, or without vsock: false",
-            )  # fmt: skip
-        state = f"{guest.state}: {guest.reason}" if guest.reason else guest.state
-        raise GuestChannelError(
-            f"microVM {vm.name!r} is {vm.state} and keeps running, but its guest agent was not ready within "
-            f"{timeout_s:g}s ({state})",
-            code="guest_agent_timeout", status=504,
-            hint=f"see what the guest printed: 'fc-macos microvm logs --name {vm.name}' ({serial}); "
-            f"check again with GET /v1/microvms/{vm.name}, or stop it",
-        )  # fmt: skip
-
     def _go_live(self, vm: MicroVM, vmm: VMMProcess) -> None:
         vm.vmm = vmm
         vm.pid, vm.start_time, vm.pgid = vmm.pid, vmm.start_time, vmm.pgid
@@ -507,12 +372,6 @@ class MicroVMManager:
         log.info("%s stopped (exit status %s)", vm.name, vm.exit_status)
         self._save()
         vm.exited.set()
-
-    async def _release_guest(self, vm: MicroVM) -> None:
-        """Free what the running guest held: its published ports and the guest agent's polling."""
-        await self.ports.unpublish_all(vm.name)
-        if vm.guest is not None:
-            await vm.guest.close()
 
     def _mark_stopped(self, vm: MicroVM, state: str, *, error: str | None = None) -> None:
         paths = self.paths(vm.name)
@@ -620,25 +479,3 @@ class MicroVMManager:
                 "microvms": {name: vm.to_record() for name, vm in self._vms.items()},
             }
         )
-
-
-async def wait_exit(vmm: VMMProcess) -> None:
-    """Return when the VMM process has exited (pidfd readiness; a slow poll
-    where pidfds are unavailable)."""
-    fd = pidfd_open(vmm.pid)
-    if fd is None:
-        while vmm.is_alive():
-            await asyncio.sleep(0.5)
-        return
-    loop = asyncio.get_running_loop()
-    try:
-        if not vmm.is_alive():  # gone (or pid reused) before the pidfd was taken
-            return
-        done = loop.create_future()
-        loop.add_reader(fd, resolve_once, done)
-        try:
-            await done
-        finally:
-            loop.remove_reader(fd)
-    finally:
-        os.close(fd)

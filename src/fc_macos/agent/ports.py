@@ -20,9 +20,12 @@ import errno
 import logging
 from collections.abc import Callable
 
-from fc_macos.agent.guest_agent import GuestAgent, GuestChannel
+from fc_macos.agent.guest_agent import GuestAgent
+from fc_macos.agent.guest_errors import translate
 from fc_macos.agent.wire import PortSpec
 from fc_macos.errors import ConflictError, FcMacosError, UsageError
+from fc_macos.guest.errors import GuestAgentError, GuestConnectionRefused
+from fc_macos.guest.protocol import GuestConnection
 
 log = logging.getLogger("fc_agent.ports")
 
@@ -32,22 +35,24 @@ WAIT_READY_S = 30.0
 GUEST_HOST = "127.0.0.1"
 
 
-async def connect_guest_port(agent: GuestAgent, port: int, host: str = GUEST_HOST) -> GuestChannel:
-    """A raw byte stream to ``host:port`` inside the guest (the channel's
-    ``reader``/``writer``). Raises GuestAgentNotReady, or the mapped
-    ``connection_refused`` (409 ``guest_port_closed``) naming the port."""
-    channel = await agent.open()
+async def connect_guest_port(agent: GuestAgent, port: int, host: str = GUEST_HOST) -> GuestConnection:
+    """A connection whose ``reader``/``writer`` are a raw byte stream to
+    ``host:port`` inside the guest (the caller closes it). Raises
+    GuestAgentNotReady, or 409 ``guest_port_closed`` naming the port, or the
+    translated guest error."""
+    conn = await agent.open()
     try:
-        await channel.request("connect", port=port, host=host)
-    except FcMacosError as exc:
-        channel.close()
-        if exc.code == "guest_port_closed":
-            exc.message = f"nothing listens on {host}:{port} in microVM {agent.name!r}"
-        raise
+        await conn.connect(port, host)
+    except GuestAgentError as exc:
+        await conn.close()
+        error = translate(exc, agent.name)
+        if isinstance(exc, GuestConnectionRefused):
+            error.message = f"nothing listens on {host}:{port} in microVM {agent.name!r}"
+        raise error from exc
     except BaseException:
-        channel.close()
+        await conn.close()
         raise
-    return channel
+    return conn
 
 
 async def splice(
@@ -177,7 +182,7 @@ class PortPublisher:
             agent = self.guest_of(name)
             if agent.state == "starting":
                 await agent.wait_ready(WAIT_READY_S)
-            channel = await connect_guest_port(agent, port.guest_port)
+            conn = await connect_guest_port(agent, port.guest_port)
         except FcMacosError as exc:
             log.info("%s: a connection to %s was refused: %s", name, port.address, exc.message)
             writer.close()
@@ -185,7 +190,7 @@ class PortPublisher:
         except Exception:
             writer.close()
             raise
-        await splice((reader, writer), (channel.reader, channel.writer))
+        await splice((reader, writer), (conn.reader, conn.writer))
 
 
 __all__ = ["PortPublisher", "connect_guest_port", "splice"]

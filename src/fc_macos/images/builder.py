@@ -2,11 +2,15 @@
 
 An image directory holds ``vmlinux`` (always this name: the agent's default,
 even for an arm64 ``Image``), ``initrd.img`` (only when the kernel needs one)
-and ``rootfs.ext4``, plus ``manifest.json``::
+and ``rootfs.ext4`` (with the guest agent, ``fc_macos.guest.binary_path(arch)``
+unless another is given, at ``/sbin/fc-guest-agent``), plus ``manifest.json``::
 
     {"format": 1, "arch": "x86_64", "source": "debian", "kernel_format": "elf",
      "inputs": {...what it was built from...},
      "files": {"vmlinux": "<sha256>", "initrd.img": "<sha256>", "rootfs.ext4": "<sha256>"}}
+
+``inputs`` always holds ``recipe`` (a digest of the guest-side scripts) and
+``guest_agent_sha256``, so a new guest agent or ``/init`` rebuilds the set.
 
 Building is idempotent (a directory whose manifest matches the request and whose
 files match the manifest's checksums is left alone) and atomic enough to never
@@ -32,6 +36,7 @@ from fc_macos.errors import ImageError, UsageError
 from fc_macos.images.arch import normalize_arch
 from fc_macos.images.digest import sha256_file
 from fc_macos.images.initramfs import init_script
+from fc_macos.images.rootfs import check_guest_agent
 from fc_macos.providers.base import NullProgress, Progress
 
 MANIFEST = "manifest.json"
@@ -130,8 +135,19 @@ def _locked(out_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _inputs(source: str, arch: str, kernel_deb: Path | None) -> dict[str, Any]:
-    inputs: dict[str, Any] = {"recipe": recipe_digest()}
+def guest_agent_for(arch: str, guest_agent: Path | None = None) -> Path:
+    """``guest_agent`` or the bundled binary for ``arch``, checked to be a static
+    executable for ``arch`` (``NotFoundError`` with the build command when missing)."""
+    if guest_agent is None:
+        from fc_macos.guest import binary_path
+
+        guest_agent = binary_path(arch)
+    check_guest_agent(guest_agent, arch)
+    return guest_agent
+
+
+def _inputs(source: str, arch: str, kernel_deb: Path | None, guest_agent: Path) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"recipe": recipe_digest(), "guest_agent_sha256": sha256_file(guest_agent)}
     if source == "debian" and kernel_deb is not None:
         inputs.update(_deb_inputs(kernel_deb))
     if source == "online":
@@ -149,7 +165,7 @@ def _deb_inputs(kernel_deb: Path) -> dict[str, str]:
 
 
 def _build(source: str, work: Path, arch: str, kernel_deb: Path | None, base_url: str | None,
-           download_dir: Path, progress: Progress) -> tuple[str, dict[str, Any]]:
+           download_dir: Path, progress: Progress, guest_agent: Path) -> tuple[str, dict[str, Any]]:
     """Build into ``work``; return the kernel format and the inputs learnt on the way."""
     if source == "debian":
         from fc_macos.images.debian import DEFAULT_BUSYBOX, build_from_deb, check_busybox_arch, download_kernel_deb
@@ -159,10 +175,11 @@ def _build(source: str, work: Path, arch: str, kernel_deb: Path | None, base_url
             progress.step("download-kernel", "downloading the Debian cloud kernel package")
             kernel_deb = download_kernel_deb(download_dir, arch)
             progress.done("download-kernel", kernel_deb.name)
-        return build_from_deb(kernel_deb, work, progress, arch=arch), _deb_inputs(kernel_deb)
+        return build_from_deb(kernel_deb, work, progress, arch=arch, guest_agent=guest_agent), _deb_inputs(kernel_deb)
     from fc_macos.images.online import build_online
 
-    return build_online(work, arch, progress, base_url=base_url, download_dir=download_dir), {}
+    return build_online(work, arch, progress, base_url=base_url, download_dir=download_dir,
+                        guest_agent=guest_agent), {}
 
 
 def _install(work: Path, out_dir: Path, manifest: dict[str, Any], progress: Progress) -> None:
@@ -190,6 +207,7 @@ def build_images(
     base_url: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    guest_agent: Path | None = None,
 ) -> ImageSet:
     """Build (or reuse) the image set from ``source`` (``"debian"`` or ``"online"``) in
     ``out_dir`` for ``arch`` (default: the host's).
@@ -199,9 +217,11 @@ def build_images(
     checksum (``force`` rebuilds anyway). ``kernel_deb`` (debian only) is a local
     kernel package; without it the current one is downloaded with apt-get into
     ``out_dir/downloads``. ``base_url`` (online only) replaces the pinned hosts;
-    the pinned checksums still apply. Raises ``ImageError`` (or ``UsageError``
-    for bad arguments); on failure ``out_dir`` holds no manifest unless the
-    previous set is intact."""
+    the pinned checksums still apply. ``guest_agent`` replaces the bundled
+    ``fc-guest-agent`` for ``arch`` (``fc_macos.guest.binary_path(arch)``; when that
+    is missing: ``NotFoundError`` saying how to build it, before anything is
+    downloaded). Raises ``ImageError`` (or ``UsageError`` for bad arguments); on
+    failure ``out_dir`` holds no manifest unless the previous set is intact."""
     progress = progress or NullProgress()
     if source not in SOURCES:
         raise UsageError(f"unknown image source {source!r}", hint=f"use one of: {', '.join(SOURCES)}")
@@ -210,12 +230,13 @@ def build_images(
     if base_url is not None and source != "online":
         raise UsageError("--base-url only applies to the online source", hint="drop it or use --source online")
     arch = normalize_arch(arch)
+    guest_agent = guest_agent_for(arch, guest_agent)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ImageError(f"cannot create {out_dir}: {exc}", hint="check the path and permissions") from exc
-    inputs = _inputs(source, arch, kernel_deb)
+    inputs = _inputs(source, arch, kernel_deb, guest_agent)
     wanted = {"format": MANIFEST_FORMAT, "source": source, "arch": arch, "inputs": inputs}
     with _locked(out_dir):
         if not force and _matches(read_manifest(out_dir), wanted):
@@ -229,7 +250,8 @@ def build_images(
         try:
             with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir) as tmp:
                 work = Path(tmp)
-                kernel_format, learnt = _build(source, work, arch, kernel_deb, base_url, out_dir / "downloads", progress)
+                kernel_format, learnt = _build(source, work, arch, kernel_deb, base_url, out_dir / "downloads", progress,
+                                               guest_agent)
                 names = [n for n in (KERNEL_NAME, INITRD_NAME, ROOTFS_NAME) if (work / n).exists()]
                 manifest = {
                     **wanted,

@@ -7,7 +7,8 @@ given by path), ``dpkg-deb -x`` to unpack it, then
 * ``vmlinux``: the bzImage's payload, decompressed (``kernel.py``);
 * ``initrd.img``: busybox + the virtio modules (``initramfs.py``), because the
   cloud kernel builds ``virtio_mmio``/``virtio_blk`` as modules;
-* ``rootfs.ext4``: busybox with applet links and the fc-macos ``/init``.
+* ``rootfs.ext4``: busybox with applet links, the fc-macos ``/init`` and the guest
+  agent.
 
 Busybox must be a static build for the guest's architecture (``busybox-static``
 installs one at ``/bin/busybox``), so this source builds for the host's own
@@ -96,10 +97,11 @@ def check_busybox_arch(busybox: Path, arch: str) -> None:
 
 
 def build_from_deb(deb: Path, out: Path, progress: Progress, *, arch: str,
-                   busybox: Path = DEFAULT_BUSYBOX) -> str:
+                   busybox: Path = DEFAULT_BUSYBOX, guest_agent: Path | None = None) -> str:
     """Write ``vmlinux``, ``initrd.img`` and ``rootfs.ext4`` into ``out`` from the kernel
     package ``deb`` for ``arch``; return the kernel format (``"elf"`` or ``"arm64-image"``).
-    ``busybox`` (static) must be built for ``arch``."""
+    ``busybox`` (static) must be built for ``arch``; ``guest_agent`` (the binary for
+    ``arch``; ``build_images`` always gives it) goes to ``/sbin/fc-guest-agent``."""
     check_busybox_arch(busybox, arch)
     with tempfile.TemporaryDirectory(prefix="fc-debian-") as tmp:
         unpacked, tree = Path(tmp) / "deb", Path(tmp) / "rootfs"
@@ -119,7 +121,7 @@ def build_from_deb(deb: Path, out: Path, progress: Progress, *, arch: str,
         progress.done("initrd", " ".join(m.name for m in modules))
 
         progress.step("rootfs", "building the ext4 root file system")
-        populate_busybox_tree(tree, busybox)
+        populate_busybox_tree(tree, busybox, guest_agent=guest_agent)
         make_ext4(tree, out / "rootfs.ext4", size_mib=ROOTFS_SIZE_MIB)
         progress.done("rootfs", f"{ROOTFS_SIZE_MIB} MiB")
     return kernel_format

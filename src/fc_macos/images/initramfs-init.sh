@@ -1,7 +1,9 @@
 #!/bin/busybox sh
 # fc-macos initramfs /init: load the virtio modules, wait for the root device,
 # mount it and switch_root into it. Honours root=, rootfstype=, ro/rw and init=
-# from the kernel command line. Modules are listed, in load order, in /modules.load.
+# from the kernel command line, and hands the real init the arguments the kernel gave
+# this one (init= may be fc-macos's shim, /sbin/fc-guest-agent, which passes them on).
+# Modules are listed, in load order, in /modules.load.
 /bin/busybox mkdir -p /proc /sys /dev /newroot /usr/bin /usr/sbin /sbin
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s
@@ -61,4 +63,4 @@ mkdir -p /newroot/dev 2>/dev/null
 mount --move /dev /newroot/dev
 umount /sys
 umount /proc
-exec switch_root /newroot "$init"
+exec switch_root /newroot "$init" "$@"

@@ -3,7 +3,7 @@ Alpine's minirootfs, from pinned URLs checked against pinned sha256 sums.
 
 The CI kernel builds virtio (mmio, blk, net) and ext4 in, so no initramfs is
 needed. The Alpine tarball becomes an ext4 rootfs with the fc-macos ``/init``
-(Alpine's busybox has ``getty``; see ``rootfs-init.sh``).
+(Alpine's busybox has ``getty``; see ``rootfs-init.sh``) and the guest agent.
 
 Every pin is ``url + sha256``. The pinned sums were cross-checked against
 several independent projects that pin the same artifacts (neither publisher
@@ -146,10 +146,13 @@ def extract_rootfs_tarball(tarball: Path, dest: Path) -> None:
 
 
 def build_online(out: Path, arch: str, progress: Progress, *, base_url: str | None = None,
-                 download_dir: Path, pins: dict[str, Pin] | None = None) -> str:
+                 download_dir: Path, pins: dict[str, Pin] | None = None,
+                 guest_agent: Path | None = None) -> str:
     """Write ``vmlinux`` and ``rootfs.ext4`` into ``out`` from the pinned downloads
     (kept in ``download_dir`` for the next build); return the kernel format.
-    ``pins`` replaces the pin table (for mirrors with other artifacts, and tests)."""
+    ``pins`` replaces the pin table (for mirrors with other artifacts, and tests);
+    ``guest_agent`` (the binary for ``arch``; ``build_images`` always gives it) goes
+    to ``/sbin/fc-guest-agent``."""
     pins = pins or pins_for(arch)
     kernel_pin, rootfs_pin = pins["kernel"], pins["rootfs"]
 
@@ -172,7 +175,7 @@ def build_online(out: Path, arch: str, progress: Progress, *, base_url: str | No
         extract_rootfs_tarball(tarball, tree)
         if not (tree / "bin" / "busybox").exists():
             raise ImageError(f"{tarball.name} has no /bin/busybox", hint="use an Alpine minirootfs tarball")
-        install_init(tree)
+        install_init(tree, guest_agent=guest_agent)
         make_ext4(tree, out / "rootfs.ext4", size_mib=ROOTFS_SIZE_MIB)
     progress.done("rootfs", f"{ROOTFS_SIZE_MIB} MiB")
     return kernel_format

@@ -1,12 +1,49 @@
 #!/bin/busybox sh
 # fc-macos guest /init (also /sbin/init). Stays PID 1: mounts the pseudo file systems,
-# sets the hostname, prints a banner and keeps a shell on the console through getty
-# (`getty -n -l /bin/sh 115200 <tty> vt100`), or through `setsid cttyhack sh` where
-# getty is missing. Signals to PID 1 shut the guest down: SIGINT (Ctrl-Alt-Del, what
-# Firecracker's SendCtrlAltDel sends) and SIGTERM reboot, SIGUSR2 powers off, SIGUSR1 halts.
+# sets the hostname, starts the guest agent (/sbin/fc-guest-agent --supervise, which
+# restarts its server whenever it dies), prints a banner and keeps a shell on the serial
+# console. Signals to PID 1 shut the guest down: SIGINT (Ctrl-Alt-Del, what Firecracker's
+# SendCtrlAltDel sends) and SIGTERM reboot, SIGUSR2 powers off, SIGUSR1 halts.
+#
+# The console shell runs under `getty -n -l /bin/sh 115200 <tty> vt100` (or `setsid -c sh`
+# where getty is missing), so the tty is its controlling terminal, and it must start with
+# SIGINT at its default: this shell has no job control, so anything it starts with `&`
+# ignores SIGINT and SIGQUIT, busybox sh keeps a signal ignored on entry ignored, and
+# Ctrl+C then interrupted nothing. So daemons are started by `detach` (a foreground
+# `setsid setsid`: it forks, returns at once, and signals stay at their defaults), and the
+# console's respawn loop is this script again (`/init --console TTY`), detached likewise.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=vt100
 export PS1='\h:\w\$ '
+
+# `/init --console TTY`: keep a shell on TTY, a new one whenever the last one ends.
+# Started by PID 1 through `detach`; prints its pid first (PID 1 checks on it).
+console_loop() {
+    echo $$
+    exec </dev/null >/dev/null
+    # A getty program on disk (busybox's standalone shell would "find" a getty applet
+    # even without its link, so look for the file).
+    getty=
+    for dir in /sbin /usr/sbin /bin /usr/bin; do
+        [ -x "$dir/getty" ] && { getty=$dir/getty; break; }
+    done
+    while :; do
+        if [ -n "$getty" ]; then
+            "$getty" -n -l /bin/sh 115200 "$1" vt100
+        else
+            setsid -c sh <"/dev/$1" >"/dev/$1" 2>&1
+        fi
+        sleep 1
+    done
+}
+if [ "${1:-}" = --console ] && [ $$ -ne 1 ]; then
+    console_loop "${2:-console}"
+    exit 1
+fi
+
+# Run "$@" in a new session, in the background, and return at once: the first setsid
+# makes a session, the second (now a group leader) forks, and its child runs "$@".
+detach() { setsid setsid "$@"; }
 
 [ -e /proc/self ] || /bin/busybox mount -t proc proc /proc
 # Applet links missing (a bare busybox tree): make them now that /proc/self/exe exists.
@@ -76,6 +113,9 @@ configure_network() {
 }
 configure_network
 
+# The guest agent: exec, files and ports over vsock (docs/guest-agent-protocol.md).
+[ -x /sbin/fc-guest-agent ] && detach /sbin/fc-guest-agent --supervise </dev/null >/dev/null
+
 tty=ttyS0
 if [ -r /sys/class/tty/console/active ]; then
     for t in $(cat /sys/class/tty/console/active); do tty=$t; done
@@ -96,23 +136,12 @@ echo
 echo "Welcome to Firecracker microVM! ($(uname -sr), $(hostname))"
 echo
 
-# A getty program on disk (busybox's standalone shell would "find" a getty applet even
-# without its link, so look for the file).
-getty=
-for dir in /sbin /usr/sbin /bin /usr/bin; do
-    [ -x "$dir/getty" ] && { getty=$dir/getty; break; }
-done
-
+# The console: started again when its loop is gone (checked every few seconds).
+# `wait` returns early when a trapped signal arrives; the trap then shuts down.
+# (`kill -0 ""` would signal pid 0, this process group, and succeed.)
+console_pid=
 while :; do
-    if [ -n "$getty" ]; then
-        "$getty" -n -l /bin/sh 115200 "$tty" vt100 &
-    elif command -v cttyhack >/dev/null 2>&1; then
-        setsid cttyhack sh <"/dev/$tty" >"/dev/$tty" 2>&1 &
-    else
-        setsid sh <"/dev/$tty" >"/dev/$tty" 2>&1 &
-    fi
-    child=$!
-    # `wait` returns early when a trapped signal arrives; the trap then shuts down.
-    while kill -0 "$child" 2>/dev/null; do wait "$child"; done
-    sleep 1
+    [ -n "$console_pid" ] && kill -0 "$console_pid" 2>/dev/null || console_pid=$(detach "$0" --console "$tty")
+    sleep 5 &
+    wait $!
 done

@@ -3,8 +3,19 @@ ext4 image without root privileges or mounts (``mkfs.ext4 -d``).
 
 The ``/init`` (``rootfs-init.sh``, also linked as ``/sbin/init`` so kernels
 booted without an initramfs find it) mounts proc/sys/dev, sets the hostname,
-prints a banner and keeps a shell on the serial console through busybox
-``getty -n -l /bin/sh``; see the script for the signals it handles.
+starts the guest agent, prints a banner and keeps a shell on the serial console
+through busybox ``getty -n -l /bin/sh``; see the script for the signals it
+handles and for why the shell is started the way it is (Ctrl+C).
+
+Every fc-macos rootfs holds the guest agent at ``/sbin/fc-guest-agent``
+(:data:`GUEST_AGENT_PATH`, a static binary for the image's architecture) and the
+marker file ``/etc/fc-macos-image`` (:data:`MARKER_PATH`). The marker says "this
+rootfs's ``/init`` starts the guest agent itself": fc-agent then boots it as it is,
+while a rootfs without the marker gets the agent as its ``init=`` shim
+(``fc_macos.agent.guest_install``). Its content is informative only::
+
+    # Made by fc-macos: /init starts /sbin/fc-guest-agent --supervise.
+    format=1
 """
 
 from __future__ import annotations
@@ -15,10 +26,14 @@ import stat
 import subprocess
 from pathlib import Path
 
-from fc_macos.errors import ImageError
+from fc_macos.errors import ImageError, NotFoundError
+from fc_macos.images.elf import EM_AARCH64, EM_X86_64, ElfFile
 from fc_macos.images.initramfs import check_static_busybox, init_script
 
 DEFAULT_HOSTNAME = "fc-microvm"
+GUEST_AGENT_PATH = "/sbin/fc-guest-agent"
+MARKER_PATH = "/etc/fc-macos-image"
+MARKER_TEXT = "# Made by fc-macos: /init starts /sbin/fc-guest-agent --supervise.\nformat=1\n"
 # mkfs.ext4 is in /sbin on Linux; Homebrew's e2fsprogs is keg-only on macOS.
 E2FS_DIRS = ("/sbin", "/usr/sbin", "/opt/homebrew/opt/e2fsprogs/sbin", "/usr/local/opt/e2fsprogs/sbin")
 
@@ -64,9 +79,11 @@ def busybox_applets(busybox: Path) -> list[str]:
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()] if proc.returncode == 0 else []
 
 
-def populate_busybox_tree(root: Path, busybox: Path, *, hostname: str = DEFAULT_HOSTNAME) -> None:
+def populate_busybox_tree(root: Path, busybox: Path, *, hostname: str = DEFAULT_HOSTNAME,
+                          guest_agent: Path | None = None) -> None:
     """Lay out a minimal root tree in ``root``: directories, ``/etc`` basics, a static
-    busybox at ``/bin/busybox`` with its applet links, and the fc-macos ``/init``."""
+    busybox at ``/bin/busybox`` with its applet links, and the fc-macos ``/init``
+    (with ``guest_agent``, see :func:`install_init`)."""
     data = check_static_busybox(busybox)
     for d in TREE_DIRS:
         (root / d).mkdir(parents=True, exist_ok=True)
@@ -84,12 +101,15 @@ def populate_busybox_tree(root: Path, busybox: Path, *, hostname: str = DEFAULT_
             continue
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(target, link.parent))
-    install_init(root, hostname=hostname)
+    install_init(root, hostname=hostname, guest_agent=guest_agent)
 
 
-def install_init(root: Path, *, hostname: str = DEFAULT_HOSTNAME) -> None:
+def install_init(root: Path, *, hostname: str = DEFAULT_HOSTNAME, guest_agent: Path | None = None) -> None:
     """Write the fc-macos ``/init`` into ``root``, point ``/sbin/init`` at it (replacing
-    whatever was there, e.g. Alpine's busybox init) and set ``/etc/hostname``."""
+    whatever was there, e.g. Alpine's busybox init), set ``/etc/hostname`` and write the
+    marker ``/etc/fc-macos-image``. With ``guest_agent`` (the static binary for the
+    image's architecture, see :func:`check_guest_agent`) it is copied to
+    ``/sbin/fc-guest-agent`` (0755); ``fc-macos images build`` always gives one."""
     init = root / "init"
     init.write_bytes(init_script("rootfs-init.sh"))
     init.chmod(0o755)
@@ -100,6 +120,33 @@ def install_init(root: Path, *, hostname: str = DEFAULT_HOSTNAME) -> None:
     sbin_init.symlink_to("../init")
     (root / "etc").mkdir(exist_ok=True)
     (root / "etc" / "hostname").write_text(hostname + "\n")
+    (root / MARKER_PATH.lstrip("/")).write_text(MARKER_TEXT)
+    if guest_agent is not None:
+        target = root / GUEST_AGENT_PATH.lstrip("/")
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        shutil.copyfile(guest_agent, target)
+        target.chmod(0o755)
+
+
+def check_guest_agent(binary: Path, arch: str) -> None:
+    """``ImageError`` unless ``binary`` is a static executable for ``arch``
+    (``x86_64`` or ``aarch64``): it has to run in any rootfs of that architecture.
+    ``NotFoundError`` when there is no such file."""
+    if not binary.is_file():
+        raise NotFoundError(f"the guest agent binary {binary} does not exist",
+                            hint="build it with 'python -m fc_macos.guest.build', or give the path of a built one")
+    try:
+        elf = ElfFile(binary.read_bytes(), what=str(binary))
+    except OSError as exc:
+        raise ImageError(f"cannot read the guest agent {binary}: {exc}",
+                         hint="build it with 'python -m fc_macos.guest.build'") from exc
+    if elf.machine != {"x86_64": EM_X86_64, "aarch64": EM_AARCH64}[arch]:
+        raise ImageError(f"the guest agent {binary} is not built for {arch}",
+                         hint=f"build it with 'python -m fc_macos.guest.build --arch {arch}'")
+    if not elf.is_static():
+        raise ImageError(f"the guest agent {binary} is dynamically linked",
+                         hint="build it with 'python -m fc_macos.guest.build' (a static musl binary)")
 
 
 def tree_size(root: Path) -> int:
