@@ -137,6 +137,9 @@ int send_error(int fd, int type, const char *code, const char *fmt, ...)
 /* The error code for an errno value (not_found, permission_denied, ...; io_error otherwise). */
 const char *errno_code(int err);
 
+/* After an error answer: stop sending, discard what the client still sends (up to 2 s, or
+ * until it closes), then close; so the answer is not lost to a connection reset. */
+void linger_close(int fd);
 void set_nonblock(int fd, int on);
 double mono_now(void);
 void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -134,6 +136,19 @@ const char *errno_code(int err)
     case EISDIR: return "exists";
     default: return "io_error";
     }
+}
+
+void linger_close(int fd)
+{
+    shutdown(fd, SHUT_WR);
+    char buf[65536];
+    double until = mono_now() + 2;
+    struct pollfd pf = {fd, POLLIN, 0};
+    int r;
+    while (mono_now() < until && ((r = poll(&pf, 1, 200)) > 0 || (r < 0 && errno == EINTR)))
+        if ((pf.revents & (POLLIN | POLLHUP | POLLERR)) && read(fd, buf, sizeof buf) <= 0)
+            break;
+    close(fd);
 }
 
 void set_nonblock(int fd, int on)
