@@ -71,9 +71,12 @@ async def test_the_async_api_on_a_running_guest(guest_world: GuestWorld, tmp_pat
         r = await vm.exec(["sh", "-c", "cat; echo err >&2; exit 5"], input="in", env={"A": "b"})
         assert (r.exit_code, r.stdout, r.stderr, r.ok) == (5, "in", "err\n", False)
         assert (await vm.exec("echo $A", env={"A": "from-env"})).stdout == "from-env\n"
-        with pytest.raises(ExecError) as missing:
-            await vm.exec(["no-such-tool"])
-        assert missing.value.exit_code == 127
+        missing = await vm.exec(["no-such-tool"])  # like a shell: 127 and why on stderr
+        assert missing.exit_code == 127 and "no-such-tool" in missing.stderr
+        with pytest.raises(ExecError) as streaming:  # a session cannot start: an error with exit_code 127
+            async with vm.exec_stream(["no-such-tool"]):
+                pass
+        assert streaming.value.exit_code == 127
 
         async with vm.exec_stream(["sh", "-c", "while read l; do echo got-$l; done; exit 9"], stdin=True) as proc:
             await proc.send(b"a\nb\n")

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 
 READ_SIZE = 65536
+QUEUED = 8  # chunks read ahead of the consumer at most
 
 
 @contextmanager
@@ -96,25 +97,42 @@ def watch_input(loop: asyncio.AbstractEventLoop, fd: int, deliver: Callable[[byt
 
 async def read_chunks(fd: int) -> AsyncIterator[bytes]:
     """``fd``'s bytes as chunks until its end, read only as fast as they are
-    consumed (for streaming stdin somewhere)."""
+    consumed: at most QUEUED chunks wait, then the fd is not read until the
+    consumer catches up (for streaming stdin somewhere). Each read happens in
+    the loop's readiness callback, so it never blocks (the fd stays blocking)."""
     loop = asyncio.get_running_loop()
-    ready = asyncio.Event()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    state = {"watching": False, "ended": False}
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        chunks.put_nowait(data)
+        if not data or chunks.qsize() >= QUEUED:
+            state["ended"] = not data
+            _unwatch()
+
+    def _unwatch() -> None:
+        if state["watching"]:
+            loop.remove_reader(fd)
+            state["watching"] = False
+
     try:
-        loop.add_reader(fd, ready.set)
+        loop.add_reader(fd, readable)
+        state["watching"] = True
     except (PermissionError, ValueError, NotImplementedError, OSError):  # a regular file: reads never wait
         while data := await loop.run_in_executor(None, os.read, fd, READ_SIZE):
             yield data
         return
     try:
-        while True:
-            await ready.wait()
-            ready.clear()
-            try:
-                data = os.read(fd, READ_SIZE)
-            except BlockingIOError:
-                continue
-            if not data:
-                return
+        while data := await chunks.get():
+            if not state["watching"] and not state["ended"] and chunks.qsize() < QUEUED:
+                loop.add_reader(fd, readable)
+                state["watching"] = True
             yield data
     finally:
-        loop.remove_reader(fd)
+        _unwatch()
