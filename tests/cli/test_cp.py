@@ -73,7 +73,10 @@ def test_a_destination_directory_that_does_not_exist_is_a_clear_error(guest_worl
 
 def test_tar_streams_on_stdin_and_stdout(guest_world: GuestWorld, tmp_path: Path) -> None:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+    with tarfile.open(fileobj=buf, mode="w") as tar:  # what 'tar c streamed' writes
+        top = tarfile.TarInfo("streamed")
+        top.type, top.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(top)
         info = tarfile.TarInfo("streamed/hello.txt")
         info.size, info.mode = 6, 0o640
         tar.addfile(info, io.BytesIO(b"hello\n"))
