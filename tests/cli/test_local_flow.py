@@ -15,10 +15,7 @@ import pytest
 from fc_macos.config import AgentEndpoint
 from fc_macos.providers.local import check_kvm
 from tests.cli.terminal import shell_runs
-from tests.helpers.guest_images import build_test_images
-
-REPO = Path(__file__).resolve().parents[2]
-TEST_VMM = REPO / "tests" / "doubles" / "firecracker_vmm.py"
+from tests.helpers.guest_world import setup_args as local_setup_args
 
 pytestmark = [
     pytest.mark.guest,
@@ -47,15 +44,6 @@ def home(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "home"
     yield home
     fc(home, "vm", "stop", "--force", check=False)
-
-
-def local_setup_args() -> list[str]:
-    images = build_test_images()
-    setup_args = ["--provider", "local", "setup", "--json", "--firecracker-bin", str(TEST_VMM),
-                  "--kernel", str(images.kernel), "--rootfs", str(images.rootfs)]
-    if images.initrd:
-        setup_args += ["--initrd", str(images.initrd)]
-    return setup_args
 
 
 def test_local_flow_end_to_end(home: Path) -> None:
