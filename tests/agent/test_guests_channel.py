@@ -337,7 +337,7 @@ async def test_tunnel_and_published_port_reach_a_guest_httpd(world: World, short
         if msg.type != aiohttp.WSMsgType.BINARY:
             break
         answer += msg.data
-    assert answer.startswith(b"HTTP/1.0 200") and answer.endswith(b"hello from the guest\n"), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello from the guest\n"), answer[:200]
     await refused(await world.client.get("/v1/microvms/g1/tunnel", params={"port": "8081"}, headers=AUTH), 409, "guest_port_closed")
 
     # the published port (from the spec): 20 connections at once, then 50 MiB intact
@@ -414,9 +414,12 @@ async def test_exec_after_a_snapshot_restore_into_a_new_microvm(world: World) ->
 async def test_guest_agent_killed_comes_back_and_without_supervisor_says_so(world: World) -> None:
     # the exec'd shell's parent is the guest agent's connection process, whose parent is the server
     server_pid = "$(cut -d' ' -f4 /proc/$PPID/stat)"
+    ask = f"s={server_pid}; echo $s $(cut -d' ' -f4 /proc/$s/stat)"
+    server, supervisor = (await run(world, "g2", ["sh", "-c", ask]))["stdout"].split()
     await run(world, "g2", ["sh", "-c", f"kill -9 {server_pid}"])
-    again = await run(world, "g2", ["echo", "back"])  # the supervisor restarted it
-    assert again["stdout"] == "back\n"
+    again = await run(world, "g2", ["sh", "-c", ask])  # the supervisor restarted it
+    new_server, same_supervisor = again["stdout"].split()
+    assert new_server != server and same_supervisor == supervisor, (server, supervisor, again)
     assert (await wait_ready(world.client, "g2"))["guest_agent"]["state"] == "ready"
     # now the supervisor too: the guest agent is gone for good
     script = f"s={server_pid}; kill -9 $(cut -d' ' -f4 /proc/$s/stat) $s"
