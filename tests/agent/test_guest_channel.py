@@ -7,10 +7,12 @@ from the vsock socket on."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import os
 import tarfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -37,7 +39,7 @@ async def vsock(short_tmp: Path, guest_agent: RunningAgent) -> AsyncIterator[Hyb
 @pytest.fixture
 async def guest(vsock: HybridVsock) -> AsyncIterator[GuestAgent]:
     agent = GuestAgent("hostvm", vsock.path)
-    agent.start(started_at=__import__("time").time())
+    agent.start(started_at=time.time())
     assert await agent.wait_ready(10), agent.to_dict()
     yield agent
     await agent.close()
@@ -51,7 +53,7 @@ async def test_states_starting_ready_unresponsive_and_back(
     agent = GuestAgent("hostvm", short_tmp / "v.sock")
     agent.on_change = lambda: changes.append(agent.state)
     assert agent.to_dict() == {"state": "starting", "version": None, "ready_s": None, "reason": "not started yet"}
-    agent.start(started_at=__import__("time").time())
+    agent.start(started_at=time.time())
     await asyncio.sleep(0.6)  # no vsock socket yet (the VMM is still starting): still starting
     assert agent.state == "starting"
     with pytest.raises(GuestAgentNotReady) as info:
@@ -114,7 +116,7 @@ async def test_exec_once_refuses_too_much_output(guest: GuestAgent, monkeypatch:
         await guest_exec.run_once(guest, {"argv": ["head", "-c", "3000000", "/dev/zero"]})
     assert (info.value.code, info.value.http_status) == ("output_too_large", 413)
     ok = await guest_exec.run_once(guest, {"argv": ["head", "-c", "1000000", "/dev/zero"], "encoding": "base64"})
-    assert len(__import__("base64").b64decode(ok["stdout"])) == 1000000
+    assert len(base64.b64decode(ok["stdout"])) == 1000000
 
 
 def make_tree(root: Path) -> None:

@@ -18,7 +18,7 @@ import socket
 import tarfile
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.settings import AgentSettings
 from tests.agent.conftest import AUTH, GUEST_BOOT_ARGS, TEST_VMM, TOKEN, kill_recorded_vmms, serve
+from tests.agent.test_openapi import response_schema, validator
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900), pytest.mark.asyncio(loop_scope="module")]
 
@@ -125,6 +126,17 @@ async def test_create_waits_for_the_guest_agent_and_says_when_it_did_not_come(wo
     plain = await get_vm(world.client, "plain")
     assert plain["vsock"] is None and plain["guest_agent"]["state"] == "absent"
     assert "vsock" in plain["guest_agent"]["reason"]
+    # the answers match the agent's OpenAPI document
+    doc = await (await world.client.get("/openapi.json", headers=AUTH)).json()
+    for path, method, status, body in (
+        ("/v1/microvms/{name}", "get", "200", vm),
+        ("/v1/microvms/{name}", "get", "200", plain),
+        ("/v1/microvms/{name}/exec", "post", "200", await run(world, "g1", ["true"])),
+        ("/v1/microvms/{name}/ports", "get", "200", await (await world.client.get("/v1/microvms/g1/ports", headers=AUTH)).json()),
+        ("/v1/microvms/{name}/files/stat", "get", "200",
+         await (await world.client.get("/v1/microvms/g1/files/stat", params={"path": "/etc"}, headers=AUTH)).json()),
+    ):
+        validator(doc, response_schema(doc, path, method, status))(body)
 
 
 # -- exec ----------------------------------------------------------------------------
