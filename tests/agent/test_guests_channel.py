@@ -1,4 +1,5 @@
 """Into real guests through fc-agent: exec (one-shot and WebSocket, tty),
+the guest agent in a rootfs that never heard of fc-macos (the init shim),
 files in and out, a tunnel and published ports to a guest ``busybox httpd``,
 snapshot restore, and the error answers (vsock off, stopped microVM, guest
 agent killed). The test VMM boots Debian-kernel guests under QEMU with a real
@@ -30,6 +31,7 @@ from aiohttp.test_utils import TestClient
 from fc_macos.agent.settings import AgentSettings
 from tests.agent.conftest import AUTH, GUEST_BOOT_ARGS, TEST_VMM, TOKEN, kill_recorded_vmms, serve
 from tests.agent.test_openapi import response_schema, validator
+from tests.helpers.foreign_rootfs import build_foreign_rootfs
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900), pytest.mark.asyncio(loop_scope="module")]
 
@@ -48,6 +50,7 @@ class World:
     settings: AgentSettings
     host_port: int
     early: dict[str, Any]  # the answer to g1's create (wait_timeout_s too short: 504)
+    foreign: dict[str, Any]  # the answer to foreign's create (waited for its guest agent)
 
 
 async def get_vm(client: TestClient, name: str) -> dict[str, Any]:
@@ -73,9 +76,11 @@ async def world() -> AsyncIterator[World]:
 
     images = build_test_images()
     root = Path(tempfile.mkdtemp(prefix="fcg-", dir="/tmp"))
+    (root / "img").mkdir()
+    build_foreign_rootfs(root / "img" / "foreign.ext4")
     settings = AgentSettings(
         token=TOKEN, state_dir=root / "state", firecracker_bin=str(TEST_VMM),
-        image_dirs=(images.kernel.parent,), nat=False,
+        image_dirs=(images.kernel.parent, root / "img"), nat=False,
     )  # fmt: skip
     client = await serve(settings)
     host_port = free_port()
@@ -85,11 +90,15 @@ async def world() -> AsyncIterator[World]:
             "wait_timeout_s": 0.5, "ports": [{"host_port": host_port, "guest_port": 8080, "host_addr": "127.0.0.1"}]})
         plain = client.post("/v1/microvms", headers=AUTH, json={
             "name": "plain", "memory_mib": 128, "boot_args": GUEST_BOOT_ARGS, "vsock": False})
-        early_resp, plain_resp = await asyncio.gather(g1, plain)
+        # a rootfs that has never heard of fc-macos (busybox init): the agent installs the shim
+        foreign = client.post("/v1/microvms", headers=AUTH, json={
+            "name": "foreign", "memory_mib": 128, "boot_args": GUEST_BOOT_ARGS, "rootfs": "foreign.ext4",
+            "wait": "guest_agent", "wait_timeout_s": READY_TIMEOUT_S})
+        early_resp, plain_resp, foreign_resp = await asyncio.gather(g1, plain, foreign)
         early = {"status": early_resp.status, **(await early_resp.json())}
         assert plain_resp.status == 201, await plain_resp.text()
         await wait_ready(client, "g1")
-        yield World(client, settings, host_port, early)
+        yield World(client, settings, host_port, early, await foreign_resp.json() | {"status": foreign_resp.status})
     finally:
         await client.close()
         kill_recorded_vmms(settings.state_dir)
@@ -137,6 +146,16 @@ async def test_create_waits_for_the_guest_agent_and_says_when_it_did_not_come(wo
          await (await world.client.get("/v1/microvms/g1/files/stat", params={"path": "/etc"}, headers=AUTH)).json()),
     ):
         validator(doc, response_schema(doc, path, method, status))(body)
+
+
+async def test_a_rootfs_that_never_heard_of_fc_macos_gets_the_guest_agent(world: World) -> None:
+    foreign = world.foreign
+    assert foreign["status"] == 201 and foreign["guest_agent"]["state"] == "ready", foreign
+    assert "init=/sbin/fc-guest-agent" in foreign["spec"]["boot_args"]  # the shim, then its own init
+    assert (await run(world, "foreign", ["cat", "/etc/hostname"]))["stdout"] == "foreign\n"
+    pid1 = await run(world, "foreign", ["readlink", "/proc/1/exe"])
+    assert pid1["stdout"] == "/bin/busybox\n"  # busybox init is PID 1, the agent runs beside it
+    assert (await world.client.delete("/v1/microvms/foreign?force=true", headers=AUTH)).status == 204
 
 
 # -- exec ----------------------------------------------------------------------------
