@@ -15,6 +15,7 @@ import tarfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from fc_macos.agent.guest_agent import GuestAgent
 from fc_macos.agent.guest_errors import GuestAgentNotReady, GuestChannelError
 from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.wire import PortSpec
-from fc_macos.errors import ConflictError
+from fc_macos.errors import ConflictError, FcMacosError
 from fc_macos.guest.errors import GuestNotFound
 from tests.agent.hybrid_vsock import HybridVsock, hybrid_vsock
 from tests.guest.conftest import RunningAgent, agent_binary, guest_agent  # noqa: F401  (fixtures)
@@ -274,3 +275,45 @@ async def test_published_port_bridges_connections(guest: GuestAgent) -> None:
         await publisher.close()
         server.close()
     assert publisher.ports("hostvm") == []
+
+
+def fed(*frames: bytes) -> Any:
+    """A GuestConnection that receives ``frames`` (a guest agent that answers like that)."""
+    from fc_macos.guest.protocol import GuestConnection
+
+    reader = asyncio.StreamReader()
+    for frame in frames:
+        reader.feed_data(frame)
+    reader.feed_eof()
+    return GuestConnection(reader, None)  # type: ignore[arg-type]
+
+
+async def test_a_tree_that_does_not_match_its_checksum_or_breaks_off_is_never_a_whole_tar() -> None:
+    from fc_macos.guest.frames import FrameType, encode_frame, encode_json
+
+    entry = encode_json(FrameType.ENTRY, {"path": "f", "type": "file", "mode": 0o644, "mtime": 1, "size": 3})
+    data = encode_frame(FrameType.DATA, b"abc")
+    good_sum = hashlib.sha256(b"abc").hexdigest()
+    end = encode_json(FrameType.END, {"entries": 1, "bytes": 3})
+    written = bytearray()
+
+    async def write(chunk: bytes) -> None:
+        written.extend(chunk)
+
+    summary = await guest_files.tree_to_tar(fed(entry, data, encode_json(FrameType.FILE_END, {"sha256": good_sum}), end), write)
+    assert summary == {"entries": 1, "bytes": 3}
+    with tarfile.open(fileobj=io.BytesIO(bytes(written))) as tar:
+        assert tar.extractfile("f").read() == b"abc"  # type: ignore[union-attr]
+
+    for frames, error in (
+        ((entry, data, encode_json(FrameType.FILE_END, {"sha256": "0" * 64}), end), "guest_checksum_mismatch"),
+        ((entry, data + data, encode_json(FrameType.FILE_END, {"sha256": good_sum}), end), "guest_checksum_mismatch"),
+        ((entry, data), "guest_connection_closed"),  # the stream ends before END
+        ((encode_json(FrameType.ENTRY, {"path": "../x", "type": "file", "size": 0}),), "guest_protocol"),
+        ((encode_json(FrameType.RESULT, {"ok": False, "error": "permission_denied", "message": "m"}),), "permission_denied"),
+    ):
+        written.clear()
+        with pytest.raises(FcMacosError) as info:
+            await guest_files.tree_to_tar(fed(*frames), write)
+        assert info.value.code == error, (frames, info.value)
+        assert not bytes(written).endswith(b"\0" * 1024)  # no end-of-archive blocks: not a whole tar
