@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.settings import AgentSettings
@@ -116,6 +118,12 @@ async def test_published_ports_of_a_microvm(client: TestClient, settings: AgentS
     # exec into a microVM that is configured but not started: not running, and how to start it
     body = await error_of(await client.post("/v1/microvms/web/exec", json={"argv": ["true"]}, headers=AUTH), 409)
     assert body["error"] == "not_running" and "InstanceStart" in body["hint"]
+    for path in ("exec", "tunnel?port=80", "files?path=/", "files/stat?path=/"):  # refused before any upgrade
+        body = await error_of(await client.get(f"/v1/microvms/web/{path}", headers=AUTH), 409)
+        assert body["error"] == "not_running", (path, body)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect("/v1/microvms/ghost/exec", headers=AUTH)
+    assert info.value.status == 404
 
     # stopping frees the ports; a stopped microVM publishes none and takes no new ones
     resp = await client.post("/v1/microvms/web/stop", json={"force": True}, headers=AUTH)
