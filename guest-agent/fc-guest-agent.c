@@ -185,30 +185,28 @@ static void dispatch(int fd, const jval *req)
                "unknown operation '%.100s' (this guest agent knows info, exec, stat, get, put, connect)", op);
 }
 
-static void handle_connection(int fd)
+/* Reads and checks the REQ; on a mistake answers RES bad_request and returns NULL. */
+static jval *read_request(int fd)
 {
-    /* The listener ignores SIGCHLD (auto-reaping); operations that fork need it back. */
-    signal(SIGCHLD, SIG_DFL);
     struct pollfd p = {fd, POLLIN, 0};
     int r;
     do
         r = poll(&p, 1, REQUEST_TIMEOUT_MS);
     while (r < 0 && errno == EINTR);
     if (r <= 0)
-        return; /* no request within the timeout */
+        return NULL; /* no request within the timeout */
     frame f;
     r = frame_read(fd, &f);
-    if (r == 1)
-        return;
+    if (r == 1 || (r < 0 && errno != EMSGSIZE))
+        return NULL;
     if (r < 0) {
-        if (errno == EMSGSIZE)
-            send_error(fd, F_RES, "bad_request", "frame longer than %u bytes", FCGA_MAX_FRAME);
-        return;
+        send_error(fd, F_RES, "bad_request", "frame longer than %u bytes", FCGA_MAX_FRAME);
+        return NULL;
     }
     if (f.type != F_REQ) {
         send_error(fd, F_RES, "bad_request", "the first frame must be REQ (type 0x01), got type 0x%02x", f.type);
         frame_free(&f);
-        return;
+        return NULL;
     }
     const char *err = NULL;
     jval *req = json_parse(f.payload, f.len, &err);
@@ -216,10 +214,23 @@ static void handle_connection(int fd)
     if (!req || req->type != J_OBJ) {
         send_error(fd, F_RES, "bad_request", "REQ payload is not a JSON object: %s", req ? "not an object" : err);
         json_free(req);
+        return NULL;
+    }
+    return req;
+}
+
+static void handle_connection(int fd)
+{
+    /* The listener ignores SIGCHLD (auto-reaping); operations that fork need it back. */
+    signal(SIGCHLD, SIG_DFL);
+    jval *req = read_request(fd);
+    if (!req) {
+        linger_close(fd);
         return;
     }
     dispatch(fd, req);
     json_free(req);
+    close(fd);
 }
 
 int serve(const char *addr)
@@ -229,7 +240,8 @@ int serve(const char *addr)
         return 1;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGCHLD, SIG_IGN); /* connection processes are reaped by the kernel */
-    log_msg("serving on %s (version %s, protocol %d)", addr, FCGA_VERSION, FCGA_PROTOCOL);
+    log_muted = 0; /* listening: whatever happens now is news */
+    log_note("serving on %s (version %s, protocol %d)", addr, FCGA_VERSION, FCGA_PROTOCOL);
     for (;;) {
         int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (cfd < 0) {
@@ -246,7 +258,6 @@ int serve(const char *addr)
         if (pid == 0) {
             close(lfd);
             handle_connection(cfd);
-            close(cfd);
             _exit(0);
         }
         if (pid < 0) {

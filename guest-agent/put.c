@@ -119,15 +119,7 @@ static void fail(putter *p, const char *code, const char *fmt, ...)
     va_end(ap);
     rollback(p);
     send_error(p->sock, F_RESULT, code, "%s", msg);
-    /* Close gently: stop sending, then discard what the client still sends for up to 2 s, so
-     * the RESULT is not lost to a reset while its frames are in flight. */
-    shutdown(p->sock, SHUT_WR);
-    char buf[65536];
-    double until = mono_now() + 2;
-    struct pollfd pf = {p->sock, POLLIN, 0};
-    while (mono_now() < until && poll(&pf, 1, 200) >= 0)
-        if ((pf.revents & POLLIN) && read(p->sock, buf, sizeof buf) <= 0)
-            break;
+    linger_close(p->sock); /* the client's frames in flight must not reset the RESULT away */
     _exit(0);
 }
 

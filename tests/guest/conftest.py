@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -45,8 +46,15 @@ class RunningAgent:
 
 
 def wait_for_socket(path: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 10) -> None:
+    """Until the server accepts connections on ``path`` (the file exists before listen())."""
     deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
+    while True:
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(path)
+                return
+            except OSError:
+                pass
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the guest agent exited with {proc.returncode}")
         if time.monotonic() > deadline:

@@ -30,8 +30,9 @@ The wire format is documented in ``docs/guest-agent-protocol.md``.
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AsyncIterator, Literal, Mapping, Sequence, Union
 
 from . import GUEST_AGENT_PORT, PROTOCOL_VERSION
@@ -49,9 +50,12 @@ from .errors import (
     GuestNotFound,
     GuestPermissionDenied,
     GuestProtocolError,
+    OutputTooLarge,
     error_from_response,
 )
 from .frames import MAX_FRAME, Frame, FrameDecoder, FrameType, encode_frame, encode_json, read_frame
+from .transfer import GetItem, GetStream, PutSession
+from .tree import GuestStat, LocalTreeWriter, TransferResult, TreeEntry, iter_local_tree
 
 # ---- exec types ------------------------------------------------------------------------------
 
@@ -85,12 +89,6 @@ class ExecResult:
     timed_out: bool
     stdout: bytes
     stderr: bytes
-
-
-class OutputTooLarge(GuestAgentError):
-    """:meth:`GuestConnection.run` collected more than its ``max_output`` (per stream)."""
-
-    code = "output_too_large"
 
 
 # ---- the connection --------------------------------------------------------------------------
@@ -128,8 +126,8 @@ class GuestConnection:
         self.writer.close()
         try:
             await self.writer.wait_closed()
-        except (OSError, asyncio.CancelledError):
-            pass
+        except OSError:
+            pass  # already reset by the other side: closed all the same
 
     async def send(self, type_: int, payload: bytes = b"") -> None:
         """Sends one raw frame and waits until the transport takes it."""
@@ -300,6 +298,76 @@ class GuestConnection:
         except GuestConnectionClosed:
             pass  # the command may exit without reading its input; EXIT still arrives
 
+    # -- files
+
+    async def stat(self, path: str) -> GuestStat:
+        """``lstat`` of an absolute guest path; raises GuestNotFound if it does not exist."""
+        return GuestStat.from_json(await self.request("stat", path=path))
+
+    async def get(self, path: str) -> GetStream:
+        """Starts sending the tree at the absolute guest ``path`` (a file, directory or
+        symlink, not followed); iterate the returned :class:`GetStream` to receive it.
+
+        Raises GuestNotFound (and the like) before anything is sent.
+        """
+        return GetStream(self, GuestStat.from_json(await self.request("get", path=path)))
+
+    async def get_tree(self, path: str, local_dir: str | os.PathLike[str]) -> TransferResult:
+        """Copies the guest's ``path`` into the existing local directory ``local_dir``
+        (as ``local_dir/<basename>``), keeping modes, mtimes and symlinks, every file
+        checked by sha256. On any failure nothing new is left in ``local_dir``.
+        Raises NotFoundError when ``local_dir`` is not a directory (before asking the guest).
+        """
+        try:
+            writer = LocalTreeWriter(Path(local_dir))
+            stream = await self.get(path)
+        except BaseException:
+            await self.close()
+            raise
+        try:
+            async for item in stream:
+                if isinstance(item, TreeEntry):
+                    writer.begin(item)
+                else:
+                    writer.write(item)
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            await self.close()
+        assert stream.result is not None
+        return stream.result
+
+    async def begin_put(self, remote_dir: str) -> PutSession:
+        """Starts a put into the existing absolute guest directory ``remote_dir``.
+
+        Raises GuestNotFound / GuestNotADirectory before anything is sent.
+        """
+        await self.request("put", path=remote_dir)
+        return PutSession(self)
+
+    async def put_tree(self, local_path: str | os.PathLike[str], remote_dir: str,
+                       *, chunk_size: int = 512 * 1024) -> TransferResult:
+        """Copies a local file, directory or symlink into the existing guest directory
+        ``remote_dir`` (as ``remote_dir/<basename>``), keeping modes, mtimes and symlinks.
+
+        All or nothing: the guest moves the tree into place only after END, and a failure
+        or a cut connection leaves nothing new there.
+        """
+        try:
+            session = await self.begin_put(remote_dir)
+            for entry, path in iter_local_tree(Path(local_path)):
+                await session.entry(entry)
+                if entry.type == "file":
+                    with open(path, "rb") as f:
+                        while chunk := f.read(min(chunk_size, MAX_FRAME)):
+                            await session.data(chunk)
+                    await session.file_end()
+            return await session.finish()
+        finally:
+            await self.close()
+
     # -- connect
 
     async def connect(self, port: int, host: str = "127.0.0.1") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -375,6 +443,8 @@ __all__ = [
     "Frame",
     "FrameDecoder",
     "FrameType",
+    "GetItem",
+    "GetStream",
     "GuestAgentError",
     "GuestBadRequest",
     "GuestChecksumMismatch",
@@ -389,10 +459,16 @@ __all__ = [
     "GuestNotFound",
     "GuestPermissionDenied",
     "GuestProtocolError",
+    "GuestStat",
+    "LocalTreeWriter",
     "OutputTooLarge",
+    "PutSession",
+    "TransferResult",
+    "TreeEntry",
     "encode_frame",
     "encode_json",
     "error_from_response",
+    "iter_local_tree",
     "open_hybrid_vsock",
     "open_tcp",
     "open_unix",
