@@ -68,6 +68,7 @@ from __future__ import annotations
 import array
 import collections
 import ctypes
+import functools
 import json
 import mmap
 import os
@@ -1155,8 +1156,8 @@ class VsockDevice:
             return struct.pack("<Q", VSOCK_BACKEND_FEATURES)
         if request == VHOST_USER_SET_FEATURES:
             (self.features,) = struct.unpack_from("<Q", payload)
-            for vq in (self.rx, self.tx):
-                vq.event_idx = bool(self.features & VIRTIO_RING_F_EVENT_IDX)
+            for each in (self.rx, self.tx):
+                each.event_idx = bool(self.features & VIRTIO_RING_F_EVENT_IDX)
             return None
         if request == VHOST_USER_GET_PROTOCOL_FEATURES:
             return struct.pack("<Q", VSOCK_PROTOCOL_FEATURES)
@@ -1166,11 +1167,11 @@ class VsockDevice:
         if request in (VHOST_USER_SET_OWNER, VHOST_USER_RESET_OWNER):
             return None
         if request == VHOST_USER_SET_MEM_TABLE:
-            for vq in (self.rx, self.tx):
-                vq.unmap()
+            for each in (self.rx, self.tx):
+                each.unmap()
             self.memory.set_table(payload, fds)
-            for vq in (self.rx, self.tx):
-                vq.map(self.memory)
+            for each in (self.rx, self.tx):
+                each.map(self.memory)
             return None
         if request == VHOST_USER_GET_CONFIG:
             offset, size, flags = struct.unpack_from("<III", payload)
@@ -1182,43 +1183,43 @@ class VsockDevice:
                        VHOST_USER_SET_VRING_ERR):
             (value,) = struct.unpack_from("<Q", payload)
             fd = None if value & VHOST_USER_VRING_NOFD or not fds else fds[0]
-            vq = self._ring(value & 0xFF)
-            if vq is None or request == VHOST_USER_SET_VRING_ERR:
+            ring = self._ring(value & 0xFF)
+            if ring is None or request == VHOST_USER_SET_VRING_ERR:
                 if fd is not None:
                     os.close(fd)
                 return None
             if request == VHOST_USER_SET_VRING_CALL:
-                if vq.call_fd is not None:
-                    os.close(vq.call_fd)
-                vq.call_fd = fd
+                if ring.call_fd is not None:
+                    os.close(ring.call_fd)
+                ring.call_fd = fd
                 return None
-            self._stop_ring(vq)
-            vq.kick_fd = fd
+            self._stop_ring(ring)
+            ring.kick_fd = fd
             if fd is not None:
                 self._watch(fd, select.EPOLLIN, self._on_kick)
-            vq.started = True
-            self.logger.debug(f"vsock: queue {vq.index} started")
+            ring.started = True
+            self.logger.debug(f"vsock: queue {ring.index} started")
             return None
         index, num = struct.unpack_from("<II", payload) if len(payload) >= 8 else (0, 0)
-        vq = self._ring(index)
-        if request == VHOST_USER_SET_VRING_NUM and vq is not None:
-            vq.num = num
-        elif request == VHOST_USER_SET_VRING_BASE and vq is not None:
-            vq.last_avail = num & 0xFFFF
-        elif request == VHOST_USER_SET_VRING_ADDR and vq is not None:
+        ring = self._ring(index)
+        if request == VHOST_USER_SET_VRING_NUM and ring is not None:
+            ring.num = num
+        elif request == VHOST_USER_SET_VRING_BASE and ring is not None:
+            ring.last_avail = num & 0xFFFF
+        elif request == VHOST_USER_SET_VRING_ADDR and ring is not None:
             _, _, desc, used, avail, _ = struct.unpack_from("<IIQQQQ", payload)
-            vq.addrs = (desc, used, avail)
-            vq.map(self.memory)
+            ring.addrs = (desc, used, avail)
+            ring.map(self.memory)
         elif request == VHOST_USER_GET_VRING_BASE:
             base = 0
-            if vq is not None:
-                self._stop_ring(vq)
-                base = vq.last_avail
+            if ring is not None:
+                self._stop_ring(ring)
+                base = ring.last_avail
                 self.logger.debug(f"vsock: queue {index} stopped at {base}")
             return struct.pack("<II", index, base)
-        elif request == VHOST_USER_SET_VRING_ENABLE and vq is not None:
-            vq.enabled = bool(num)
-        elif vq is None and request in (VHOST_USER_SET_VRING_NUM, VHOST_USER_SET_VRING_BASE,
+        elif request == VHOST_USER_SET_VRING_ENABLE and ring is not None:
+            ring.enabled = bool(num)
+        elif ring is None and request in (VHOST_USER_SET_VRING_NUM, VHOST_USER_SET_VRING_BASE,
                                         VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_ENABLE):
             pass  # not one of the two rings the back end serves
         else:
@@ -1319,9 +1320,9 @@ class VsockDevice:
             conn.expiry = time.monotonic() + VSOCK_TIMEOUT_S
             return self._packet(conn, buffer, VSOCK_OP_REQUEST)
         if conn.pending & P_RW:
-            written = self._data_packet(conn, buffer)
-            if written is not None:
-                return written
+            data = self._data_packet(conn, buffer)
+            if data is not None:
+                return data
         if conn.pending & P_CREDIT_UPDATE:
             return self._packet(conn, buffer, VSOCK_OP_CREDIT_UPDATE)
         return None
@@ -1463,9 +1464,9 @@ class VsockDevice:
             return
         stream.setblocking(False)
         self.connecting[stream.fileno()] = (stream, bytearray())
-        self._watch(stream.fileno(), select.EPOLLIN, lambda _, fd=stream.fileno(): self._on_connect_line(fd))
+        self._watch(stream.fileno(), select.EPOLLIN, functools.partial(self._on_connect_line, stream.fileno()))
 
-    def _on_connect_line(self, fd: int) -> None:
+    def _on_connect_line(self, fd: int, _: int) -> None:
         stream, line = self.connecting[fd]
         try:
             data = stream.recv(64)
@@ -1474,9 +1475,9 @@ class VsockDevice:
         except OSError:
             data = b""
         line += data
-        port = None
+        port, rest = None, b""
         if b"\n" in line:
-            text, _, rest = bytes(line).partition(b"\n")
+            text, _newline, rest = bytes(line).partition(b"\n")
             words = text.decode("ascii", "replace").split()
             if (len(text) < 32 and len(words) == 2 and words[0].lower() == "connect"
                     and words[1].isdigit() and int(words[1]) <= U32):
@@ -1564,7 +1565,7 @@ class VsockDevice:
         if mask == 0:
             self._unwatch(conn.fd)
         elif conn.events == 0:
-            self._watch(conn.fd, mask, lambda events, c=conn: self._on_stream(c, events))
+            self._watch(conn.fd, mask, functools.partial(self._on_stream, conn))
         else:
             self.epoll.modify(conn.fd, mask)
         conn.events = mask
@@ -2192,9 +2193,9 @@ class Vmm:
             except OSError as exc:
                 raise ApiError(f"Create snapshot error: {os_error_text(exc)}") from None
             self.logger.warn(f"Snapshot without guest memory: {COLD_BOOT_WHY}.")
-        state = {"fc_test_vmm_snapshot": 1, "vmm_version": VERSION,
-                 "mem_format": mem_format, "config": self.do_get_vm_config(None),
-                 "serial": self.serial}
+        state: dict[str, Any] = {"fc_test_vmm_snapshot": 1, "vmm_version": VERSION,
+                                 "mem_format": mem_format, "config": self.do_get_vm_config(None),
+                                 "serial": self.serial}
         state["config"]["boot-source"] = self.boot_source
         try:
             with open(cfg["snapshot_path"], "w") as out:
