@@ -169,17 +169,17 @@ async def test_files_out_and_in_keep_modes_symlinks_and_contents(guest: GuestAge
     make_tree(short_tmp / "src")
     # get: the guest's tree as a tar stream, checked as it goes
     conn = await guest.open()
-    top = await conn.request("get", path=str(short_tmp / "src" / "tree"))
-    assert top["type"] == "dir"
+    stream = await conn.get(str(short_tmp / "src" / "tree"))
+    assert stream.stat.type == "dir"
     out = bytearray()
 
     async def write(data: bytes) -> None:
         out.extend(data)
 
-    summary = await guest_files.tree_to_tar(conn, write)
+    summary = await guest_files.tree_to_tar(stream, write)
     await conn.close()
     sizes = [p.stat().st_size for p in (short_tmp / "src").rglob("*") if p.is_file() and not p.is_symlink()]
-    assert summary == {"entries": 6, "bytes": sum(sizes)}
+    assert (summary.entries, summary.bytes) == (6, sum(sizes))
     with tarfile.open(fileobj=io.BytesIO(bytes(out))) as tar:
         assert tar.getmember("tree/secret").mtime == 1_600_000_000
         tar.extractall(short_tmp / "copy", filter="fully_trusted")
@@ -188,10 +188,10 @@ async def test_files_out_and_in_keep_modes_symlinks_and_contents(guest: GuestAge
     # put: that tar into another directory of the guest
     (short_tmp / "dest").mkdir()
     conn = await guest.open()
-    await conn.request("put", path=str(short_tmp / "dest"))
-    result = await guest_files.tar_to_tree(guest_files.TarReader(Body(bytes(out))), conn)
+    session = await conn.begin_put(str(short_tmp / "dest"))
+    result = await guest_files.tar_to_tree(guest_files.TarReader(Body(bytes(out))), session)
     await conn.close()
-    assert result["entries"] == 6
+    assert result.entries == 6
     assert digest(short_tmp / "dest") == digest(short_tmp / "src")
 
 
@@ -205,9 +205,9 @@ async def test_put_cut_off_midway_leaves_nothing(guest: GuestAgent, short_tmp: P
     (short_tmp / "dest").mkdir()
     for cut in (len(data) // 2, len(data) - 2048 - 700):  # inside big.bin, inside alone.bin
         conn = await guest.open()
-        await conn.request("put", path=str(short_tmp / "dest"))
+        session = await conn.begin_put(str(short_tmp / "dest"))
         with pytest.raises(ConnectionResetError):
-            await guest_files.tar_to_tree(guest_files.TarReader(Body(data, cut)), conn)
+            await guest_files.tar_to_tree(guest_files.TarReader(Body(data, cut)), session)
         await conn.close()
         await asyncio.sleep(0.3)  # the guest agent notices the closed connection and cleans up
         assert os.listdir(short_tmp / "dest") == []
@@ -227,9 +227,9 @@ async def test_tar_refusals(guest: GuestAgent, short_tmp: Path) -> None:
     for data, needle in ((tar_of(("../up", b"x")), "outside"), (tar_of(("/abs", b"x")), "absolute"),
                          (b"\x01" * 1024, "not a tar")):  # fmt: skip
         conn = await guest.open()
-        await conn.request("put", path=str(short_tmp / "dest"))
+        session = await conn.begin_put(str(short_tmp / "dest"))
         with pytest.raises(guest_files.TarFormatError, match=needle):
-            await guest_files.tar_to_tree(guest_files.TarReader(Body(data)), conn)
+            await guest_files.tar_to_tree(guest_files.TarReader(Body(data)), session)
         await conn.close()
     await asyncio.sleep(0.2)
     assert os.listdir(short_tmp / "dest") == []
@@ -278,14 +278,16 @@ async def test_published_port_bridges_connections(guest: GuestAgent) -> None:
 
 
 def fed(*frames: bytes) -> Any:
-    """A GuestConnection that receives ``frames`` (a guest agent that answers like that)."""
+    """A get's stream of ``frames`` (from a guest agent that answers like that)."""
     from fc_macos.guest.protocol import GuestConnection
+    from fc_macos.guest.transfer import GetStream
+    from fc_macos.guest.tree import GuestStat
 
     reader = asyncio.StreamReader()
     for frame in frames:
         reader.feed_data(frame)
     reader.feed_eof()
-    return GuestConnection(reader, None)  # type: ignore[arg-type]
+    return GetStream(GuestConnection(reader, None), GuestStat("file", 0o644, 3, 1.0, None))  # type: ignore[arg-type]
 
 
 async def test_a_tree_that_does_not_match_its_checksum_or_breaks_off_is_never_a_whole_tar() -> None:
@@ -301,13 +303,13 @@ async def test_a_tree_that_does_not_match_its_checksum_or_breaks_off_is_never_a_
         written.extend(chunk)
 
     summary = await guest_files.tree_to_tar(fed(entry, data, encode_json(FrameType.FILE_END, {"sha256": good_sum}), end), write)
-    assert summary == {"entries": 1, "bytes": 3}
+    assert (summary.entries, summary.bytes) == (1, 3)
     with tarfile.open(fileobj=io.BytesIO(bytes(written))) as tar:
         assert tar.extractfile("f").read() == b"abc"  # type: ignore[union-attr]
 
     for frames, error in (
-        ((entry, data, encode_json(FrameType.FILE_END, {"sha256": "0" * 64}), end), "guest_checksum_mismatch"),
-        ((entry, data + data, encode_json(FrameType.FILE_END, {"sha256": good_sum}), end), "guest_checksum_mismatch"),
+        ((entry, data, encode_json(FrameType.FILE_END, {"sha256": "0" * 64}), end), "checksum_mismatch"),
+        ((entry, data + data, encode_json(FrameType.FILE_END, {"sha256": good_sum}), end), "checksum_mismatch"),
         ((entry, data), "guest_connection_closed"),  # the stream ends before END
         ((encode_json(FrameType.ENTRY, {"path": "../x", "type": "file", "size": 0}),), "guest_protocol"),
         ((encode_json(FrameType.RESULT, {"ok": False, "error": "permission_denied", "message": "m"}),), "permission_denied"),
