@@ -19,5 +19,6 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-# The Tart double's fixtures (tart_double, tart_double_root) for every test package.
-pytest_plugins = ["tests.doubles.tart_double.fixtures"]
+# The Tart double's fixtures (tart_double, tart_double_root) and the shared booted
+# guest of the host-side tests (guest_world) for every test package.
+pytest_plugins = ["tests.doubles.tart_double.fixtures", "tests.helpers.guest_world"]

@@ -9,9 +9,10 @@ import fc_macos
 
 PUBLIC = [
     "AgentAuthError", "AgentClient", "AgentEndpoint", "AgentError", "AgentRequestError", "AgentUnreachable",
-    "BootError", "Config", "ConfigError", "ConflictError", "DriveSpec", "FcMacosError", "FirecrackerAPIError",
-    "FirecrackerClient", "FirecrackerError", "FirecrackerUnavailable", "ImageError", "MicroVMInfo", "MicroVMSpec",
-    "NotFoundError", "ProviderError", "SetupError", "SnapshotSpec", "TartError", "UsageError", "ValidationError", "__version__",
+    "BootError", "Config", "ConfigError", "ConflictError", "DriveSpec", "ExecError", "ExecResult", "FcMacosError",
+    "FirecrackerAPIError", "FirecrackerClient", "FirecrackerError", "FirecrackerUnavailable", "GuestAgentUnavailable",
+    "ImageError", "MicroVMInfo", "MicroVMSpec", "NotFoundError", "ProviderError", "SetupError", "SnapshotSpec",
+    "TartError", "UsageError", "ValidationError", "__version__", "aio", "connect",
 ]
 
 
@@ -20,7 +21,10 @@ def test_all_is_locked() -> None:
 
 
 def test_every_public_name_resolves_to_the_real_thing() -> None:
+    import fc_macos.aio
+    import fc_macos.sync
     from fc_macos.agent.client import AgentClient
+    from fc_macos.agent.client_streams import ExecResult
     from fc_macos.errors import FcMacosError
     from fc_macos.firecracker.client import FirecrackerClient
 
@@ -28,6 +32,9 @@ def test_every_public_name_resolves_to_the_real_thing() -> None:
         assert getattr(fc_macos, name) is not None, name
     assert fc_macos.AgentClient is AgentClient
     assert fc_macos.FirecrackerClient is FirecrackerClient
+    assert fc_macos.ExecResult is ExecResult
+    assert fc_macos.connect is fc_macos.sync.connect
+    assert fc_macos.aio is sys.modules["fc_macos.aio"] and fc_macos.aio.connect is not fc_macos.connect
     assert issubclass(fc_macos.NotFoundError, FcMacosError)
     assert fc_macos.__version__ == "0.1.0"
 

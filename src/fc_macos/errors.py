@@ -17,7 +17,10 @@ are converted at the boundary where they happen, with ``raise ... from exc``.
     ├── AgentError                    talking to fc-agent
     │   ├── AgentUnreachable          no TCP connection / timeout
     │   ├── AgentAuthError            401: the token is wrong or missing
-    │   └── AgentRequestError         any other 4xx/5xx with the agent's JSON error body
+    │   ├── AgentRequestError         any other 4xx/5xx with the agent's JSON error body
+    │   └── GuestAgentUnavailable     the guest agent in a microVM cannot serve (absent, starting, not answering)
+    ├── ExecError                     a command could not start in a guest (exit code 127 not found, 126 not executable)
+    ├── GuestAgentError               the guest agent's own answers (fc_macos.guest.errors: GuestNotFound ...)
     ├── ProviderError                 driving the agent's machine (the Tart VM, or this host)
     │   ├── TartError                 a ``tart`` command failed (``.tart_exit_code``, ``.stderr``)
     │   └── SetupError                a named setup step failed (``.step``)
@@ -137,6 +140,31 @@ class AgentRequestError(AgentError):
             self.exit_code = 1
 
 
+class GuestAgentUnavailable(AgentError):
+    """The guest agent of a microVM cannot serve a request; ``code`` says why:
+    ``guest_agent_absent`` (not in the image, or ``vsock: false``),
+    ``guest_agent_starting`` (still booting), ``guest_agent_unresponsive``
+    (it crashed or hangs), ``guest_agent_timeout`` (not ready in time)."""
+
+    code = "guest_agent_unavailable"
+
+
+#: Shell conventions for a command that could not start.
+EXEC_EXIT_CODES = {"command_not_found": 127, "not_executable": 126}
+
+
+class ExecError(FcMacosError):
+    """A command could not start in a guest (no such command, not executable,
+    no such working directory). ``exit_code`` follows the shell's convention:
+    127 not found, 126 not executable, else 1."""
+
+    code = "exec_failed"
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, code=code)
+        self.exit_code = EXEC_EXIT_CODES.get(self.code, 1)
+
+
 class ProviderError(FcMacosError):
     code = "provider"
 
@@ -180,10 +208,12 @@ __all__ = [
     "BootError",
     "ConfigError",
     "ConflictError",
+    "ExecError",
     "FcMacosError",
     "FirecrackerAPIError",
     "FirecrackerError",
     "FirecrackerUnavailable",
+    "GuestAgentUnavailable",
     "ImageError",
     "NetworkError",
     "NotFoundError",

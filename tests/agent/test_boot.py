@@ -82,13 +82,19 @@ def test_plan_edits_the_step_list() -> None:
     from fc_macos.agent.wire import MicroVMSpec, SnapshotSpec
 
     boot = describe(DEFAULT_STEPS)
-    assert describe(plan(MicroVMSpec())) == boot
-    assert describe(plan(MicroVMSpec(start=False))) == boot[:-1]
+    assert describe(plan(MicroVMSpec(vsock=False))) == boot
+    assert describe(plan(MicroVMSpec(vsock=False, start=False))) == boot[:-1]
+    # the default: the guest agent goes into the rootfs copy, the vsock device in before the start
+    with_vsock = describe(plan(MicroVMSpec()))
+    assert with_vsock == [*boot[:3], "install_guest_agent", *boot[3:-1], "attach_vsock", boot[-1]]
+    assert describe(plan(MicroVMSpec(start=False))) == with_vsock[:-1]
+    networked = describe(plan(MicroVMSpec(network=True)))
+    assert networked.index("attach_network") < networked.index("configure_boot_source") < networked.index("attach_vsock")
     restore = describe(plan(MicroVMSpec(snapshot=SnapshotSpec("a.snap", "a.mem"))))
     assert restore == ["validate_spec", "resolve_snapshot", "prepare_workdir", "start_vmm", "wait_api_socket",
                        "load_snapshot"]
     design = (Path(__file__).resolve().parents[2] / "docs" / "design.md").read_text()
-    for name in restore:
+    for name in [*restore, *networked]:
         assert f"`{name}`" in design, name
 
 

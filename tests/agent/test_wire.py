@@ -27,6 +27,10 @@ def test_round_trip_keeps_every_field() -> None:
         "start": False,
         "snapshot": None,
         "network": True,
+        "vsock": False,
+        "ports": [{"host_port": 8080, "guest_port": 80, "host_addr": "127.0.0.1"}],
+        "wait": None,
+        "wait_timeout_s": 30.0,
     }
     assert MicroVMSpec.from_dict(data).to_dict() == data
 

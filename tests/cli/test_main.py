@@ -125,7 +125,7 @@ def test_run_background_list_json_and_status(home: Path) -> None:
         assert {"name", "state", "vcpus", "memory_mib", "pid"} <= set(row)
     assert (rows[0]["state"], rows[0]["vcpus"], rows[0]["memory_mib"]) == ("running", 2, 512)
     table = invoke(home, "microvm", "ls").output.splitlines()
-    assert table[0].split() == ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "UPTIME"]
+    assert table[0].split() == ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "UPTIME", "AGENT", "PORTS"]
     assert table[1].split()[:3] == ["web", "running", "2"]
     one = json.loads(invoke(home, "microvm", "status", "--name", "web", "--json").output)
     assert one["name"] == "web" and one["pid"] == rows[0]["pid"]

@@ -2,8 +2,9 @@
 """A Firecracker-compatible test VMM: Firecracker's command line and REST API, QEMU underneath.
 
 Used ONLY by tests (given to the agent as ``--firecracker-bin``); product code never names it.
-It runs with the standard library only, because it is copied into the Tart double's "Linux VM"
-and started with that VM's /usr/bin/python3.
+It runs with the standard library only, and is ONE file (the vsock back end included), because
+setup copies it alone into the Tart double's "Linux VM" as /usr/local/bin/firecracker and that
+VM's /usr/bin/python3 runs it.
 
 What it mirrors from Firecracker v1.16.1 (see /work/shared/firecracker/README.md):
   * flags: --api-sock (default /run/firecracker.socket), --id, --config-file, --no-api,
@@ -31,8 +32,14 @@ What is NOT real (honest list):
     ..."; the os error, ENODEV here, is this double's choice).
   * pmem, balloon, memory hot-plug, cpu-config and MMDS are validated and recorded (and shown
     by GET /vm/config) but give the guest no device.
-  * vsock: the uds_path socket is bound and listens (so paths behave), but no guest device
-    exists; a host connection is read ("CONNECT n") and closed, as if nothing listened.
+  * vsock is real: the guest gets a virtio-vsock device (QEMU's ``vhost-user-vsock-device``,
+    guest RAM shared through ``memory-backend-memfd``) whose vhost-user back end is this
+    process (section "vsock device"), with Firecracker's hybrid host side: uds_path is bound at
+    PUT /vsock; from InstanceStart ``CONNECT <port>\n`` answers ``OK <host port>\n`` (ports
+    from 2^30) and becomes a byte stream to the guest's AF_VSOCK listener (no listener: the
+    stream just closes); a guest connection to CID 2 port P reaches ``<uds_path>_P`` (none:
+    RST). Host connections made before the guest driver is up wait, as in Firecracker; a guest
+    kernel without vsock never answers them.
   * post-boot hot-plug with --enable-pci is accepted and recorded only.
   * under TCG the kernel command line gets ``tsc_early_khz=<host rate>`` appended (after
     Firecracker's own ``root=... rw pci=off``): without it a busy host makes the guest's
@@ -41,6 +48,12 @@ What is NOT real (honest list):
     QMP ``migrate`` to ``exec:cat``), not a raw image of guest memory, so its size is not the
     guest memory size; the "state file" is a JSON description of the configuration. Loading
     starts QEMU with ``-incoming`` from that stream, so a restore really resumes the guest.
+    EXCEPT with a vsock device: QEMU refuses to migrate vhost-user-vsock, so a snapshot of a
+    vsock guest saves no memory (the mem file holds one line saying so) and loading it
+    COLD-BOOTS the guest from the snapshot's kernel, boot args and disks (paused first, like any
+    restore, until resumed). Both the create and the load log a warning that says so. Processes
+    and shell state of the original are gone; what it had written to its disks stays. (On a
+    real Firecracker restore the vsock connections are reset too; only memory is lost here.)
 
 Environment:
   FC_TEST_VMM_QEMU       QEMU binary (default: qemu-system-x86_64 on PATH)
@@ -52,16 +65,22 @@ Environment:
 
 from __future__ import annotations
 
+import array
+import collections
 import ctypes
+import functools
 import json
+import mmap
 import os
 import queue
 import re
+import select
 import shlex
 import shutil
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import tempfile
@@ -667,7 +686,12 @@ def os_error_text(exc: OSError) -> str:
 
 
 class VsockListener:
-    """The host side of a vsock device: a listening Unix socket at uds_path."""
+    """The host side's listening Unix socket at uds_path, bound when PUT /vsock is handled.
+
+    It only listens: connections wait in its backlog until a device serves them (from
+    InstanceStart on), as with Firecracker, whose vsock device polls nothing before the guest
+    driver activates it.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -678,23 +702,8 @@ class VsockListener:
             self.sock.close()
             raise ApiError("Cannot create backend for vsock device: UnixBind(Os { code: "
                            f'{exc.errno}, message: "{exc.strerror}" }})') from None
-        self.sock.listen(16)
-        threading.Thread(target=self._serve, name="fc_vsock", daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            # No guest device listens: read the CONNECT line, then close, like Firecracker
-            # does when nothing listens on the guest port.
-            try:
-                conn.settimeout(5)
-                conn.recv(64)
-            except OSError:
-                pass
-            conn.close()
+        self.sock.listen(128)
+        self.sock.setblocking(False)
 
     def close(self, unlink: bool) -> None:
         self.sock.close()
@@ -705,7 +714,905 @@ class VsockListener:
                 pass
 
 
+# --------------------------------------------------------------------------- vsock device
+#
+# The guest gets QEMU's vhost-user-vsock-device; this process is its vhost-user back end
+# (docs/interop/vhost-user.rst in QEMU) and speaks Firecracker's hybrid vsock on the host side
+# (/work/shared/firecracker/README.md section 8). One thread runs one epoll loop over: the
+# vhost-user socket (QEMU's control messages), the two kick eventfds (rx = queue 0, tx = 1;
+# QEMU keeps the event queue), the uds_path listener, and every host-side Unix stream.
+#
+# What it mirrors from Firecracker's muxer and connection state machine:
+#   * host -> guest: ``CONNECT <port>\n`` (case-insensitive, at most 32 bytes) on uds_path
+#     becomes a REQUEST from CID 2, host port counting up from 2^30; the guest's RESPONSE
+#     writes ``OK <host port>\n``; an RST (nothing listens) or no answer within 2 s closes the
+#     stream. A malformed line closes it at once.
+#   * guest -> host: a REQUEST to CID 2 port P connects to ``<uds_path>_P``; no listener -> RST.
+#   * an EOF from the host stream (even a half-close) sends SHUTDOWN(both) and ends the
+#     connection both ways (data still queued in the guest stays readable there); the guest's
+#     SHUTDOWN(both) (its close()) closes the host stream once buffered data is written; a
+#     guest half-close (SHUTDOWN send only) is not passed on, as in Firecracker.
+#   * credit flow control both ways; a pause (rings stopped by GET_VRING_BASE) keeps every
+#     connection, and the rings resume where they stopped.
+# What differs: buf_alloc is 256 KiB (Firecracker: 64 KiB), for throughput under TCG; bytes a
+# host client sends before ``OK`` are kept and delivered (Firecracker may reset such a
+# connection); the 2 s timers do not run while the rings are stopped (a paused guest).
+
+VHOST_USER_GET_FEATURES, VHOST_USER_SET_FEATURES, VHOST_USER_SET_OWNER = 1, 2, 3
+VHOST_USER_RESET_OWNER, VHOST_USER_SET_MEM_TABLE = 4, 5
+VHOST_USER_SET_VRING_NUM, VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_BASE = 8, 9, 10
+VHOST_USER_GET_VRING_BASE, VHOST_USER_SET_VRING_KICK, VHOST_USER_SET_VRING_CALL = 11, 12, 13
+VHOST_USER_SET_VRING_ERR, VHOST_USER_GET_PROTOCOL_FEATURES = 14, 15
+VHOST_USER_SET_PROTOCOL_FEATURES, VHOST_USER_SET_VRING_ENABLE = 16, 18
+VHOST_USER_GET_CONFIG, VHOST_USER_SET_CONFIG = 24, 25
+VHOST_USER_VERSION, VHOST_USER_REPLY, VHOST_USER_NEED_REPLY = 0x1, 0x4, 0x8
+VHOST_USER_VRING_NOFD = 0x100
+VIRTIO_F_VERSION_1, VHOST_USER_F_PROTOCOL_FEATURES = 1 << 32, 1 << 30
+VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC = 1 << 29, 1 << 28
+VHOST_USER_PROTOCOL_F_REPLY_ACK, VHOST_USER_PROTOCOL_F_CONFIG = 1 << 3, 1 << 9
+# QEMU passes the common ring features (event index, indirect descriptors) to the guest
+# whatever a vsock back end offers, so this one implements both.
+VSOCK_BACKEND_FEATURES = (VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES
+                          | VIRTIO_RING_F_EVENT_IDX | VIRTIO_RING_F_INDIRECT_DESC)
+VSOCK_PROTOCOL_FEATURES = VHOST_USER_PROTOCOL_F_REPLY_ACK | VHOST_USER_PROTOCOL_F_CONFIG
+VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT = 1, 2, 4
+VRING_AVAIL_F_NO_INTERRUPT = 1
+
+VSOCK_HDR = struct.Struct("<QQIIIHHIII")  # src_cid dst_cid src_port dst_port len type op flags buf_alloc fwd_cnt
+VSOCK_HOST_CID, VSOCK_TYPE_STREAM = 2, 1
+(VSOCK_OP_REQUEST, VSOCK_OP_RESPONSE, VSOCK_OP_RST, VSOCK_OP_SHUTDOWN, VSOCK_OP_RW,
+ VSOCK_OP_CREDIT_UPDATE, VSOCK_OP_CREDIT_REQUEST) = range(1, 8)
+VSOCK_SHUTDOWN_RCV, VSOCK_SHUTDOWN_SEND, VSOCK_SHUTDOWN_BOTH = 1, 2, 3
+VSOCK_BUF_ALLOC = 256 * 1024  # what each connection tells the guest it may have in flight
+VSOCK_CREDIT_UPDATE_AFTER = 64 * 1024  # forwarded bytes the guest has not heard about yet
+VSOCK_TIMEOUT_S = 2.0  # Firecracker's CONN_REQUEST_TIMEOUT_MS and CONN_SHUTDOWN_TIMEOUT_MS
+VSOCK_MAX_CONNECTIONS = 1023  # Firecracker's defs::MAX_CONNECTIONS
+VSOCK_LOCAL_PORT_FIRST = 1 << 30
+U32 = 0xFFFFFFFF
+
+
+class VringError(Exception):
+    """The guest (or QEMU) handed the device something it cannot use."""
+
+
+def memory_barrier(lock: threading.Lock = threading.Lock()) -> None:
+    """A full memory barrier: a lock round trip is an atomic read-modify-write in CPython."""
+    lock.acquire()
+    lock.release()
+
+
+class GuestMemory:
+    """Guest RAM as QEMU shares it (VHOST_USER_SET_MEM_TABLE): memfd regions mapped here."""
+
+    def __init__(self) -> None:
+        # (guest physical address, size, QEMU's virtual address, mapping, view of the region)
+        self.regions: list[tuple[int, int, int, mmap.mmap, memoryview]] = []
+        self.retired: list[mmap.mmap] = []
+
+    def set_table(self, payload: bytes, fds: list[int]) -> None:
+        self.release()
+        try:
+            (count,) = struct.unpack_from("<I", payload, 0)
+            if count != len(fds):
+                raise VringError(f"SET_MEM_TABLE: {count} regions but {len(fds)} fds")
+            for i in range(count):
+                gpa, size, uva, offset = struct.unpack_from("<QQQQ", payload, 8 + 32 * i)
+                mapping = mmap.mmap(fds[i], size + offset, mmap.MAP_SHARED,
+                                    mmap.PROT_READ | mmap.PROT_WRITE)
+                self.regions.append((gpa, size, uva, mapping,
+                                     memoryview(mapping)[offset:offset + size]))
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _find(self, address: int, length: int, by_user: bool) -> memoryview:
+        for gpa, size, uva, _, view in self.regions:
+            offset = address - (uva if by_user else gpa)
+            if 0 <= offset and offset + length <= size:
+                return view[offset:offset + length]
+        kind = "QEMU address" if by_user else "guest address"
+        raise VringError(f"{kind} {address:#x}+{length} is outside the shared memory")
+
+    def guest(self, gpa: int, length: int) -> memoryview:
+        """A view of guest-physical memory (descriptor addresses)."""
+        return self._find(gpa, length, False)
+
+    def user(self, uva: int, length: int) -> memoryview:
+        """A view at one of QEMU's virtual addresses (the ring addresses of SET_VRING_ADDR)."""
+        return self._find(uva, length, True)
+
+    def release(self) -> None:
+        for *_, mapping, view in self.regions:
+            view.release()
+            try:
+                mapping.close()
+            except BufferError:  # a view still exists somewhere: unmap it with the object
+                self.retired.append(mapping)
+        self.regions = []
+
+
+class Virtqueue:
+    """One split virtqueue as the device side sees it (VIRTIO 1.1 section 2.6)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.num = 0
+        self.addrs: tuple[int, int, int] | None = None  # desc, used, avail (QEMU addresses)
+        self.desc: memoryview | None = None
+        self.avail: memoryview | None = None
+        self.used: memoryview | None = None
+        self.last_avail = 0
+        self.used_idx = 0
+        self.signalled = 0
+        self.kick_fd: int | None = None
+        self.call_fd: int | None = None
+        self.started = False
+        self.enabled = False
+        self.event_idx = False
+
+    @property
+    def ready(self) -> bool:
+        return self.started and self.enabled and self.used is not None
+
+    def map(self, memory: GuestMemory) -> None:
+        """(Re)build the ring views; the used index continues from what the ring holds."""
+        self.unmap()
+        if self.addrs is None or not self.num:
+            return
+        desc, used, avail = self.addrs
+        self.desc = memory.user(desc, 16 * self.num)
+        self.avail = memory.user(avail, 6 + 2 * self.num)
+        self.used = memory.user(used, 6 + 8 * self.num)
+        self.used_idx = self.signalled = struct.unpack_from("<H", self.used, 2)[0]
+
+    def unmap(self) -> None:
+        self.desc = self.avail = self.used = None
+
+    def has_avail(self) -> bool:
+        assert self.avail is not None
+        return struct.unpack_from("<H", self.avail, 2)[0] != self.last_avail
+
+    def peek(self, memory: GuestMemory) -> tuple[int, list[memoryview], list[memoryview]] | None:
+        """The next available chain (head, readable views, writable views), not consumed."""
+        assert self.avail is not None and self.desc is not None
+        if struct.unpack_from("<H", self.avail, 2)[0] == self.last_avail:
+            return None
+        head = struct.unpack_from("<H", self.avail, 4 + 2 * (self.last_avail % self.num))[0]
+        readable: list[memoryview] = []
+        writable: list[memoryview] = []
+        table, size, index = self.desc, self.num, head
+        for _ in range(2 * self.num + 2):
+            if index >= size:
+                raise VringError(f"queue {self.index}: descriptor {index} out of range")
+            addr, length, flags, nxt = struct.unpack_from("<QIHH", table, 16 * index)
+            if flags & VRING_DESC_F_INDIRECT:
+                table, size, index = memory.guest(addr, length), length // 16, 0
+                continue
+            (writable if flags & VRING_DESC_F_WRITE else readable).append(
+                memory.guest(addr, length))
+            if not flags & VRING_DESC_F_NEXT:
+                return head, readable, writable
+            index = nxt
+        raise VringError(f"queue {self.index}: descriptor chain loops")
+
+    def next_chain(self, memory: GuestMemory) -> tuple[int, list[memoryview], list[memoryview]] | None:
+        """:meth:`peek`, or None once the ring is empty and the driver will kick for more."""
+        while True:
+            chain = self.peek(memory)
+            if chain is not None or not self.rearm():
+                return chain
+
+    def consume(self, head: int, written: int) -> None:
+        """Give the chain at the front back to the driver with ``written`` bytes filled in."""
+        assert self.used is not None
+        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        struct.pack_into("<II", self.used, 4 + 8 * (self.used_idx % self.num), head, written)
+        self.used_idx = (self.used_idx + 1) & 0xFFFF
+        struct.pack_into("<H", self.used, 2, self.used_idx)  # x86 keeps stores in order
+
+    def rearm(self) -> bool:
+        """Ask for a kick at the next buffer; True if more became available meanwhile."""
+        assert self.used is not None
+        if self.event_idx:
+            struct.pack_into("<H", self.used, 4 + 8 * self.num, self.last_avail)
+        memory_barrier()
+        return self.has_avail()
+
+    def notify(self) -> None:
+        """Interrupt the guest for the used buffers since the last call, if it wants that."""
+        if self.used_idx == self.signalled or self.avail is None:
+            return
+        memory_barrier()  # the used index must be visible before the driver's flags are read
+        if self.event_idx:
+            event = struct.unpack_from("<H", self.avail, 4 + 2 * self.num)[0]
+            wanted = (self.used_idx - event - 1) & 0xFFFF < (self.used_idx - self.signalled) & 0xFFFF
+        else:
+            wanted = not struct.unpack_from("<H", self.avail, 0)[0] & VRING_AVAIL_F_NO_INTERRUPT
+        self.signalled = self.used_idx
+        if wanted and self.call_fd is not None:
+            os.write(self.call_fd, b"\x01\0\0\0\0\0\0\0")
+
+
+# Connection states (Firecracker's ConnState) and pending packets to the guest (PendingRx).
+LOCAL_INIT, PEER_INIT, ESTABLISHED, LOCAL_CLOSED, PEER_CLOSED, KILLED = range(6)
+P_RST, P_RESPONSE, P_REQUEST, P_RW, P_CREDIT_UPDATE = 1, 2, 4, 8, 16
+
+
+class VsockConnection:
+    """One stream between a guest AF_VSOCK socket and a host Unix socket."""
+
+    def __init__(self, local_port: int, peer_port: int, stream: socket.socket, state: int,
+                 pending: int) -> None:
+        self.local_port, self.peer_port = local_port, peer_port
+        self.stream, self.fd = stream, stream.fileno()
+        self.state, self.pending = state, pending
+        self.peer_shutdown = 0
+        self.early = b""  # host bytes that followed the CONNECT line
+        self.tx_buf = bytearray()  # guest bytes the host stream has not taken yet
+        self.fwd_cnt = 0  # bytes written to the host stream
+        self.fwd_cnt_told = 0  # fwd_cnt as the guest last heard it
+        self.rx_cnt = 0  # bytes sent to the guest
+        self.peer_buf_alloc = 0
+        self.peer_fwd_cnt = 0
+        self.expiry: float | None = None
+        self.events = 0  # epoll mask registered for the stream (0: not registered)
+        self.in_rxq = False
+        self.credit_wait = False
+        self.removed = False
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.local_port, self.peer_port
+
+    def peer_credit(self) -> int:
+        return (self.peer_buf_alloc - (self.rx_cnt - self.peer_fwd_cnt)) & U32
+
+    def readable_state(self) -> bool:
+        """May bytes move host -> guest now?"""
+        return self.state == ESTABLISHED or (
+            self.state == PEER_CLOSED and not self.peer_shutdown & VSOCK_SHUTDOWN_RCV)
+
+
+def split_views(views: list[memoryview], at: int) -> tuple[list[memoryview], list[memoryview]]:
+    """Split a scatter list after ``at`` bytes."""
+    head: list[memoryview] = []
+    rest: list[memoryview] = []
+    for view in views:
+        if at <= 0:
+            rest.append(view)
+        elif at >= len(view):
+            head.append(view)
+            at -= len(view)
+        else:
+            head.append(view[:at])
+            rest.append(view[at:])
+            at = 0
+    return head, rest
+
+
+def scatter(data: bytes, views: list[memoryview]) -> None:
+    pos = 0
+    for view in views:
+        part = data[pos:pos + len(view)]
+        view[:len(part)] = part
+        pos += len(part)
+
+
+class VsockDevice:
+    """The vhost-user back end of one guest's vsock device, with Firecracker's host side.
+
+    ``start()`` binds the vhost-user socket QEMU connects to (it must listen before QEMU
+    starts) and runs the device thread; ``close()`` stops it, closing every host stream.
+    The uds_path listener stays the caller's (it outlives a device, e.g. across a restore).
+    """
+
+    def __init__(self, guest_cid: int, listener: VsockListener, vhost_path: str,
+                 logger: Logger) -> None:
+        self.cid, self.listener, self.uds_path = guest_cid, listener.sock, listener.path
+        self.vhost_path, self.logger = vhost_path, logger
+        self.memory = GuestMemory()
+        self.rx, self.tx = Virtqueue(0), Virtqueue(1)
+        self.features = 0
+        self.protocol_features = 0
+        self.epoll = select.epoll()
+        self.handlers: dict[int, Callable[[int], None]] = {}
+        self.conns: dict[tuple[int, int], VsockConnection] = {}
+        self.by_fd: dict[int, VsockConnection] = {}
+        self.connecting: dict[int, tuple[socket.socket, bytearray]] = {}
+        self.rxq: collections.deque[VsockConnection | tuple[int, int]] = collections.deque()
+        self.local_ports: set[int] = set()
+        self.last_local_port = VSOCK_LOCAL_PORT_FIRST - 1
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.vhost: socket.socket | None = None
+        self.wake_r, self.wake_w = os.pipe()
+        self.closing = False
+        self.thread = threading.Thread(target=self._run, name="fc_vsock", daemon=True)
+
+    # ---- life cycle
+
+    def start(self) -> None:
+        self.server.bind(self.vhost_path)
+        self.server.listen(1)
+        self._watch(self.server.fileno(), select.EPOLLIN, self._on_vhost_accept)
+        self._watch(self.listener.fileno(), select.EPOLLIN, self._on_host_accept)
+        self._watch(self.wake_r, select.EPOLLIN, lambda _: None)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.closing = True
+        os.write(self.wake_w, b"x")
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(5)
+        for conn in list(self.conns.values()):
+            conn.stream.close()
+        for stream, _ in self.connecting.values():
+            stream.close()
+        if self.vhost is not None:
+            self.vhost.close()
+        for vq in (self.rx, self.tx):
+            for fd in (vq.kick_fd, vq.call_fd):
+                if fd is not None:
+                    os.close(fd)
+            vq.unmap()
+        self.memory.release()
+        self.server.close()
+        self.epoll.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    def _watch(self, fd: int, mask: int, handler: Callable[[int], None]) -> None:
+        self.epoll.register(fd, mask)
+        self.handlers[fd] = handler
+
+    def _unwatch(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            self.epoll.unregister(fd)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self.closing:
+            try:
+                for fd, mask in self.epoll.poll(self._poll_timeout()):
+                    handler = self.handlers.get(fd)
+                    if handler is not None:
+                        handler(mask)
+                self._expire()
+                self._process_tx()
+                self._process_rx()
+                failures = 0
+            except Exception as exc:  # a bug in the double: say so, keep the device alive
+                failures += 1
+                self.logger.error(f"vsock: device error: {exc!r}")
+                if failures > 100:
+                    self.logger.error("vsock: too many errors in a row; the device stops")
+                    return
+
+    def _poll_timeout(self) -> float | None:
+        expiries = [c.expiry for c in self.conns.values() if c.expiry is not None]
+        if not expiries or not self.rx.ready:
+            return None
+        return max(0.0, min(expiries) - time.monotonic())
+
+    # ---- vhost-user control channel
+
+    def _on_vhost_accept(self, _: int) -> None:
+        conn, _ = self.server.accept()
+        if self.vhost is not None:
+            self._vhost_gone()
+        self.vhost = conn
+        self._watch(conn.fileno(), select.EPOLLIN, self._on_vhost_message)
+
+    def _vhost_gone(self) -> None:
+        assert self.vhost is not None
+        self._unwatch(self.vhost.fileno())
+        self.vhost.close()
+        self.vhost = None
+        for vq in (self.rx, self.tx):
+            self._stop_ring(vq)
+        for conn in list(self.conns.values()):
+            self._remove(conn)
+
+    def _recv_exact(self, size: int) -> bytes:
+        assert self.vhost is not None
+        data = b""
+        while len(data) < size:
+            chunk = self.vhost.recv(size - len(data))
+            if not chunk:
+                raise ConnectionResetError("QEMU closed the vhost-user socket")
+            data += chunk
+        return data
+
+    def _on_vhost_message(self, _: int) -> None:
+        assert self.vhost is not None
+        try:
+            head, ancillary, _, _ = self.vhost.recvmsg(12, socket.CMSG_SPACE(8 * 4))
+            fds: list[int] = []
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds += array.array("i", data[:len(data) - len(data) % 4]).tolist()
+            if len(head) < 12:
+                raise ConnectionResetError("QEMU closed the vhost-user socket")
+            request, flags, size = struct.unpack("<III", head)
+            payload = self._recv_exact(size) if size else b""
+        except OSError:
+            self._vhost_gone()
+            return
+        try:
+            reply = self._vhost_request(request, payload, fds)
+            status = 0
+        except (VringError, struct.error, OSError, ValueError) as exc:
+            self.logger.error(f"vsock: vhost-user request {request} failed: {exc}")
+            reply, status = None, 1
+        if reply is None and flags & VHOST_USER_NEED_REPLY and (
+                self.protocol_features & VHOST_USER_PROTOCOL_F_REPLY_ACK):
+            reply = struct.pack("<Q", status)
+        if reply is not None:
+            self.vhost.sendall(struct.pack("<III", request, VHOST_USER_VERSION | VHOST_USER_REPLY,
+                                           len(reply)) + reply)
+
+    def _vhost_request(self, request: int, payload: bytes, fds: list[int]) -> bytes | None:
+        """Apply one front-end message; return the reply payload if the message has one."""
+        if request == VHOST_USER_GET_FEATURES:
+            return struct.pack("<Q", VSOCK_BACKEND_FEATURES)
+        if request == VHOST_USER_SET_FEATURES:
+            (self.features,) = struct.unpack_from("<Q", payload)
+            for each in (self.rx, self.tx):
+                each.event_idx = bool(self.features & VIRTIO_RING_F_EVENT_IDX)
+            return None
+        if request == VHOST_USER_GET_PROTOCOL_FEATURES:
+            return struct.pack("<Q", VSOCK_PROTOCOL_FEATURES)
+        if request == VHOST_USER_SET_PROTOCOL_FEATURES:
+            (self.protocol_features,) = struct.unpack_from("<Q", payload)
+            return None
+        if request in (VHOST_USER_SET_OWNER, VHOST_USER_RESET_OWNER):
+            return None
+        if request == VHOST_USER_SET_MEM_TABLE:
+            for each in (self.rx, self.tx):
+                each.unmap()
+            self.memory.set_table(payload, fds)
+            for each in (self.rx, self.tx):
+                each.map(self.memory)
+            return None
+        if request == VHOST_USER_GET_CONFIG:
+            offset, size, flags = struct.unpack_from("<III", payload)
+            config = struct.pack("<Q", self.cid).ljust(offset + size, b"\0")
+            return struct.pack("<III", offset, size, flags) + config[offset:offset + size]
+        if request == VHOST_USER_SET_CONFIG:
+            return None  # the guest CID is read-only
+        if request in (VHOST_USER_SET_VRING_KICK, VHOST_USER_SET_VRING_CALL,
+                       VHOST_USER_SET_VRING_ERR):
+            (value,) = struct.unpack_from("<Q", payload)
+            fd = None if value & VHOST_USER_VRING_NOFD or not fds else fds[0]
+            ring = self._ring(value & 0xFF)
+            if ring is None or request == VHOST_USER_SET_VRING_ERR:
+                if fd is not None:
+                    os.close(fd)
+                return None
+            if request == VHOST_USER_SET_VRING_CALL:
+                if ring.call_fd is not None:
+                    os.close(ring.call_fd)
+                ring.call_fd = fd
+                return None
+            self._stop_ring(ring)
+            ring.kick_fd = fd
+            if fd is not None:
+                self._watch(fd, select.EPOLLIN, self._on_kick)
+            ring.started = True
+            self.logger.debug(f"vsock: queue {ring.index} started")
+            return None
+        index, num = struct.unpack_from("<II", payload) if len(payload) >= 8 else (0, 0)
+        ring = self._ring(index)
+        if request == VHOST_USER_SET_VRING_NUM and ring is not None:
+            ring.num = num
+        elif request == VHOST_USER_SET_VRING_BASE and ring is not None:
+            ring.last_avail = num & 0xFFFF
+        elif request == VHOST_USER_SET_VRING_ADDR and ring is not None:
+            _, _, desc, used, avail, _ = struct.unpack_from("<IIQQQQ", payload)
+            ring.addrs = (desc, used, avail)
+            ring.map(self.memory)
+        elif request == VHOST_USER_GET_VRING_BASE:
+            base = 0
+            if ring is not None:
+                self._stop_ring(ring)
+                base = ring.last_avail
+                self.logger.debug(f"vsock: queue {index} stopped at {base}")
+            return struct.pack("<II", index, base)
+        elif request == VHOST_USER_SET_VRING_ENABLE and ring is not None:
+            ring.enabled = bool(num)
+        elif ring is None and request in (VHOST_USER_SET_VRING_NUM, VHOST_USER_SET_VRING_BASE,
+                                        VHOST_USER_SET_VRING_ADDR, VHOST_USER_SET_VRING_ENABLE):
+            pass  # not one of the two rings the back end serves
+        else:
+            for fd in fds:
+                os.close(fd)
+            raise VringError(f"unsupported vhost-user request {request}")
+        return None
+
+    def _ring(self, index: int) -> Virtqueue | None:
+        return (self.rx, self.tx)[index] if index in (0, 1) else None
+
+    def _stop_ring(self, vq: Virtqueue) -> None:
+        vq.started = False
+        if vq.kick_fd is not None:
+            self._unwatch(vq.kick_fd)
+            os.close(vq.kick_fd)
+            vq.kick_fd = None
+
+    def _on_kick(self, _: int) -> None:
+        for vq in (self.rx, self.tx):
+            if vq.kick_fd is not None:
+                try:
+                    os.read(vq.kick_fd, 8)
+                except BlockingIOError:
+                    pass
+
+    # ---- the rings
+
+    def _process_tx(self) -> None:
+        vq = self.tx
+        if not vq.ready:
+            return
+        while (chain := vq.next_chain(self.memory)) is not None:
+            head, readable, _ = chain
+            try:
+                self._from_guest(readable)
+            finally:
+                vq.consume(head, 0)
+        vq.notify()
+
+    def _process_rx(self) -> None:
+        vq = self.rx
+        if not vq.ready:
+            return
+        while self.rxq and (chain := vq.next_chain(self.memory)) is not None:
+            head, _, writable = chain
+            item = self.rxq[0]
+            if isinstance(item, tuple):
+                self.rxq.popleft()
+                self._write_packet(writable, item[0], item[1], VSOCK_OP_RST, 0, 0, 0, 0)
+                vq.consume(head, VSOCK_HDR.size)
+                continue
+            written = self._conn_packet(item, writable) if not item.removed else None
+            if written is None or not item.pending or item.removed:
+                self.rxq.popleft()
+                item.in_rxq = False
+            elif len(self.rxq) > 1:
+                self.rxq.rotate(-1)  # round robin between connections
+            if written is not None:
+                vq.consume(head, written)
+        vq.notify()
+
+    def _write_packet(self, views: list[memoryview], src_port: int, dst_port: int, op: int,
+                      flags: int, length: int, buf_alloc: int, fwd_cnt: int) -> None:
+        fields = (VSOCK_HOST_CID, self.cid, src_port, dst_port, length, VSOCK_TYPE_STREAM, op,
+                  flags, buf_alloc, fwd_cnt)
+        if views and len(views[0]) >= VSOCK_HDR.size:
+            VSOCK_HDR.pack_into(views[0], 0, *fields)
+        else:
+            scatter(VSOCK_HDR.pack(*fields), views)
+
+    def _packet(self, conn: VsockConnection, views: list[memoryview], op: int, flags: int = 0,
+                length: int = 0) -> int:
+        """Write a packet of ``conn`` into a guest buffer; it tells the guest our credit."""
+        self._write_packet(views, conn.local_port, conn.peer_port, op, flags, length,
+                           VSOCK_BUF_ALLOC, conn.fwd_cnt & U32)
+        conn.fwd_cnt_told = conn.fwd_cnt
+        conn.pending &= ~P_CREDIT_UPDATE
+        return VSOCK_HDR.size + length
+
+    def _conn_packet(self, conn: VsockConnection, buffer: list[memoryview]) -> int | None:
+        """The next packet ``conn`` has for the guest, written into ``buffer``: its length,
+        or None if it has nothing to say after all (e.g. its stream had no data)."""
+        if sum(len(v) for v in buffer) < VSOCK_HDR.size:
+            raise VringError("vsock rx buffer is smaller than a packet header")
+        if conn.pending & P_RST:
+            conn.pending = 0
+            written = self._packet(conn, buffer, VSOCK_OP_RST)
+            self._remove(conn)
+            return written
+        if conn.pending & P_RESPONSE:
+            conn.pending &= ~P_RESPONSE
+            conn.state = ESTABLISHED
+            self._want_read(conn)
+            return self._packet(conn, buffer, VSOCK_OP_RESPONSE)
+        if conn.pending & P_REQUEST:
+            conn.pending &= ~P_REQUEST
+            conn.expiry = time.monotonic() + VSOCK_TIMEOUT_S
+            return self._packet(conn, buffer, VSOCK_OP_REQUEST)
+        if conn.pending & P_RW:
+            data = self._data_packet(conn, buffer)
+            if data is not None:
+                return data
+        if conn.pending & P_CREDIT_UPDATE:
+            return self._packet(conn, buffer, VSOCK_OP_CREDIT_UPDATE)
+        return None
+
+    def _data_packet(self, conn: VsockConnection, buffer: list[memoryview]) -> int | None:
+        if not conn.readable_state():
+            conn.pending &= ~P_RW
+            return None
+        credit = conn.peer_credit()
+        if credit == 0:
+            conn.pending &= ~P_RW
+            conn.credit_wait = True
+            return self._packet(conn, buffer, VSOCK_OP_CREDIT_REQUEST)
+        _, data = split_views(buffer, VSOCK_HDR.size)
+        capacity = sum(len(v) for v in data)
+        if credit < capacity:
+            data, _ = split_views(data, credit)
+            capacity = credit
+        if conn.early:
+            count = min(len(conn.early), capacity)
+            scatter(conn.early[:count], data)
+            conn.early = conn.early[count:]
+        else:
+            try:
+                count = conn.stream.recvmsg_into(data)[0]
+            except BlockingIOError:
+                conn.pending &= ~P_RW
+                self._set_events(conn, conn.events | select.EPOLLIN)
+                return None
+            except OSError:
+                count = 0  # a reset host stream ends the connection like an EOF
+            if count == 0:
+                conn.pending &= ~P_RW
+                conn.state = LOCAL_CLOSED
+                conn.expiry = time.monotonic() + VSOCK_TIMEOUT_S
+                self._set_events(conn, conn.events & ~select.EPOLLIN)
+                return self._packet(conn, buffer, VSOCK_OP_SHUTDOWN, VSOCK_SHUTDOWN_BOTH)
+            if count < capacity:  # drained for now: wait for the stream to be readable again
+                conn.pending &= ~P_RW
+                self._set_events(conn, conn.events | select.EPOLLIN)
+        conn.rx_cnt = (conn.rx_cnt + count) & U32
+        return self._packet(conn, buffer, VSOCK_OP_RW, 0, count)
+
+    def _from_guest(self, readable: list[memoryview]) -> None:
+        """Route one packet the guest sent."""
+        if readable and len(readable[0]) >= VSOCK_HDR.size:
+            fields = VSOCK_HDR.unpack_from(readable[0], 0)
+        else:
+            raw = b"".join(bytes(v) for v in readable)[:VSOCK_HDR.size]
+            if len(raw) < VSOCK_HDR.size:
+                self.logger.warn("vsock: dropping a guest packet shorter than its header")
+                return
+            fields = VSOCK_HDR.unpack(raw)
+        _, dst_cid, src_port, dst_port, length, kind, op, flags, buf_alloc, fwd_cnt = fields
+        if kind != VSOCK_TYPE_STREAM:
+            self._enqueue_rst(dst_port, src_port)
+            return
+        if dst_cid != VSOCK_HOST_CID:
+            self.logger.debug(f"vsock: dropping a guest packet for CID {dst_cid}")
+            return
+        conn = self.conns.get((dst_port, src_port))
+        if conn is None:
+            if op == VSOCK_OP_REQUEST:
+                self._guest_connect(dst_port, src_port, buf_alloc, fwd_cnt)
+            elif op != VSOCK_OP_RST:
+                self._enqueue_rst(dst_port, src_port)
+            return
+        if op == VSOCK_OP_RST:
+            self._remove(conn)
+            return
+        conn.peer_buf_alloc, conn.peer_fwd_cnt = buf_alloc, fwd_cnt
+        if conn.credit_wait and conn.peer_credit():
+            conn.credit_wait = False
+            self._want_read(conn)
+        state = conn.state
+        if op == VSOCK_OP_RW:
+            if state == ESTABLISHED or (state == PEER_CLOSED
+                                        and not conn.peer_shutdown & VSOCK_SHUTDOWN_SEND):
+                _, payload = split_views(readable, VSOCK_HDR.size)
+                payload, _ = split_views(payload, length)
+                self._to_host(conn, payload)
+        elif op == VSOCK_OP_RESPONSE and state == LOCAL_INIT:
+            conn.expiry = None
+            conn.state = ESTABLISHED
+            try:
+                conn.stream.send(f"OK {conn.local_port}\n".encode(), socket.MSG_NOSIGNAL)
+            except OSError:
+                self._kill(conn)
+                return
+            self._want_read(conn)
+        elif op == VSOCK_OP_SHUTDOWN and state in (ESTABLISHED, PEER_CLOSED):
+            conn.state = PEER_CLOSED
+            conn.peer_shutdown |= flags & VSOCK_SHUTDOWN_BOTH
+            if conn.peer_shutdown == VSOCK_SHUTDOWN_BOTH:
+                if conn.tx_buf:
+                    conn.expiry = time.monotonic() + VSOCK_TIMEOUT_S
+                else:
+                    self._kill(conn)
+        elif op == VSOCK_OP_CREDIT_REQUEST and state in (ESTABLISHED, PEER_INIT, PEER_CLOSED):
+            conn.pending |= P_CREDIT_UPDATE
+            self._enqueue(conn)
+
+    def _to_host(self, conn: VsockConnection, payload: list[memoryview]) -> None:
+        if conn.tx_buf:
+            for view in payload:
+                conn.tx_buf += view
+            return
+        total = sum(len(v) for v in payload)
+        try:
+            sent = conn.stream.sendmsg(payload, [], socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._kill(conn)
+            return
+        self._forwarded(conn, sent)
+        if sent < total:
+            _, rest = split_views(payload, sent)
+            for view in rest:
+                conn.tx_buf += view
+            self._set_events(conn, conn.events | select.EPOLLOUT)
+
+    def _forwarded(self, conn: VsockConnection, count: int) -> None:
+        conn.fwd_cnt = (conn.fwd_cnt + count) & U32
+        if (conn.fwd_cnt - conn.fwd_cnt_told) & U32 >= VSOCK_CREDIT_UPDATE_AFTER:
+            conn.pending |= P_CREDIT_UPDATE
+            self._enqueue(conn)
+
+    # ---- host side
+
+    def _on_host_accept(self, _: int) -> None:
+        try:
+            stream, _ = self.listener.accept()
+        except OSError:
+            return
+        if len(self.conns) + len(self.connecting) >= VSOCK_MAX_CONNECTIONS:
+            self.logger.warn("vsock: connection limit reached; refusing a host connection")
+            stream.close()
+            return
+        stream.setblocking(False)
+        self.connecting[stream.fileno()] = (stream, bytearray())
+        self._watch(stream.fileno(), select.EPOLLIN, functools.partial(self._on_connect_line, stream.fileno()))
+
+    def _on_connect_line(self, fd: int, _: int) -> None:
+        stream, line = self.connecting[fd]
+        try:
+            data = stream.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        line += data
+        port, rest = None, b""
+        if b"\n" in line:
+            text, _newline, rest = bytes(line).partition(b"\n")
+            words = text.decode("ascii", "replace").split()
+            if (len(text) < 32 and len(words) == 2 and words[0].lower() == "connect"
+                    and words[1].isdigit() and int(words[1]) <= U32):
+                port = int(words[1])
+        elif data and len(line) < 32:
+            return  # the line is not complete yet
+        self._unwatch(fd)
+        del self.connecting[fd]
+        if port is None:
+            stream.close()  # EOF or not "CONNECT <port>": Firecracker drops the stream
+            return
+        local = self._allocate_local_port()
+        conn = VsockConnection(local, port, stream, LOCAL_INIT, P_REQUEST)
+        conn.early = rest
+        if rest:
+            self.logger.warn(f"vsock: host connection to port {port} sent data before OK")
+        self._add(conn)
+
+    def _allocate_local_port(self) -> int:
+        while True:
+            self.last_local_port = ((self.last_local_port + 1) & ~(1 << 31)) | (1 << 30)
+            if self.last_local_port not in self.local_ports:
+                self.local_ports.add(self.last_local_port)
+                return self.last_local_port
+
+    def _guest_connect(self, local_port: int, peer_port: int, buf_alloc: int, fwd_cnt: int) -> None:
+        path = f"{self.uds_path}_{local_port}"
+        stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stream.setblocking(False)
+        try:
+            if len(self.conns) >= VSOCK_MAX_CONNECTIONS:
+                raise OSError("too many connections")
+            stream.connect(path)
+        except OSError:
+            stream.close()
+            self._enqueue_rst(local_port, peer_port)
+            return
+        conn = VsockConnection(local_port, peer_port, stream, PEER_INIT, P_RESPONSE)
+        conn.peer_buf_alloc, conn.peer_fwd_cnt = buf_alloc, fwd_cnt
+        self._add(conn)
+
+    def _add(self, conn: VsockConnection) -> None:
+        self.conns[conn.key] = conn
+        self.by_fd[conn.fd] = conn
+        self._enqueue(conn)
+
+    def _remove(self, conn: VsockConnection) -> None:
+        """Forget ``conn`` and close its host stream (its RST went, or the guest sent one)."""
+        if conn.removed:
+            return
+        conn.removed = True
+        self._set_events(conn, 0)
+        self.conns.pop(conn.key, None)
+        self.by_fd.pop(conn.fd, None)
+        self.local_ports.discard(conn.local_port)
+        conn.stream.close()
+
+    def _kill(self, conn: VsockConnection) -> None:
+        """Reset ``conn``: an RST to the guest, then the stream closes."""
+        conn.state = KILLED
+        conn.pending = P_RST
+        conn.tx_buf.clear()
+        conn.expiry = None
+        self._set_events(conn, 0)
+        self._enqueue(conn)
+
+    def _enqueue(self, conn: VsockConnection) -> None:
+        if not conn.in_rxq and not conn.removed:
+            conn.in_rxq = True
+            self.rxq.append(conn)
+
+    def _enqueue_rst(self, local_port: int, peer_port: int) -> None:
+        self.rxq.append((local_port, peer_port))
+
+    def _want_read(self, conn: VsockConnection) -> None:
+        """Try the host stream for data to send (it may have none: then wait for it)."""
+        if conn.readable_state() and not conn.credit_wait:
+            conn.pending |= P_RW
+            self._enqueue(conn)
+
+    def _set_events(self, conn: VsockConnection, mask: int) -> None:
+        """Poll the host stream for ``mask``; 0 unregisters it (so no hang-up can spin)."""
+        if mask == conn.events or conn.removed and mask:
+            return
+        if mask == 0:
+            self._unwatch(conn.fd)
+        elif conn.events == 0:
+            self._watch(conn.fd, mask, functools.partial(self._on_stream, conn))
+        else:
+            self.epoll.modify(conn.fd, mask)
+        conn.events = mask
+
+    def _on_stream(self, conn: VsockConnection, events: int) -> None:
+        if events & select.EPOLLOUT or (events & (select.EPOLLHUP | select.EPOLLERR)
+                                        and conn.tx_buf):
+            self._flush(conn)
+        if conn.removed or conn.state == KILLED:
+            return
+        if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and (
+                conn.events & select.EPOLLIN):
+            self._set_events(conn, conn.events & ~select.EPOLLIN)
+            self._want_read(conn)
+
+    def _flush(self, conn: VsockConnection) -> None:
+        try:
+            sent = conn.stream.send(conn.tx_buf, socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._kill(conn)
+            return
+        del conn.tx_buf[:sent]
+        self._forwarded(conn, sent)
+        if not conn.tx_buf:
+            self._set_events(conn, conn.events & ~select.EPOLLOUT)
+            if conn.state == PEER_CLOSED and conn.peer_shutdown == VSOCK_SHUTDOWN_BOTH:
+                self._kill(conn)
+
+    def _expire(self) -> None:
+        if not self.rx.ready:
+            return
+        now = time.monotonic()
+        for conn in list(self.conns.values()):
+            if conn.expiry is not None and conn.expiry <= now:
+                self._kill(conn)
+
+
 # --------------------------------------------------------------------------- the VMM
+
+# Snapshots of a guest with a vsock device keep no memory (see the module docstring).
+MEM_FORMAT_COLD_BOOT = "fc-test-vmm: no guest memory"
+COLD_BOOT_WHY = ("QEMU cannot migrate its vhost-user-vsock device, so the test VMM keeps no "
+                 "memory of a guest with vsock; loading the snapshot cold-boots the guest from "
+                 "its kernel and disks (vsock connections are reset anyway on a Firecracker "
+                 "restore)")
 
 PRE_BOOT_ONLY = {
     "put_balloon", "put_boot_source", "put_cpu_config", "put_logger", "put_serial",
@@ -743,6 +1650,7 @@ class Vmm:
         self.pmems: list[dict[str, Any]] = []
         self.vsock: dict[str, Any] | None = None
         self.vsock_listener: VsockListener | None = None
+        self.vsock_device: VsockDevice | None = None
         self.logger_cfg: dict[str, Any] | None = None
         self.metrics_cfg: dict[str, Any] | None = None
         self.mmds_cfg: dict[str, Any] | None = None
@@ -1178,9 +2086,16 @@ class Vmm:
         if not binary:
             raise ApiError("Internal error while starting microVM: qemu-system-x86_64 not found "
                            "(install QEMU or set FC_TEST_VMM_QEMU)")
-        argv = [binary, "-nodefaults", "-accel", accel(), "-M", "microvm,rtc=on",
-                "-m", str(self.machine["mem_size_mib"]), "-smp", str(self.machine["vcpu_count"]),
+        mem = self.machine["mem_size_mib"]
+        machine = "microvm,rtc=on"
+        if self.vsock is not None:
+            # The vsock back end (this process) must see guest RAM: share it through a memfd.
+            machine += ",memory-backend=mem"
+        argv = [binary, "-nodefaults", "-accel", accel(), "-M", machine,
+                "-m", str(mem), "-smp", str(self.machine["vcpu_count"]),
                 "-kernel", self.boot_source["kernel_image_path"]]
+        if self.vsock is not None:
+            argv += ["-object", f"memory-backend-memfd,id=mem,size={mem}M,share=on"]
         if self.boot_source.get("initrd_path"):
             argv += ["-initrd", self.boot_source["initrd_path"]]
         argv += ["-append", self.kernel_cmdline()]
@@ -1196,6 +2111,9 @@ class Vmm:
                      "script=no,downscript=no"]
             mac = f",mac={net['guest_mac']}" if net.get("guest_mac") else ""
             argv += ["-device", f"virtio-net-device,netdev=net{index}{mac}"]
+        if self.vsock is not None:
+            argv += ["-chardev", f"socket,id=vsock0,path={qemu_value(self.vhost_path())}",
+                     "-device", "vhost-user-vsock-device,chardev=vsock0"]
         if self.entropy is not None:
             argv += ["-object", "rng-random,id=rng0,filename=/dev/urandom",
                      "-device", "virtio-rng-device,rng=rng0"]
@@ -1208,16 +2126,27 @@ class Vmm:
                  "-no-reboot", "-qmp", f"unix:{self.workdir}/qmp.sock,server=on,wait=off"]
         return argv + shlex.split(os.environ.get("FC_TEST_VMM_QEMU_ARGS", ""))
 
+    def vhost_path(self) -> str:
+        """The vhost-user socket of the vsock device (QEMU connects to it)."""
+        assert self.workdir is not None
+        return os.path.join(self.workdir, "vsock.vhost")
+
     def launch(self, extra: list[str]) -> None:
         if self.workdir is None:
             self.workdir = make_workdir()
         argv = self.qemu_argv() + extra
+        if self.vsock is not None and self.vsock_listener is not None:
+            # The back end must listen before QEMU starts: QEMU's device setup waits for it.
+            self.vsock_device = VsockDevice(self.vsock["guest_cid"], self.vsock_listener,
+                                            self.vhost_path(), self.logger)
+            self.vsock_device.start()
         self.logger.debug("Starting QEMU: " + shlex.join(argv))
         serial_out = (self.serial or {}).get("serial_out_path")
         try:
             self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL if serial_out else None,
                                          preexec_fn=parent_death_signal(os.getpid()))
         except OSError as exc:
+            self.stop_qemu()
             raise ApiError("Internal error while starting microVM: cannot run QEMU: "
                            f"{os_error_text(exc)}") from None
         try:
@@ -1235,9 +2164,13 @@ class Vmm:
         self.logger.info("Successfully started microvm.")
 
     def stop_qemu(self) -> None:
+        """End QEMU, then the vsock device (its host streams close). Callable twice."""
         if self.qemu is not None and self.qemu.poll() is None:
             self.qemu.kill()
             self.qemu.wait()
+        if self.vsock_device is not None:
+            self.vsock_device.close()
+            self.vsock_device = None
 
     # ---- snapshots
 
@@ -1249,17 +2182,20 @@ class Vmm:
         if cfg.get("snapshot_type") == "Diff" and not self.machine["track_dirty_pages"]:
             raise ApiError("Create snapshot error: Diff snapshots require track_dirty_pages.")
         mem = os.path.abspath(cfg["mem_file_path"])
-        self.qmp.execute("migrate", uri="exec:cat > " + shlex.quote(mem))
-        while True:
-            status = self.qmp.execute("query-migrate").get("status")
-            if status == "completed":
-                break
-            if status in ("failed", "cancelled"):
-                raise ApiError(f"Create snapshot error: saving guest memory {status}.")
-            time.sleep(0.05)
-        state = {"fc_test_vmm_snapshot": 1, "vmm_version": VERSION,
-                 "mem_format": "qemu-migration-stream", "config": self.do_get_vm_config(None),
-                 "serial": self.serial}
+        if self.vsock is None:
+            mem_format = "qemu-migration-stream"
+            self.save_memory(mem)
+        else:
+            mem_format = MEM_FORMAT_COLD_BOOT
+            try:
+                with open(mem, "w") as out:
+                    out.write(f"{MEM_FORMAT_COLD_BOOT}: {COLD_BOOT_WHY}\n")
+            except OSError as exc:
+                raise ApiError(f"Create snapshot error: {os_error_text(exc)}") from None
+            self.logger.warn(f"Snapshot without guest memory: {COLD_BOOT_WHY}.")
+        state: dict[str, Any] = {"fc_test_vmm_snapshot": 1, "vmm_version": VERSION,
+                                 "mem_format": mem_format, "config": self.do_get_vm_config(None),
+                                 "serial": self.serial}
         state["config"]["boot-source"] = self.boot_source
         try:
             with open(cfg["snapshot_path"], "w") as out:
@@ -1267,6 +2203,18 @@ class Vmm:
         except OSError as exc:
             raise ApiError(f"Create snapshot error: {os_error_text(exc)}") from None
         self.logger.info("Snapshot created.")
+
+    def save_memory(self, path: str) -> None:
+        """Write QEMU's migration stream (RAM and device state) of the paused guest."""
+        assert self.qmp is not None
+        self.qmp.execute("migrate", uri="exec:cat > " + shlex.quote(path))
+        while True:
+            status = self.qmp.execute("query-migrate").get("status")
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled"):
+                raise ApiError(f"Create snapshot error: saving guest memory {status}.")
+            time.sleep(0.05)
 
     def do_load_snapshot(self, cfg: dict[str, Any]) -> None:
         if self.boot_path:
@@ -1298,12 +2246,18 @@ class Vmm:
             self.do_put_vsock(vsock)
         self.check_taps()
         mem = os.path.abspath(backend["backend_path"])
-        self.launch(["-S", "-incoming", "exec:cat " + shlex.quote(mem)])
+        if state.get("mem_format") == MEM_FORMAT_COLD_BOOT:
+            self.logger.warn(f"Snapshot load boots the guest afresh: {COLD_BOOT_WHY}.")
+            self.check_boot_files()
+            self.launch(["-S"])
+        else:
+            self.launch(["-S", "-incoming", "exec:cat " + shlex.quote(mem)])
+            assert self.qmp is not None
+            while self.qmp.execute("query-status").get("status") == "inmigrate":
+                if self.qemu is not None and self.qemu.poll() is not None:
+                    raise ApiError("Load snapshot error: QEMU could not restore the memory file.")
+                time.sleep(0.05)
         assert self.qmp is not None
-        while self.qmp.execute("query-status").get("status") == "inmigrate":
-            if self.qemu is not None and self.qemu.poll() is not None:
-                raise ApiError("Load snapshot error: QEMU could not restore the memory file.")
-            time.sleep(0.05)
         self.restored = True
         self.state = "Paused"
         if cfg.get("resume_vm"):

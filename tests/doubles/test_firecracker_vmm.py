@@ -63,12 +63,13 @@ class Reply:
 class VmmProcess:
     """One running test VMM with pipes for its stdin/stdout (the serial console)."""
 
-    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None,
+                 binary: Path = VMM) -> None:
         self.workdir = workdir
         self.sock = str(workdir / "api.sock")
         self.log = workdir / "fc.log"
         self.proc = subprocess.Popen(
-            [*PYTHON, str(VMM), "--api-sock", self.sock, "--log-path", str(self.log), *args],
+            [*PYTHON, str(binary), "--api-sock", self.sock, "--log-path", str(self.log), *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         )
         self.seen = bytearray()

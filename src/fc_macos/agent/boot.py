@@ -14,7 +14,9 @@ it (insert a network step ...). :func:`plan` edits it for a spec: without
 ``start_instance`` for ``start=False``, and for a snapshot restore with
 ``resolve_snapshot`` in place of ``resolve_images`` and ``load_snapshot`` in
 place of the configuration steps and ``start_instance``; with ``network=True``
-``attach_network`` is inserted before ``configure_boot_source``.
+``attach_network`` is inserted before ``configure_boot_source``; with
+``vsock=True`` (the default) ``install_guest_agent`` follows
+``prepare_workdir`` and ``attach_vsock`` precedes ``start_instance``.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from fc_macos.agent import nat
+from fc_macos.agent import guest_install, nat
 from fc_macos.agent import network as guest_net
 from fc_macos.agent import paths as image_paths
+from fc_macos.agent import vsock as guest_vsock
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.wire import DriveSpec, MicroVMSpec, SnapshotSpec
 from fc_macos.errors import BootError, ConflictError, FcMacosError, FirecrackerAPIError, NotFoundError, UsageError
 from fc_macos.firecracker.client import FirecrackerClient
+from fc_macos.guest import binary_path as guest_binary_path
 from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, launch, wait_gone
 
 log = logging.getLogger("fc_agent.boot")
@@ -63,6 +67,11 @@ class BootContext:
     on_vmm_started: Callable[[VMMProcess], None] | None = None
     #: The microVM's network lease (given by the manager for ``spec.network``).
     network: guest_net.GuestNetwork | None = None
+    #: The vsock device ``{"guest_cid", "uds_path"}`` (given by the manager for
+    #: ``spec.vsock``; a restore sets it from the snapshot's configuration).
+    vsock: dict[str, Any] | None = None
+    #: Why the guest agent is not in the guest, when ``install_guest_agent`` skipped it.
+    guest_agent_absent: str | None = None
     _cleanups: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
 
     def on_failure(self, what: str, cleanup: Callable[[], Awaitable[None]]) -> None:
@@ -92,11 +101,15 @@ async def validate_spec(ctx: BootContext) -> None:
             f"Firecracker binary {fc!r} not found or not executable",
             hint="install Firecracker in the VM, or start fc-agent with --firecracker-bin /path/to/firecracker",
         )
-    if len(os.fsencode(ctx.paths.api_sock)) > MAX_SOCKET_PATH:
-        raise UsageError(
-            f"the API socket path {ctx.paths.api_sock} is longer than {MAX_SOCKET_PATH} bytes",
-            hint="use a shorter microVM name, or start fc-agent with a shorter --state-dir",
-        )
+    sockets = [("API", ctx.paths.api_sock)]
+    if ctx.spec.vsock:
+        sockets.append(("vsock", guest_vsock.uds_path(ctx.paths.workdir)))
+    for kind, path in sockets:
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise UsageError(
+                f"the {kind} socket path {path} is longer than {MAX_SOCKET_PATH} bytes (the Unix socket limit)",
+                hint="use a shorter microVM name, or start fc-agent with a shorter --state-dir",
+            )
 
 
 async def resolve_images(ctx: BootContext) -> None:
@@ -142,6 +155,22 @@ async def prepare_workdir(ctx: BootContext) -> None:
     ctx.on_failure("work directory", remove_workdir)
     if ctx.rootfs_source is not None:  # a snapshot restore brings its own drives
         await asyncio.to_thread(shutil.copyfile, ctx.rootfs_source, ctx.paths.rootfs)
+
+
+async def install_guest_agent(ctx: BootContext) -> None:
+    """Write the guest agent for the guest's architecture into the microVM's
+    rootfs copy (the user's image is never changed) and, for images that do
+    not start it themselves, make the boot arguments start it ahead of the
+    image's init. A rootfs it cannot write (not ext4, no debugfs), or a missing
+    binary, boots as it is: ``guest_agent_absent`` says why."""
+    try:
+        binary = guest_binary_path(ctx.settings.arch)
+    except FcMacosError as exc:
+        ctx.guest_agent_absent = f"{exc.message}: {exc.hint}" if exc.hint else exc.message
+        return
+    result = await guest_install.install_guest_agent(ctx.paths.rootfs, binary, ctx.spec.boot_args)
+    ctx.spec = replace(ctx.spec, boot_args=result.boot_args)
+    ctx.guest_agent_absent = None if result.installed else result.reason
 
 
 async def start_vmm(ctx: BootContext) -> None:
@@ -218,6 +247,14 @@ async def attach_network(ctx: BootContext) -> None:
     ctx.spec = replace(ctx.spec, boot_args=guest_net.with_boot_arg(ctx.spec.boot_args, lease, nameservers))
 
 
+async def attach_vsock(ctx: BootContext) -> None:
+    """``PUT /vsock`` with the manager's CID and ``<workdir>/vsock.sock``
+    (Firecracker binds the socket now; the work directory is fresh)."""
+    device = ctx.vsock
+    assert device is not None, "attach_vsock needs the manager's vsock device"
+    await ctx.need_client().put_vsock(guest_cid=device["guest_cid"], uds_path=device["uds_path"])
+
+
 async def start_instance(ctx: BootContext) -> None:
     await ctx.need_client().start_instance()
 
@@ -247,18 +284,59 @@ async def resolve_snapshot(ctx: BootContext) -> None:
     ctx.spec = replace(ctx.spec, name=ctx.name, snapshot=resolved)
 
 
+#: Firecracker's refusal of a ``vsock_override`` for a snapshot without a vsock device.
+NO_VSOCK_IN_SNAPSHOT = "Unknown Vsock Device"
+
+
 async def load_snapshot(ctx: BootContext) -> None:
     """``PUT /snapshot/load`` into the fresh Firecracker, then record what the
-    snapshot brought (vCPUs, memory, kernel, root drive) from ``GET /vm/config``."""
+    snapshot brought (vCPUs, memory, kernel, root drive, vsock device) from
+    ``GET /vm/config``. The snapshot's vsock device (if any) gets this
+    microVM's own socket through ``vsock_override``; Firecracker refuses the
+    override for a snapshot without one and a failed load ends its process,
+    so then the load is repeated in a new Firecracker without the override."""
     snapshot = ctx.spec.snapshot
     assert snapshot is not None, "load_snapshot needs a spec with a snapshot"
-    client = ctx.need_client()
-    await client.load_snapshot(
-        snapshot_path=snapshot.snapshot_path,
-        mem_backend={"backend_type": "File", "backend_path": snapshot.mem_path},
-        resume_vm=snapshot.resume,
-    )
-    ctx.spec = replace(ctx.spec, **vm_config_fields(await client.get_vm_config()))
+    own_socket = str(guest_vsock.uds_path(ctx.paths.workdir))
+
+    async def load(override: bool) -> None:
+        await ctx.need_client().load_snapshot(
+            snapshot_path=snapshot.snapshot_path,
+            mem_backend={"backend_type": "File", "backend_path": snapshot.mem_path},
+            resume_vm=snapshot.resume,
+            vsock_override={"uds_path": own_socket} if override else None,
+        )
+
+    try:
+        await load(override=True)
+    except FirecrackerAPIError as exc:
+        if NO_VSOCK_IN_SNAPSHOT not in exc.fault_message:
+            raise
+        log.info("%s: the snapshot has no vsock device; loading it again without vsock_override", ctx.name)
+        await _relaunch_vmm(ctx)
+        await load(override=False)
+    config = await ctx.need_client().get_vm_config()
+    ctx.spec = replace(ctx.spec, **vm_config_fields(config))
+    device = config.get("vsock")
+    ctx.vsock = None if not isinstance(device, dict) else guest_vsock.device_record(
+        int(device.get("guest_cid") or 0), Path(str(device.get("uds_path") or own_socket))
+    )  # fmt: skip
+
+
+async def _relaunch_vmm(ctx: BootContext) -> None:
+    """Replace a Firecracker that refused a snapshot (it is unusable afterwards)."""
+    old = ctx.vmm
+    if old is not None:
+        old.signal(signal.SIGKILL)
+        await asyncio.to_thread(wait_gone, old.pid, old.start_time, 10.0)
+        for _ in range(100):  # its wrapper writes exit_status after it: not over the new one's
+            if ctx.paths.exit_status.exists():
+                break
+            await asyncio.sleep(0.05)
+        old.kill_leftovers()
+    guest_vsock.uds_path(ctx.paths.workdir).unlink(missing_ok=True)
+    await start_vmm(ctx)
+    await wait_api_socket(ctx)
 
 
 def vm_config_fields(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -311,6 +389,21 @@ CONFIGURE_STEPS = ("configure_machine", "configure_boot_source", "attach_rootfs"
 RESOLVE_SNAPSHOT = BootStep("resolve_snapshot", resolve_snapshot)
 LOAD_SNAPSHOT = BootStep("load_snapshot", load_snapshot)
 ATTACH_NETWORK = BootStep("attach_network", attach_network)
+INSTALL_GUEST_AGENT = BootStep("install_guest_agent", install_guest_agent)
+ATTACH_VSOCK = BootStep("attach_vsock", attach_vsock)
+
+
+def _insert(steps: tuple[BootStep, ...], step: BootStep, *, after: str | None = None, before: str | None = None) -> tuple[BootStep, ...]:
+    """``steps`` with ``step`` right after the step named ``after`` (or right
+    before ``before``); at the end when that step is not in the list."""
+    names = [s.name for s in steps]
+    if after is not None and after in names:
+        at = names.index(after) + 1
+    elif before is not None and before in names:
+        at = names.index(before)
+    else:
+        at = len(steps)
+    return (*steps[:at], step, *steps[at:])
 
 
 def plan(spec: MicroVMSpec, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> tuple[BootStep, ...]:
@@ -319,11 +412,16 @@ def plan(spec: MicroVMSpec, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> tupl
     ``spec.snapshot``, ``resolve_snapshot`` swapped in for ``resolve_images``,
     the configuration steps dropped and ``load_snapshot`` swapped in for
     ``start_instance``; with ``spec.network``, ``attach_network`` inserted before
-    ``configure_boot_source`` (it adds ``ip=`` to the boot arguments). Steps of
-    other names are kept where they are."""
+    ``configure_boot_source`` (it adds ``ip=`` to the boot arguments); with
+    ``spec.vsock`` (not for a snapshot, which brings its own devices),
+    ``install_guest_agent`` after ``prepare_workdir`` and ``attach_vsock`` after
+    ``attach_drives`` (so before ``start_instance``). Steps of other names are
+    kept where they are."""
     if spec.network and spec.snapshot is None:
-        at = next((i for i, s in enumerate(steps) if s.name == "configure_boot_source"), len(steps))
-        steps = (*steps[:at], ATTACH_NETWORK, *steps[at:])
+        steps = _insert(steps, ATTACH_NETWORK, before="configure_boot_source")
+    if spec.vsock and spec.snapshot is None:
+        steps = _insert(steps, INSTALL_GUEST_AGENT, after="prepare_workdir")
+        steps = _insert(steps, ATTACH_VSOCK, after="attach_drives", before="start_instance")
     if spec.snapshot is not None:
         swap = {"resolve_images": RESOLVE_SNAPSHOT, "start_instance": LOAD_SNAPSHOT}
         return tuple(swap.get(s.name, s) for s in steps if s.name not in CONFIGURE_STEPS)

@@ -18,12 +18,13 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import base64
 import codecs
 import json
 import os
 import posixpath
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,24 +32,31 @@ from urllib.parse import quote
 
 import aiohttp
 
+from fc_macos.agent.client_streams import ExecResult, ExecSession, GuestStat, TunnelStream, error_of_exec, json_object
 from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
 from fc_macos.config import AgentEndpoint, home_dir
 from fc_macos.errors import (
+    EXEC_EXIT_CODES,
     AgentAuthError,
     AgentError,
     AgentRequestError,
     AgentUnreachable,
     BootError,
     ConflictError,
+    ExecError,
     FcMacosError,
     FirecrackerAPIError,
     FirecrackerUnavailable,
+    GuestAgentUnavailable,
     NotFoundError,
 )
 
 DEFAULT_TIMEOUT_S = 120.0  # creating a microVM boots it before the agent answers
 CONNECT_TIMEOUT_S = 5.0
 UNREACHABLE_HINT = "check it with 'fc-macos vm status'; start it with 'fc-macos vm start'"
+FILE_CHUNK = 256 * 1024
+GUEST_AGENT_CODES = ("guest_agent_absent", "guest_agent_starting", "guest_agent_unresponsive", "guest_agent_timeout")
+Progress = Callable[[int], None]
 
 
 class ConsoleStream:
@@ -117,6 +125,8 @@ class AgentClient:
     async def __aenter__(self) -> AgentClient:
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {self.token}"},
+            # exec sessions and tunnels each hold a connection for as long as they last
+            connector=aiohttp.TCPConnector(limit=0),
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=self.timeout),
         )
         return self
@@ -257,6 +267,157 @@ class AgentClient:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
+    # -- inside the guest (through its guest agent) -------------------------
+
+    async def exec(
+        self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+        stdin: bytes | None = None, timeout_s: float | None = None,
+    ) -> ExecResult:
+        """Run ``argv`` in microVM ``name`` to completion (``POST /exec``) and
+        return its exit status and output. For small outputs (16 MiB per
+        stream at most; more: :meth:`exec_session`). ExecError (exit code
+        127/126) when the command cannot start; GuestAgentUnavailable when the
+        guest agent cannot serve. Not idempotent: the command runs each call."""
+        body: dict[str, Any] = {"argv": list(argv), "encoding": "base64"}
+        if env:
+            body["env"] = dict(env)
+        if cwd:
+            body["cwd"] = cwd
+        if stdin is not None:
+            body["stdin_b64"] = base64.b64encode(stdin).decode()
+        if timeout_s:
+            body["timeout_s"] = timeout_s
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=None)
+        return ExecResult.from_wire(await self._json("POST", self._vm_path(name) + "/exec", body=body, timeout=timeout))
+
+    @asynccontextmanager
+    async def exec_session(
+        self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+        tty: bool = False, rows: int | None = None, cols: int | None = None, stdin: bool = False,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[ExecSession]:
+        """Start ``argv`` in microVM ``name`` over the exec WebSocket and yield
+        the running :class:`ExecSession` (streams both ways, resize, signals).
+        With ``tty`` the command gets a pty of ``rows`` x ``cols``; with
+        ``stdin`` its stdin is the session's (else /dev/null). Leaving the
+        block closes the session; a command still running is then killed."""
+        start: dict[str, Any] = {"argv": list(argv), "env": dict(env or {}), "tty": tty, "stdin": stdin}
+        if cwd:
+            start["cwd"] = cwd
+        if rows and cols:
+            start.update(rows=rows, cols=cols)
+        if timeout_s:
+            start["timeout_s"] = timeout_s
+        ws = await self._ws_connect(self._vm_path(name) + "/exec", {}, f"exec in {name!r}")
+        try:
+            await ws.send_str(json.dumps(start))
+            pid = await self._exec_started(ws)
+            session = ExecSession(ws, pid)
+            yield session
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise self._unreachable(exc) from exc
+        finally:
+            await ws.close()
+
+    async def _exec_started(self, ws: aiohttp.ClientWebSocketResponse[Any]) -> int | None:
+        msg = await ws.receive()
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            answer = json_object(msg.data)
+            if answer.get("type") == "started":
+                pid = answer.get("pid")
+                return int(pid) if pid is not None else None
+            if answer.get("type") == "error":  # the guest agent's answer: the command did not start
+                raise self._error_of_body(409, answer) if answer.get("error") in GUEST_AGENT_CODES \
+                    else error_of_exec(answer)
+        raise AgentError("fc-agent closed the exec session before the command started",
+                         hint="see the agent's log with 'fc-macos vm logs'")
+
+    async def stat(self, name: str, path: str) -> GuestStat:
+        """What ``path`` is in microVM ``name`` (lstat). NotFoundError if it does not exist."""
+        data = await self._json("GET", self._vm_path(name) + "/files/stat", params={"path": path})
+        return GuestStat.from_dict(path, data)
+
+    async def get_files(self, name: str, path: str, *, progress: Progress | None = None) -> AsyncIterator[bytes]:
+        """Yield ``path`` of microVM ``name`` (a file or a tree) as a tar
+        stream whose top entry is its basename (``GET /files``).
+        ``progress(done_bytes)`` follows the bytes received. A stream that
+        breaks off raises AgentError (the agent checks every file's sha256)."""
+        session = self._need_session()
+        done = 0
+        try:
+            async with session.get(self.url + self._vm_path(name) + "/files", params={"path": path}) as resp:
+                if resp.status >= 400:
+                    raise self._error(resp.status, await resp.text())
+                async for chunk in resp.content.iter_chunked(FILE_CHUNK):
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done)
+                    yield chunk
+        except FcMacosError:
+            raise
+        except aiohttp.ClientPayloadError as exc:
+            raise AgentError(f"the copy of {path} from {name!r} broke off after {done} bytes: {exc}",
+                             hint=f"check the microVM with 'fc-macos microvm status --name {name}' and try again") from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise self._unreachable(exc) from exc
+
+    async def put_files(self, name: str, directory: str, tar: AsyncIterable[bytes] | bytes, *,
+                        progress: Progress | None = None) -> dict[str, Any]:
+        """Unpack the tar stream ``tar`` into the existing ``directory`` of
+        microVM ``name`` (``PUT /files``); returns ``{"entries", "bytes"}``.
+        ``progress(done_bytes)`` follows the bytes sent. The guest agent puts
+        every file in place only once it is complete, so a transfer cut off
+        midway leaves nothing new behind."""
+
+        async def body() -> AsyncIterator[bytes]:
+            done = 0
+            chunks: AsyncIterable[bytes] = _once(tar) if isinstance(tar, bytes) else tar
+            async for chunk in chunks:
+                done += len(chunk)
+                if progress is not None:
+                    progress(done)
+                yield chunk
+
+        headers = {"Content-Type": "application/x-tar"}
+        return await self._json("PUT", self._vm_path(name) + "/files", params={"path": directory},
+                                data=body(), headers=headers)
+
+    @asynccontextmanager
+    async def tunnel(self, name: str, port: int, *, host: str | None = None) -> AsyncIterator[TunnelStream]:
+        """A raw byte stream to TCP ``port`` (on ``host``, default the guest's
+        127.0.0.1) inside microVM ``name``. ConflictError (``guest_port_closed``)
+        when nothing listens there."""
+        params = {"port": str(port)}
+        if host:
+            params["host"] = host
+        ws = await self._ws_connect(self._vm_path(name) + "/tunnel", params, f"tunnel to port {port} of {name!r}")
+        stream = TunnelStream(ws)
+        try:
+            yield stream
+        finally:
+            await stream.close()
+
+    async def list_ports(self, name: str) -> list[dict[str, Any]]:
+        """The ports microVM ``name`` publishes: ``[{"host_addr", "host_port", "guest_port"}]``."""
+        return list((await self._json("GET", self._vm_path(name) + "/ports")).get("ports", []))
+
+    async def publish_port(self, name: str, host_port: int, guest_port: int, *,
+                           host_addr: str | None = None) -> list[dict[str, Any]]:
+        """Publish ``guest_port`` of microVM ``name`` on the agent's machine as
+        ``host_addr:host_port`` (default all addresses); returns the ports now
+        published. ConflictError (``port_in_use``) when that port is taken."""
+        body: dict[str, Any] = {"host_port": host_port, "guest_port": guest_port}
+        if host_addr:
+            body["host_addr"] = host_addr
+        return list((await self._json("POST", self._vm_path(name) + "/ports", body=body)).get("ports", []))
+
+    async def unpublish_port(self, name: str, host_port: int, *, host_addr: str | None = None) -> list[dict[str, Any]]:
+        """Stop publishing ``host_port`` (on ``host_addr``, default: every
+        address it is published on) of microVM ``name``; returns the ports left."""
+        params = {"host_addr": host_addr} if host_addr else None
+        await self._request("DELETE", f"{self._vm_path(name)}/ports/{int(host_port)}", params=params)
+        return await self.list_ports(name)
+
     # -- plumbing ----------------------------------------------------------
 
     @staticmethod
@@ -269,10 +430,10 @@ class AgentClient:
         return self._session
 
     async def _raw(
-        self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None
+        self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None, **kwargs: Any
     ) -> tuple[int, str]:
         session = self._need_session()
-        kwargs: dict[str, Any] = {"params": params}
+        kwargs["params"] = params
         if body is not None:
             kwargs["json"] = body
         try:
@@ -296,6 +457,22 @@ class AgentClient:
             )
         return data
 
+    async def _ws_connect(self, path: str, params: dict[str, str], what: str) -> aiohttp.ClientWebSocketResponse[Any]:
+        """Open a WebSocket; a refused handshake becomes the agent's typed error."""
+        session = self._need_session()
+        try:
+            return await session.ws_connect(self.url + path, params=params, heartbeat=30.0, max_msg_size=16 << 20)
+        except aiohttp.WSServerHandshakeError as exc:
+            # The handshake loses the error body; the agent checks before upgrading,
+            # so the same request without the upgrade answers with that body.
+            status, text = await self._raw("GET", path, params=params)
+            if status == exc.status and isinstance(_parse_json(text), dict):
+                raise self._error(status, text) from exc
+            raise AgentRequestError(exc.status, "websocket", f"fc-agent refused the {what}: HTTP {exc.status}",
+                                    hint="is fc-agent up to date? run 'fc-macos setup' again") from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise self._unreachable(exc) from exc
+
     def _unreachable(self, exc: BaseException) -> AgentUnreachable:
         return AgentUnreachable(f"cannot reach fc-agent at {self.url}: {_reason(exc)}", hint=UNREACHABLE_HINT)
 
@@ -310,9 +487,18 @@ class AgentClient:
                 f"cannot reach fc-agent at {self.url}: something else answered HTTP {status}",
                 hint=UNREACHABLE_HINT,
             )
+        return self._error_of_body(status, body, text)
+
+    def _error_of_body(self, status: int, body: dict[str, Any], text: str = "") -> FcMacosError:
         code = str(body.get("error") or f"http_{status}")
         message = str(body.get("message") or text.strip() or f"the agent answered HTTP {status}")
         hint = body.get("hint")
+        if code in GUEST_AGENT_CODES:
+            return GuestAgentUnavailable(message, hint=hint, code=code)
+        if code in EXEC_EXIT_CODES:
+            return ExecError(message, code=code, hint=hint)
+        if code == "guest_path_not_found":
+            return NotFoundError(message, hint=hint, code=code)
         if status == 401:
             token_file = (self.home or home_dir()) / "agent.json"
             return AgentAuthError(
@@ -323,7 +509,7 @@ class AgentClient:
             # The agent's hint speaks HTTP; the host's user wants the command.
             return NotFoundError(message, hint="run 'fc-macos microvm list'")
         if status == 409:
-            return ConflictError(message, hint=hint)
+            return ConflictError(message, hint=hint, code=code)
         if code == "boot_failed":
             err = BootError(str(body.get("step") or "unknown"), message, hint=hint)
             err.message = message  # the agent's message already names the step
@@ -355,6 +541,10 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 def _parse_json(text: str) -> Any:
     if not text:
         return None
@@ -364,4 +554,4 @@ def _parse_json(text: str) -> Any:
         return None
 
 
-__all__ = ["AgentClient", "ConsoleStream"]
+__all__ = ["AgentClient", "ConsoleStream", "ExecResult", "ExecSession", "GuestStat", "TunnelStream"]

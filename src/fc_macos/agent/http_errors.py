@@ -52,6 +52,11 @@ _HTTP_CODES = {
 
 
 def status_for(exc: FcMacosError) -> int:
+    """The status of ``exc``: its own ``http_status`` if it has one (the guest
+    channel's errors, see :mod:`fc_macos.agent.guest_errors`), else by class."""
+    own = getattr(exc, "http_status", None)
+    if isinstance(own, int):
+        return own
     for cls, status in STATUS_OF:
         if isinstance(exc, cls):
             return status
@@ -62,10 +67,13 @@ def status_for(exc: FcMacosError) -> int:
 DEFAULT_HINTS = {
     400: "fix the request; GET /openapi.json describes every body and query",
     404: "list what exists with GET /v1/microvms",
+    403: "check the permissions inside the guest",
     409: "check the microVM's state with GET /v1/microvms/NAME",
+    413: "ask for less, or stream it (the WebSocket form)",
     422: "check the microVM spec and fc-agent's log",
     500: "see fc-agent's log",
     502: "the Firecracker process may have exited: check the microVM's state and logs",
+    504: "check the microVM's console log (GET /v1/microvms/NAME/logs)",
 }
 
 

@@ -12,6 +12,11 @@ wrapper wrote. Shutting the manager down (:meth:`close`) never stops a microVM.
 The raw Firecracker relay changes a microVM's state behind the manager's back;
 the relay reports successful calls that matter (:meth:`MicroVMManager.observe`):
 ``PATCH /vm`` (paused/running) and ``InstanceStart`` (created -> running).
+
+Each running microVM with a vsock device has a :class:`GuestAgent` (its
+guest agent's state, and the way into the guest); its published ports are
+listeners of the manager's :class:`PortPublisher`, recorded with it in
+state.json so that they come back after an agent restart.
 """
 
 from __future__ import annotations
@@ -19,76 +24,45 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shutil
 import signal
 import time
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from fc_macos.agent import nat
 from fc_macos.agent import network as guest_net
+from fc_macos.agent import vsock as guest_vsock
 from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot, vm_config_fields
-from fc_macos.agent.console import ConsoleBroker, resolve_once
+from fc_macos.agent.console import ConsoleBroker
+from fc_macos.agent.guest_agent import GuestAgent
+from fc_macos.agent.manager_guest import GuestAccess
+from fc_macos.agent.microvm import RUNNING_STATES, MicroVM, wait_exit
+from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.state import StateStore
 from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
 from fc_macos.errors import ConflictError, FcMacosError, NotFoundError
 from fc_macos.firecracker.client import FirecrackerClient
-from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, pidfd_open, read_exit_status
+from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, read_exit_status
 
 log = logging.getLogger("fc_agent.manager")
 
-#: States in which the VMM process runs (``created``: configured, guest not started).
-RUNNING_STATES = ("created", "running", "paused", "stopping")
 EXIT_STATUS_WAIT_S = 5.0
 KILL_WAIT_S = 30.0
 
 
-@dataclass(eq=False)
-class MicroVM:
-    """One microVM: its persistent record plus, while it runs, the live parts."""
-
-    name: str
-    spec: dict[str, Any]
-    state: str
-    created_at: float
-    started_at: float | None = None
-    stopped_at: float | None = None
-    pid: int | None = None
-    start_time: int | None = None
-    pgid: int | None = None
-    exit_status: int | None = None
-    error: str | None = None
-    network: dict[str, Any] | None = None
-    vmm: VMMProcess | None = None
-    broker: ConsoleBroker | None = None
-    watcher: asyncio.Task[None] | None = None
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-
-    RECORD_FIELDS = (
-        "name", "spec", "state", "created_at", "started_at", "stopped_at",
-        "pid", "start_time", "pgid", "exit_status", "error", "network",
-    )  # fmt: skip
-
-    def to_record(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.RECORD_FIELDS}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> MicroVM:
-        fields: dict[str, Any] = {k: record.get(k) for k in cls.RECORD_FIELDS}
-        return cls(**fields)
-
-
-class MicroVMManager:
+class MicroVMManager(GuestAccess):
     """Create, list, inspect, stop and delete microVMs. Use from one event loop.
 
     ``steps`` is the boot step list (default :data:`boot.DEFAULT_STEPS`);
     :func:`boot.plan` edits it for each spec (``start=False``, snapshot restore,
     network). ``net_runner`` runs the host's network commands (``ip``, ``nft``,
     ``iptables``) for microVMs with a network; each holds a lease (its TAP and
-    /30, kept in state.json) from creation until it is deleted.
+    /30, kept in state.json) from creation until it is deleted. A microVM
+    with a vsock device holds its CID the same way.
     """
 
     def __init__(
@@ -101,6 +75,7 @@ class MicroVMManager:
         self.store = StateStore(settings.state_file)
         self._vms: dict[str, MicroVM] = {}
         self._next_index = 1
+        self.ports = PortPublisher(self.guest)
 
     # -- lifecycle of the manager ------------------------------------------------
 
@@ -121,6 +96,9 @@ class MicroVMManager:
                 continue
             self._vms[vm.name] = vm
             self._reattach(vm)
+        for vm in self._vms.values():
+            if vm.vmm is not None:
+                await self._publish_again(vm)
         self._save()
 
     def _reattach(self, vm: MicroVM) -> None:
@@ -142,17 +120,24 @@ class MicroVMManager:
                 if vm.state == "stopping":  # that stop's caller is gone; it may be asked again
                     vm.state = "running"
                 self._go_live(vm, vmm)
+                if vm.guest is not None and vm.state != "created":
+                    vm.guest.start(vm.started_at or time.time(), again=True)
                 log.info("%s is still running (pid %d): reattached", vm.name, vmm.pid)
         else:
             vm.exited.set()
 
     async def close(self) -> None:
-        """Detach from every microVM (they keep running). Idempotent."""
+        """Detach from every microVM (they keep running): end console viewers,
+        published ports (they come back with the next agent) and guest agent
+        polling. Idempotent."""
+        await self.ports.close()
         for vm in self._vms.values():
             if vm.watcher is not None:
                 vm.watcher.cancel()
             if vm.broker is not None:
                 vm.broker.close("fc-agent is shutting down; the microVM keeps running")
+            if vm.guest is not None:
+                await vm.guest.close()
         for vm in self._vms.values():
             if vm.watcher is not None:
                 try:
@@ -201,6 +186,9 @@ class MicroVMManager:
             socket_path=str(self.paths(vm.name).api_sock) if running else None,
             error=vm.error,
             network=vm.network,
+            vsock=vm.vsock,
+            guest_agent=vm.guest.to_dict() if running and vm.guest is not None else None,
+            ports=[asdict(p) for p in self.ports.ports(vm.name)] if running else [],
         )
 
     def running(self, name: str) -> MicroVM:
@@ -240,6 +228,8 @@ class MicroVMManager:
                 vm.started_at = time.time()
                 self._save()
                 log.info("%s started (InstanceStart through the raw API)", name)
+                if vm.guest is not None:
+                    vm.guest.start(vm.started_at)
                 await self._record_config(vm)
 
     async def _record_config(self, vm: MicroVM) -> None:
@@ -300,6 +290,9 @@ class MicroVMManager:
         name = spec.name or self._new_name()
         vm = MicroVM(name=name, spec=spec.to_dict() | {"name": name}, state="starting", created_at=time.time())
         vm.network = None if net is None else net.record
+        if spec.vsock and spec.snapshot is None:
+            cid = guest_vsock.allocate_cid(int(v.vsock["guest_cid"]) for v in self._vms.values() if v.vsock)
+            vm.vsock = guest_vsock.device_record(cid, guest_vsock.uds_path(self.paths(name).workdir))
         self._vms[name] = vm
         self._save()
 
@@ -308,13 +301,16 @@ class MicroVMManager:
             self._save()
 
         try:
+            for port in spec.ports:  # before the boot: a taken port fails the create at once
+                await self.ports.publish(name, port)
             async with AsyncExitStack() as stack:
                 ctx = BootContext(
                     name=name, spec=spec, settings=self.settings, paths=self.paths(name), stack=stack,
-                    on_vmm_started=record_vmm, network=net,
+                    on_vmm_started=record_vmm, network=net, vsock=vm.vsock,
                 )  # fmt: skip
                 await run_boot(ctx, plan(spec, self.steps))
         except BaseException:
+            await self.ports.unpublish_all(name)
             del self._vms[name]
             if spec.name is None:  # a failed boot does not use up an automatic name
                 self._next_index = min(self._next_index, int(name.rsplit("-", 1)[1]))
@@ -322,19 +318,32 @@ class MicroVMManager:
             raise
         assert ctx.vmm is not None
         vm.spec = ctx.spec.to_dict()
+        vm.vsock = ctx.vsock
+        vm.ports = [asdict(p) for p in spec.ports]
+        vm.guest_agent = {"absent": ctx.guest_agent_absent}
         if spec.snapshot is not None:
             vm.state = "running" if spec.snapshot.resume else "paused"
         else:
             vm.state = "running" if spec.start else "created"
         vm.started_at = None if vm.state == "created" else time.time()
         self._go_live(vm, ctx.vmm)
+        if vm.guest is not None and vm.started_at is not None:
+            vm.guest.start(vm.started_at, again=spec.snapshot is not None)
         self._save()
+        if spec.wait == "guest_agent":
+            await self._wait_for_guest_agent(vm, spec.wait_timeout_s)
         return self.info(vm)
 
     def _go_live(self, vm: MicroVM, vmm: VMMProcess) -> None:
         vm.vmm = vmm
         vm.pid, vm.start_time, vm.pgid = vmm.pid, vmm.start_time, vmm.pgid
         vm.exited = asyncio.Event()
+        saved = vm.guest_agent or {}
+        uds = Path(vm.vsock["uds_path"]) if vm.vsock else None
+        vm.guest = GuestAgent(
+            vm.name, uds, absent_reason=saved.get("absent"), saved=saved,
+            on_change=self._save, is_running=lambda: vm.state == "running",
+        )  # fmt: skip
         broker = ConsoleBroker(vm.name, vmm.paths)
         try:
             broker.start()
@@ -357,6 +366,7 @@ class MicroVMManager:
         if vm.broker is not None:
             await vm.broker.drain(2.0)
         vmm.kill_leftovers()
+        await self._release_guest(vm)
         self._mark_stopped(vm, "stopped")
         vmm.paths.api_sock.unlink(missing_ok=True)
         log.info("%s stopped (exit status %s)", vm.name, vm.exit_status)
@@ -374,6 +384,10 @@ class MicroVMManager:
         if error is not None:
             vm.error = error
         vm.vmm = None
+        if vm.guest is not None:
+            vm.guest_agent = vm.guest.saved()
+        vm.guest = None
+        vm.ports = []
         if vm.broker is not None:
             status = "unknown" if vm.exit_status is None else vm.exit_status
             vm.broker.close(f"microVM {vm.name} stopped (exit status {status})")
@@ -441,6 +455,7 @@ class MicroVMManager:
         if self._vms.get(name) is not vm:
             return  # deleted meanwhile by a concurrent call
         del self._vms[name]
+        await self.ports.unpublish_all(name)
         await asyncio.to_thread(shutil.rmtree, self.paths(name).workdir, True)
         await self._release_network(vm)
         self._save()
@@ -464,25 +479,3 @@ class MicroVMManager:
                 "microvms": {name: vm.to_record() for name, vm in self._vms.items()},
             }
         )
-
-
-async def wait_exit(vmm: VMMProcess) -> None:
-    """Return when the VMM process has exited (pidfd readiness; a slow poll
-    where pidfds are unavailable)."""
-    fd = pidfd_open(vmm.pid)
-    if fd is None:
-        while vmm.is_alive():
-            await asyncio.sleep(0.5)
-        return
-    loop = asyncio.get_running_loop()
-    try:
-        if not vmm.is_alive():  # gone (or pid reused) before the pidfd was taken
-            return
-        done = loop.create_future()
-        loop.add_reader(fd, resolve_once, done)
-        try:
-            await done
-        finally:
-            loop.remove_reader(fd)
-    finally:
-        os.close(fd)

@@ -326,8 +326,11 @@ PATHS: dict[str, Any] = {
 
 
 def document() -> dict[str, Any]:
-    """The OpenAPI document (a fresh copy each call)."""
-    return {
+    """The OpenAPI document (a fresh copy each call), with the guest channel's
+    part (:mod:`fc_macos.agent.openapi_guest`) merged in."""
+    from fc_macos.agent import openapi_guest
+
+    return openapi_guest.merge({
         "openapi": "3.1.0",
         "info": {
             "title": "fc-agent",
@@ -340,4 +343,4 @@ def document() -> dict[str, Any]:
             "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-    }
+    })

@@ -8,6 +8,7 @@ the client can trust what it parses.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +29,13 @@ DEFAULT_BOOT_ARGS = "console=ttyS0 reboot=k panic=1"
 STATES = ("starting", "created", "running", "paused", "stopping", "stopped", "failed")
 #: Spec fields that describe a fresh boot; a snapshot brings its own.
 BOOT_FIELDS = ("vcpus", "memory_mib", "kernel", "initrd", "rootfs", "boot_args", "drives")
+#: What ``MicroVMSpec.wait`` may name: create answers once that is ready.
+WAIT_FOR = ("guest_agent",)
+DEFAULT_WAIT_TIMEOUT_S = 60.0
+MAX_WAIT_TIMEOUT_S = 3600.0
+#: The guest agent's states as ``MicroVMInfo.guest_agent["state"]`` reports them.
+GUEST_AGENT_STATES = ("absent", "starting", "ready", "unresponsive")
+DEFAULT_HOST_ADDR = "0.0.0.0"
 
 
 def validate_name(name: str) -> str:
@@ -100,6 +108,48 @@ class DriveSpec:
         return cls(id=drive_id, path=path, read_only=_bool("drive", "read_only", data.get("read_only", False)))
 
 
+def parse_host_addr(kind: str, value: Any) -> str:
+    """``value`` as a normalized IP address; ValidationError naming ``kind`` otherwise."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{kind}.host_addr must be an IP address string, got {value!r}")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValidationError(
+            f"{kind}.host_addr must be an IP address of the agent's machine, got {value!r}",
+            hint="e.g. 0.0.0.0 (every address, the default) or 127.0.0.1",
+        ) from None
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A published port: the agent listens on ``host_addr:host_port`` of its own
+    machine and bridges every TCP connection to ``guest_port`` inside the guest
+    (through the guest agent, so the guest needs no network device)."""
+
+    host_port: int
+    guest_port: int
+    host_addr: str = DEFAULT_HOST_ADDR
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PortSpec:
+        data = _check_fields("port", data, {"host_port", "guest_port", "host_addr"})
+        if "host_port" not in data or "guest_port" not in data:
+            raise ValidationError(
+                "a port needs host_port and guest_port", hint='e.g. {"host_port": 8080, "guest_port": 80}'
+            )
+        return cls(
+            host_port=_int("port", "host_port", data["host_port"], 1, 65535),
+            guest_port=_int("port", "guest_port", data["guest_port"], 1, 65535),
+            host_addr=parse_host_addr("port", data.get("host_addr", DEFAULT_HOST_ADDR)),
+        )
+
+    @property
+    def address(self) -> str:
+        """``host_addr:host_port`` (``[v6]:port`` for IPv6)."""
+        return f"[{self.host_addr}]:{self.host_port}" if ":" in self.host_addr else f"{self.host_addr}:{self.host_port}"
+
+
 @dataclass(frozen=True)
 class SnapshotSpec:
     """A snapshot to restore instead of booting: the VM state file, the guest
@@ -134,7 +184,15 @@ class MicroVMSpec:
     ``snapshot`` restores a snapshot instead of booting; the fields of
     :data:`BOOT_FIELDS` then come from the snapshot and must keep their defaults.
     ``network=True`` gives the guest an ``eth0`` on its own TAP device and /30
-    (see :mod:`fc_macos.agent.network`; not with a snapshot)."""
+    (see :mod:`fc_macos.agent.network`; not with a snapshot).
+
+    ``vsock`` (default on) gives the guest a vsock device (a CID unique on the
+    agent, ``<workdir>/vsock.sock``) and writes the guest agent into the rootfs
+    copy; a snapshot brings its own devices, so it stays at its default there.
+    ``ports`` are published by the agent while the microVM runs. ``wait:
+    "guest_agent"`` makes create answer only once the guest agent is ready
+    (504 ``guest_agent_timeout`` after ``wait_timeout_s``; the microVM keeps
+    running)."""
 
     name: str | None = None
     vcpus: int = 1
@@ -147,8 +205,12 @@ class MicroVMSpec:
     start: bool = True
     snapshot: SnapshotSpec | None = None
     network: bool = False
+    vsock: bool = True
+    ports: tuple[PortSpec, ...] = field(default_factory=tuple)
+    wait: str | None = None
+    wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
 
-    _FIELDS = frozenset({"name", *BOOT_FIELDS, "start", "snapshot", "network"})
+    _FIELDS = frozenset({"name", *BOOT_FIELDS, "start", "snapshot", "network", "vsock", "ports", "wait", "wait_timeout_s"})
 
     @classmethod
     def from_dict(cls, data: Any) -> MicroVMSpec:
@@ -169,6 +231,22 @@ class MicroVMSpec:
         raw_snapshot = data.get("snapshot")
         snapshot = None if raw_snapshot is None else SnapshotSpec.from_dict(raw_snapshot)
         start = _bool("microVM spec", "start", data.get("start", True))
+        ports = _ports(data.get("ports", []))
+        wait = data.get("wait")
+        if wait is not None and wait not in WAIT_FOR:
+            raise ValidationError(
+                f"microVM spec.wait must be null or one of {', '.join(WAIT_FOR)}, got {wait!r}",
+                hint='"guest_agent": answer once the guest agent in the microVM is ready',
+            )
+        wait_timeout_s = data.get("wait_timeout_s", DEFAULT_WAIT_TIMEOUT_S)
+        if (
+            isinstance(wait_timeout_s, bool)
+            or not isinstance(wait_timeout_s, (int, float))
+            or not 0 < wait_timeout_s <= MAX_WAIT_TIMEOUT_S
+        ):
+            raise ValidationError(
+                f"microVM spec.wait_timeout_s must be a number of seconds in (0, {MAX_WAIT_TIMEOUT_S:g}], got {wait_timeout_s!r}"
+            )
         spec = cls(
             name=name,
             vcpus=_int("microVM spec", "vcpus", data.get("vcpus", 1), 1, MAX_VCPUS),
@@ -181,9 +259,18 @@ class MicroVMSpec:
             start=start,
             snapshot=snapshot,
             network=_bool("microVM spec", "network", data.get("network", False)),
+            vsock=_bool("microVM spec", "vsock", data.get("vsock", True)),
+            ports=ports,
+            wait=wait,
+            wait_timeout_s=float(wait_timeout_s),
         )
         if snapshot is not None:
             spec._check_restore()
+        if wait == "guest_agent" and not spec.vsock:
+            raise ValidationError(
+                'microVM spec.wait="guest_agent" needs the vsock device, but vsock is false',
+                hint="drop wait, or keep vsock (the default): the guest agent is reached over vsock",
+            )
         return spec
 
     def _check_restore(self) -> None:
@@ -200,6 +287,11 @@ class MicroVMSpec:
                 "microVM spec.network cannot be set with a snapshot: the snapshot brings its own network devices",
                 hint="restore without network, or boot a new microVM with network=true",
             )
+        if not self.vsock:
+            raise ValidationError(
+                "microVM spec.vsock cannot be set with a snapshot: the snapshot brings its own vsock device (or none)",
+                hint="restore without the vsock field; boot a new microVM with vsock=false for one without",
+            )
         if not self.start:
             raise ValidationError(
                 "microVM spec.start=false does not apply to a snapshot restore",
@@ -210,6 +302,7 @@ class MicroVMSpec:
         out = asdict(self)
         out["drives"] = [asdict(d) for d in self.drives]
         out["snapshot"] = None if self.snapshot is None else asdict(self.snapshot)
+        out["ports"] = [asdict(p) for p in self.ports]
         return out
 
     def to_request(self) -> dict[str, Any]:
@@ -218,6 +311,16 @@ class MicroVMSpec:
         every spec that does not use it (the agent fills in the defaults)."""
         defaults = MicroVMSpec().to_dict()
         return {k: v for k, v in self.to_dict().items() if v != defaults[k]}
+
+
+def _ports(raw: Any) -> tuple[PortSpec, ...]:
+    if not isinstance(raw, list):
+        raise ValidationError("microVM spec.ports must be a list of port objects", hint='e.g. [{"host_port": 8080, "guest_port": 80}]')
+    ports = tuple(PortSpec.from_dict(p) for p in raw)
+    addresses = [p.address for p in ports]
+    if len(addresses) != len(set(addresses)):
+        raise ValidationError("microVM spec.ports publishes one address twice", hint=f"got {addresses}")
+    return ports
 
 
 @dataclass(frozen=True)
@@ -229,7 +332,12 @@ class MicroVMInfo:
     (``None`` while it runs, or when it is unknown). Resource figures are
     ``None`` when the process is not running. ``network`` is set when the spec
     asked for one: ``{"tap", "host_ip", "guest_ip", "mac", "netmask", "index",
-    "nat" (tool or None), "uplink", "nat_hint"}``.
+    "nat" (tool or None), "uplink", "nat_hint"}``. ``vsock`` is ``{"guest_cid",
+    "uds_path"}`` or None (``vsock: false``). ``guest_agent`` is ``{"state" (one
+    of :data:`GUEST_AGENT_STATES`), "version", "ready_s" (InstanceStart to
+    ready), "reason" (why absent/starting/unresponsive)}``, None while the
+    microVM does not run. ``ports`` are the ports published now, each
+    ``{"host_addr", "host_port", "guest_port"}``.
     """
 
     name: str
@@ -248,6 +356,9 @@ class MicroVMInfo:
     socket_path: str | None = None
     error: str | None = None
     network: dict[str, Any] | None = None
+    vsock: dict[str, Any] | None = None
+    guest_agent: dict[str, Any] | None = None
+    ports: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,17 +11,15 @@ printing until the guest has been quiet for a moment, then detaches.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
-import termios
-import tty
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+
+from fc_macos.cli.stdio import raw_terminal, terminal_size, watch_input, write_all
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import ConsoleStream
@@ -31,44 +29,7 @@ if TYPE_CHECKING:
 DETACH_BYTE = b"\x1d"  # Ctrl+]
 QUIET_AFTER_EOF_S = 1.0  # with piped input: how long the guest must be quiet before we leave
 FIRST_ANSWER_S = 5.0  # ... but first give it this long to start answering
-READ_SIZE = 65536
 HANGUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-@contextmanager
-def raw_terminal(fd: int) -> Iterator[bool]:
-    """Put terminal ``fd`` in raw mode for the block; yields whether it did.
-    A non-terminal ``fd`` is left alone."""
-    if not os.isatty(fd):
-        yield False
-        return
-    saved = termios.tcgetattr(fd)
-    try:
-        tty.setraw(fd, termios.TCSANOW)
-        yield True
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except BlockingIOError:
-            continue
-        view = view[written:]
-
-
-def _terminal_size(*fds: int) -> tuple[int, int] | None:
-    for fd in fds:
-        if os.isatty(fd):
-            try:
-                size = os.get_terminal_size(fd)
-            except OSError:
-                continue
-            return size.lines, size.columns
-    return None
 
 
 class _Session:
@@ -82,33 +43,11 @@ class _Session:
         self.output_seen = asyncio.Event()
         self.input: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: SIGTERM/SIGHUP
 
-    def _watch_stdin(self, loop: asyncio.AbstractEventLoop) -> None:
-        def readable() -> None:
-            try:
-                data = os.read(self.in_fd, READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                loop.remove_reader(self.in_fd)
-            self.input.put_nowait(data)
-
-        try:
-            loop.add_reader(self.in_fd, readable)
-        except (PermissionError, ValueError, NotImplementedError, OSError):
-            # Regular files and /dev/null cannot be polled: read them in a thread.
-            async def pump() -> None:
-                while True:
-                    data = await loop.run_in_executor(None, os.read, self.in_fd, READ_SIZE)
-                    self.input.put_nowait(data)
-                    if not data:
-                        return
-
-            loop.create_task(pump())
+    def _watch_stdin(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        return watch_input(loop, self.in_fd, self.input.put_nowait)
 
     async def send_size(self) -> None:
-        size = _terminal_size(self.in_fd, self.out_fd)
+        size = terminal_size(self.in_fd, self.out_fd)
         if size:
             await self.console.resize(*size)
 
@@ -133,7 +72,7 @@ class _Session:
         (or 'detached' when nobody reads stdout any more)."""
         while (chunk := await self.console.receive()) is not None:
             try:
-                _write_all(self.out_fd, chunk)
+                write_all(self.out_fd, chunk)
             except BrokenPipeError:  # e.g. '| head' has seen enough
                 return "detached"
             self.output_seen.set()
@@ -145,7 +84,7 @@ class _Session:
         # must leave through the same door as Ctrl+], restoring it.
         for sig in HANGUP_SIGNALS:
             loop.add_signal_handler(sig, self.input.put_nowait, None)
-        self._watch_stdin(loop)
+        stop_watching = self._watch_stdin(loop)
         resize_tasks: set[asyncio.Task[None]] = set()
         if self.interactive:
             await self.send_size()
@@ -183,10 +122,7 @@ class _Session:
                 loop.remove_signal_handler(signal.SIGWINCH)
             for sig in HANGUP_SIGNALS:
                 loop.remove_signal_handler(sig)
-            try:
-                loop.remove_reader(self.in_fd)
-            except (ValueError, OSError):
-                pass
+            stop_watching()
             for task in (screen, keyboard, *resize_tasks):
                 task.cancel()
             await asyncio.gather(screen, keyboard, *resize_tasks, return_exceptions=True)

@@ -41,6 +41,9 @@ COMMANDS = {
     "snapshots": "fc_macos.cli.fc_instance:snapshots_group",
     "metrics": "fc_macos.cli.fc_instance:metrics_group",
     "dashboard": "fc_macos.cli.dashboard:dashboard_cmd",
+    "exec": "fc_macos.cli.exec:exec_cmd",
+    "cp": "fc_macos.cli.cp:cp_cmd",
+    "port-forward": "fc_macos.cli.ports:port_forward_cmd",
 }
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import click
 
 from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MAX_MEMORY_MIB, MAX_VCPUS, MicroVMInfo, MicroVMSpec
 from fc_macos.cli.common import AppState, emit, format_duration, json_option, pass_state, table
+from fc_macos.cli.ports import agent_host, parse_publish, ports_cmd, ports_text, reach_at
 from fc_macos.errors import UsageError
 
 if TYPE_CHECKING:
@@ -32,10 +34,27 @@ def _print_table(infos: list[MicroVMInfo]) -> None:
         click.echo("No microVMs. Create one with: fc-macos run --name demo --background")
         return
     rows = [
-        [i.name, i.state, str(i.vcpus), f"{i.memory_mib} MiB", str(i.pid or "-"), format_duration(_uptime(i))]
+        [i.name, i.state, str(i.vcpus), f"{i.memory_mib} MiB", str(i.pid or "-"), format_duration(_uptime(i)),
+         _agent_state(i), ports_text(i.ports)]
         for i in infos
     ]
-    click.echo(table(rows, ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "UPTIME"]))
+    click.echo(table(rows, ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "UPTIME", "AGENT", "PORTS"]))
+
+
+def _agent_state(info: MicroVMInfo) -> str:
+    """The guest agent's state for the list ('-' while the microVM does not run)."""
+    return str((info.guest_agent or {}).get("state") or "-")
+
+
+def _agent_line(agent: dict[str, object]) -> str:
+    parts = [str(agent.get("state"))]
+    if agent.get("version"):
+        parts.append(f"version {agent['version']}")
+    if isinstance(agent.get("ready_s"), (int, float)):
+        parts.append(f"ready {agent['ready_s']:.1f} s after start")
+    if agent.get("reason") and agent.get("state") != "ready":
+        parts.append(str(agent["reason"]))
+    return ", ".join(parts)
 
 
 def _print_details(info: MicroVMInfo) -> None:
@@ -58,6 +77,12 @@ def _print_details(info: MicroVMInfo) -> None:
             click.echo(f"{label + ':':<11}{info.spec[key]}")
     if info.network:
         click.echo(f"Network:   {_network_line(info.network)}")
+    if info.guest_agent:
+        click.echo(f"Guest agent: {_agent_line(info.guest_agent)}")
+    if info.vsock:
+        click.echo(f"vsock:     CID {info.vsock.get('guest_cid')} ({info.vsock.get('uds_path')})")
+    if info.ports:
+        click.echo(f"Ports:     {ports_text(info.ports)}")
 
 
 def _network_line(net: dict[str, object]) -> str:
@@ -82,9 +107,19 @@ def _network_line(net: dict[str, object]) -> str:
 @click.option("--network", is_flag=True,
               help="Give the guest an eth0 on its own TAP device and /30 of 172.16.0.0/16 (reachable from the "
               "agent's machine; NATed out of its default route when the agent has nft or iptables).")
+@click.option("-p", "--publish", "publish", multiple=True, metavar="[ADDR:]HOST_PORT:GUEST_PORT",
+              help="Publish a guest port on the agent's machine while the microVM runs (repeatable): the Mac "
+              "reaches <vm address>:HOST_PORT (see 'fc-macos vm status').")
+@click.option("--vsock/--no-vsock", default=True, show_default=True,
+              help="The vsock device and the guest agent (exec, cp, ports); --no-vsock boots without them.")
+@click.option("--wait/--no-wait", "wait", default=None,
+              help="Return only once the guest agent answers (the default with --background or --json).")
+@click.option("--wait-timeout", "wait_timeout_s", type=click.FloatRange(0, 3600, min_open=True), default=60.0,
+              show_default=True, metavar="S", help="How long --wait waits for the guest agent.")
 @json_option
 @pass_state
-def run_cmd(state: AppState, background: bool, **fields: object) -> None:
+def run_cmd(state: AppState, background: bool, publish: tuple[str, ...], wait: bool | None,
+            **fields: object) -> None:
     """Create and boot a microVM, then attach its serial console.
 
     Press Ctrl+] to detach; the microVM keeps running. With --background
@@ -98,11 +133,18 @@ def run_cmd(state: AppState, background: bool, **fields: object) -> None:
       fc-macos run --name web --vcpus 2 --memory 512
       fc-macos run --name job-1 --background --json
       fc-macos run --name web --network --background   # prints: Network: guest 172.16.0.2 ...
+      fc-macos run --name web -p 8080:80 --background  # <vm address>:8080 reaches the guest's :80
       fc-macos run --name web --no-start
       fc-macos network add --name web --id eth0 --host-dev tap0
       fc-macos actions start --name web
     """
     data = {k: v for k, v in fields.items() if v is not None}
+    data["ports"] = [asdict(parse_publish(text)) for text in publish]
+    starts, has_agent = bool(data.get("start", True)), bool(data.get("vsock", True))
+    if wait is None:  # wait when not attaching the console: the user wants the microVM usable at once
+        wait = (background or state.json) and starts and has_agent
+    if wait:
+        data["wait"] = "guest_agent"
     spec = MicroVMSpec.from_dict(data)
     info = state.call_agent(lambda client: client.create_microvm(spec))
     if not spec.start:
@@ -114,14 +156,30 @@ def run_cmd(state: AppState, background: bool, **fields: object) -> None:
              f"'fc-macos actions start --name {name}'.")
         return
     if background or state.json:
-        network = f"\nNetwork: {_network_line(info.network)}" if info.network else ""
-        emit(state, info.to_dict(), f"Started microVM {info.name} (pid {info.pid}). "
-             f"Attach with: fc-macos microvm shell --name {info.name}{network}")
+        emit(state, info.to_dict(), "\n".join([f"Started microVM {info.name} (pid {info.pid}). "
+                                               f"Attach with: fc-macos microvm shell --name {info.name}",
+                                               *_started_lines(state, info)]))
         return
     click.echo(f"Started microVM {info.name} (pid {info.pid}).", err=True)
-    if info.network:
-        click.echo(f"Network: {_network_line(info.network)}", err=True)
+    for line in _started_lines(state, info):
+        click.echo(line, err=True)
     _attach(state, info.name)
+
+
+def _started_lines(state: AppState, info: MicroVMInfo) -> list[str]:
+    """What else a started microVM has: network, guest agent, published ports."""
+    lines = [f"Network: {_network_line(info.network)}"] if info.network else []
+    agent = info.guest_agent or {}
+    if agent.get("state") == "ready":
+        ready = f" in {agent['ready_s']:.1f} s" if isinstance(agent.get("ready_s"), (int, float)) else ""
+        lines.append(f"Guest agent: ready{ready} (fc-macos exec --name {info.name} -- CMD)")
+    elif agent.get("state"):
+        lines.append(f"Guest agent: {_agent_line(agent)}")
+    if info.ports:
+        host = agent_host(state)
+        lines += [f"Published: {p.get('host_addr')}:{p.get('host_port')} -> {info.name}:{p.get('guest_port')} "
+                  f"(reach it at {reach_at(p, host)})" for p in info.ports]
+    return lines
 
 
 def _attach(state: AppState, name: str) -> None:
@@ -279,8 +337,4 @@ def rm_cmd(state: AppState, name: str, force: bool) -> None:
 _ls_alias = copy.copy(list_cmd)
 _ls_alias.hidden = True  # 'ls' works; the help lists 'list' once
 microvm_group.add_command(_ls_alias, "ls")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(run_cmd)
-    group.add_command(microvm_group)
+microvm_group.add_command(ports_cmd)
