@@ -29,6 +29,7 @@ from typing import Any
 
 from fc_macos.agent import vsock
 from fc_macos.agent.guest_errors import GuestAgentNotReady
+from fc_macos.agent.tasks import cancel_until_done
 from fc_macos.guest import GUEST_AGENT_PORT
 from fc_macos.guest.errors import GuestAgentError
 from fc_macos.guest.protocol import GuestConnection
@@ -186,9 +187,8 @@ class GuestAgent:
         way out (closing a connection) does not keep it alive."""
         self._closed = True
         task, self._task = self._task, None
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
+        if task is not None:
+            await cancel_until_done([task])
 
     # -- the way in ---------------------------------------------------------------
 
