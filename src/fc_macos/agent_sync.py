@@ -2,7 +2,7 @@
 
 Providers, setup and scripts call fc-agent synchronously; this is the one way
 they do it (there is no second agent client). A private event loop runs in a
-daemon thread, one ``AgentClient`` session lives on it, and each call runs a
+daemon thread (:class:`~fc_macos.loop_thread.LoopThread`, shared with the sync Python API), one ``AgentClient`` session lives on it, and each call runs a
 coroutine there and waits for its result::
 
     with BlockingAgent(url, token) as agent:
@@ -20,12 +20,12 @@ one costs nothing. Interrupting a call (Ctrl+C) cancels its coroutine.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from fc_macos.loop_thread import LoopThread
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
@@ -50,8 +50,7 @@ class BlockingAgent:
         self._options: dict[str, Any] = {"home": home}
         if timeout is not None:
             self._options["timeout"] = timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop: LoopThread | None = None
         self._client: AgentClient | None = None
         self._lock = threading.Lock()
 
@@ -74,12 +73,7 @@ class BlockingAgent:
         async def call() -> T:
             return await work(client)
 
-        future: Future[T] = asyncio.run_coroutine_threadsafe(call(), loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()
-            raise
+        return loop.run(call())
 
     def iterate(self, make: Callable[[AgentClient], AsyncIterator[T]]) -> Iterator[T]:
         """Yield what the async iterator ``make(client)`` yields (``c.logs(...)``, a
@@ -95,19 +89,14 @@ class BlockingAgent:
 
         try:
             while True:
-                future: Future[object] = asyncio.run_coroutine_threadsafe(step(), loop)
-                try:
-                    item = future.result()
-                except BaseException:
-                    future.cancel()
-                    raise
+                item = loop.run(step())
                 if item is _END:
                     return
                 yield cast(T, item)
         finally:
             close = getattr(iterator, "aclose", None)
             if close is not None and self._loop is loop:
-                asyncio.run_coroutine_threadsafe(close(), loop).result()
+                loop.run(close())
 
     # -- what providers and scripts ask most -----------------------------------------------
 
@@ -137,31 +126,27 @@ class BlockingAgent:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def _start(self) -> tuple[asyncio.AbstractEventLoop, AgentClient]:
+    def _start(self) -> tuple[LoopThread, AgentClient]:
         with self._lock:
             if self._loop is not None and self._client is not None:
                 return self._loop, self._client
             from fc_macos.agent.client import AgentClient
 
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="fc-macos-agent", daemon=True)
-            thread.start()
+            loop = LoopThread("fc-macos-agent")
             client = AgentClient(self.url, self.token or "", **self._options)
-            asyncio.run_coroutine_threadsafe(client.__aenter__(), loop).result()
-            self._loop, self._thread, self._client = loop, thread, client
+            loop.run(client.__aenter__())
+            self._loop, self._client = loop, client
             return loop, client
 
     def close(self) -> None:
         """Close the session and stop the loop's thread; safe to call twice."""
         with self._lock:
-            loop, thread, client = self._loop, self._thread, self._client
-            self._loop = self._thread = self._client = None
-        if loop is None or thread is None:
+            loop, client = self._loop, self._client
+            self._loop = self._client = None
+        if loop is None:
             return
         if client is not None:
-            asyncio.run_coroutine_threadsafe(client.close(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
+            loop.run(client.close())
         loop.close()
 
 

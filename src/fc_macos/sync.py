@@ -21,9 +21,7 @@ before it propagates. A Client may be used from one thread at a time.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,49 +30,14 @@ from fc_macos import aio
 from fc_macos.agent.client import DEFAULT_TIMEOUT_S
 from fc_macos.agent.client_streams import ExecResult, ExitStatus
 from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MicroVMInfo, PortSpec
+from fc_macos.loop_thread import LoopThread
 from fc_macos.transfer.copy import CopyProgress, CopyResult
 
 T = TypeVar("T")
-CANCEL_WAIT_S = 30.0
-
-
-class _Loop:
-    """A private event loop in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="fc-macos-loop", daemon=True)
-        self._thread.start()
-
-    def run(self, awaitable: Awaitable[T]) -> T:
-        """Run ``awaitable`` on the loop and return its result (or raise its error)."""
-        finished = threading.Event()
-
-        async def guarded() -> T:
-            try:
-                return await awaitable
-            finally:
-                finished.set()
-
-        future = asyncio.run_coroutine_threadsafe(guarded(), self.loop)
-        try:
-            return future.result()
-        except BaseException:
-            if not future.done():  # interrupted here (Ctrl+C): cancel there, let it clean up
-                future.cancel()
-                finished.wait(CANCEL_WAIT_S)
-            raise
-
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        self.loop.close()
 
 
 @contextmanager
-def _entered(loop: _Loop, manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
+def _entered(loop: LoopThread, manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
     """An async context manager entered and left on ``loop``."""
     value = loop.run(manager.__aenter__())
     try:
@@ -91,7 +54,7 @@ class ExecSession:
     ``send``, ``close_stdin``, ``resize``, ``signal``, ``receive``, ``wait``,
     and ``for stream, data in session``."""
 
-    def __init__(self, loop: _Loop, session: aio.ExecSession) -> None:
+    def __init__(self, loop: LoopThread, session: aio.ExecSession) -> None:
         self._loop = loop
         self._session = session
 
@@ -129,7 +92,7 @@ class ExecSession:
 class MicroVM:
     """One microVM; the methods of :class:`fc_macos.aio.MicroVM`, blocking."""
 
-    def __init__(self, loop: _Loop, vm: aio.MicroVM) -> None:
+    def __init__(self, loop: LoopThread, vm: aio.MicroVM) -> None:
         self._loop = loop
         self._vm = vm
         self.name = vm.name
@@ -191,7 +154,7 @@ class Client:
     event loop thread ends with ``close()`` (or the ``with`` block)."""
 
     def __init__(self, client: aio.Client) -> None:
-        self._loop = _Loop()
+        self._loop = LoopThread()
         self._client = client
         try:
             self._loop.run(client.open())
