@@ -112,6 +112,11 @@ typedef struct {
 void sha256_init(sha256_ctx *c);
 void sha256_update(sha256_ctx *c, const void *data, size_t n);
 void sha256_final_hex(sha256_ctx *c, char out[65]);
+/* The block functions behind sha256_update (exposed for the test harness): portable C, and
+ * the CPU's SHA instructions (x86 SHA extensions / ARMv8 SHA2) where sha256_have_accel(). */
+void sha256_blocks_portable(uint32_t h[8], const unsigned char *p, size_t n);
+void sha256_blocks_accel(uint32_t h[8], const unsigned char *p, size_t n);
+int sha256_have_accel(void);
 
 /* ---- io.c ------------------------------------------------------------------------------ */
 
@@ -142,7 +147,13 @@ const char *errno_code(int err);
 void linger_close(int fd);
 void set_nonblock(int fd, int on);
 double mono_now(void);
+/* Log lines go to stderr, or to /dev/kmsg after log_to_kmsg_if_possible(): log_msg for
+ * problems (console-visible warning level), log_note for routine facts (debug level, kept
+ * off the serial console where a person may be typing). Nothing is written while log_muted
+ * (the supervisor mutes a server that keeps failing the same way). */
 void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+extern int log_muted;
 void log_to_kmsg_if_possible(void);
 /* Resets every signal disposition and unblocks all signals (for a child about to exec). */
 void reset_signals(void);

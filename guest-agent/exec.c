@@ -17,7 +17,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -291,7 +293,7 @@ static void run_child(exec_req *r, const char *slave, int in_r, int out_w, int e
     child_failure f = {0, 0};
     setsid();
     if (r->tty) {
-        int s = open(slave, O_RDWR); /* the first tty a session leader opens becomes its ctty */
+        int s = open(slave, O_RDWR | O_CLOEXEC); /* a session leader's first tty becomes its ctty */
         if (s < 0) {
             f.stage = 3;
             goto fail;
@@ -300,7 +302,7 @@ static void run_child(exec_req *r, const char *slave, int in_r, int out_w, int e
         in_r = out_w = err_w = s;
     }
     if (in_r < 0)
-        in_r = open("/dev/null", O_RDONLY);
+        in_r = open("/dev/null", O_RDONLY | O_CLOEXEC); /* dup2 below clears CLOEXEC on fd 0 */
     if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0) {
         f.stage = 3;
         goto fail;
@@ -327,7 +329,7 @@ typedef struct {
     int in_fd;          /* the stdin pipe's write end, or the pty master */
     int master;         /* the pty master, or -1 */
     int out_eof_sent, err_eof_sent;
-    int stdin_eof; /* the client sent EOF of stdin: close it once the queue is written */
+    int stdin_eof; /* 1: the client sent EOF of stdin, pass it on once the queue is written; 2: done */
     queue to_client, to_stdin;
     char *inbuf;
     size_t in_len;
@@ -456,8 +458,8 @@ static void write_stdin(session *s)
 
 static void finish_stdin(session *s)
 {
-    if (!s->stdin_eof || s->to_stdin.len || s->in_fd < 0)
-        return;
+    if (s->stdin_eof != 1 || s->to_stdin.len || s->in_fd < 0)
+        return; /* 0: no EOF yet, 2: already passed on */
     if (s->master >= 0) {
         /* A terminal has no EOF of its own: type its EOF character (^D) once. */
         struct termios t;
@@ -556,6 +558,8 @@ static void send_exit(session *s)
     q_frame(&s->to_client, F_EXIT, b.data, b.len);
     jb_free(&b);
     set_nonblock(s->sock, 0);
+    struct timeval tv = {120, 0}; /* a client that stopped reading does not keep us forever */
+    setsockopt(s->sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (write_all(s->sock, s->to_client.data + s->to_client.start, s->to_client.len) == 0)
         s->to_client.len = 0;
 }

@@ -240,7 +240,8 @@ int serve(const char *addr)
         return 1;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGCHLD, SIG_IGN); /* connection processes are reaped by the kernel */
-    log_msg("serving on %s (version %s, protocol %d)", addr, FCGA_VERSION, FCGA_PROTOCOL);
+    log_muted = 0; /* listening: whatever happens now is news */
+    log_note("serving on %s (version %s, protocol %d)", addr, FCGA_VERSION, FCGA_PROTOCOL);
     for (;;) {
         int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (cfd < 0) {

@@ -94,7 +94,7 @@ int supervise(const char *addr, int detach)
     pid_t self = getpid();
     double backoff = BACKOFF_MIN;
     unsigned restarts = 0;
-    log_msg("supervising the server on %s", addr);
+    log_note("supervising the server on %s", addr);
     while (!stop_requested) {
         double started = mono_now();
         pid_t child = fork();
@@ -105,6 +105,7 @@ int supervise(const char *addr, int detach)
             prctl(PR_SET_PDEATHSIG, SIGTERM);
             if (getppid() != self) /* the supervisor died before prctl */
                 _exit(0);
+            log_muted = restarts >= 5 && restarts % 100 != 0; /* same failure again: say it now and then */
             _exit(serve(addr));
         }
         if (child < 0) {
@@ -123,19 +124,21 @@ int supervise(const char *addr, int detach)
         }
         if (stop_requested)
             break;
-        if (mono_now() - started >= HEALTHY_RUN_S)
+        if (mono_now() - started >= HEALTHY_RUN_S) { /* it had worked: a new story */
             backoff = BACKOFF_MIN;
+            restarts = 0;
+        }
         char why[64];
         describe(status, why, sizeof why);
         /* Say it for the first restarts, then only now and then (a guest without vsock
-         * would otherwise fill the log every 2 s). */
+         * would otherwise fill the console every 2 s). */
         if (restarts < 5 || restarts % 100 == 0)
-            log_msg("server %s; restarting in %.1f s (restart %u)", why, backoff, restarts + 1);
+            log_msg("server %s; restarting in %.1f s (restart %u in a row)", why, backoff, restarts + 1);
         restarts++;
         sleep_s(backoff);
         backoff = backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : backoff * 2;
     }
-    log_msg("supervisor stopping");
+    log_note("supervisor stopping");
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -94,9 +95,28 @@ int frame_send(int fd, int type, const void *payload, size_t len)
         errno = EMSGSIZE;
         return -1;
     }
-    if (write_all(fd, hdr, 5))
-        return -1;
-    return len ? write_all(fd, payload, len) : 0;
+    /* Header and payload in one system call where the socket takes it all. */
+    struct iovec iov[2] = {{hdr, 5}, {(void *)payload, len}};
+    int n = len ? 2 : 1;
+    struct iovec *v = iov;
+    while (n) {
+        ssize_t w = writev(fd, v, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        while (n && (size_t)w >= v->iov_len) {
+            w -= (ssize_t)v->iov_len;
+            v++;
+            n--;
+        }
+        if (n) {
+            v->iov_base = (char *)v->iov_base + w;
+            v->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
 }
 
 int frame_send_buf(int fd, int type, const jbuf *b)
@@ -166,25 +186,49 @@ double mono_now(void)
 }
 
 static int log_fd = 2;
+static int log_is_kmsg;
+int log_muted;
 
 void log_to_kmsg_if_possible(void)
 {
     int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd >= 0)
+    if (fd >= 0) {
         log_fd = fd;
+        log_is_kmsg = 1;
+    }
+}
+
+static void log_line(int level, const char *fmt, va_list ap)
+{
+    char line[600];
+    int n = 0;
+    if (log_is_kmsg)
+        n = snprintf(line, sizeof line, "<%d>", level);
+    n += snprintf(line + n, sizeof line - (size_t)n, "fc-guest-agent[%d]: ", (int)getpid());
+    vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    size_t len = strlen(line);
+    line[len++] = '\n';
+    (void)write_all(log_fd, line, len); /* one write: one /dev/kmsg record */
 }
 
 void log_msg(const char *fmt, ...)
 {
-    char line[600];
-    int n = snprintf(line, sizeof line, "fc-guest-agent[%d]: ", (int)getpid());
+    if (log_muted)
+        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    log_line(4, fmt, ap); /* KERN_WARNING: shown on the console */
     va_end(ap);
-    size_t len = strlen(line);
-    line[len++] = '\n';
-    (void)write_all(log_fd, line, len); /* one write: one /dev/kmsg record */
+}
+
+void log_note(const char *fmt, ...)
+{
+    if (log_muted)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(7, fmt, ap); /* KERN_DEBUG: in the kernel log, not on the serial console */
+    va_end(ap);
 }
 
 void reset_signals(void)

@@ -4,6 +4,7 @@ the async API works on the shared ``guest_world`` guest."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -23,6 +24,11 @@ from fc_macos.providers.local_agent import free_port
 from tests.helpers.guest_world import BOOT_ARGS, INDEX, GuestWorld
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        return bytes(resp.read())
 
 
 def readme_example(index: int = 0) -> str:
@@ -96,9 +102,8 @@ async def test_the_async_api_on_a_running_guest(guest_world: GuestWorld, tmp_pat
         got = await vm.get("/tmp/api/blob", tmp_path / "again")
         assert got.bytes == len(data) and (tmp_path / "again").read_bytes() == data
 
-        async with vm.forward(80) as port:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=60) as resp:
-                assert resp.read() == INDEX
+        async with vm.forward(80) as port:  # served by this loop: the blocking client runs in a thread
+            assert await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/index.html") == INDEX
 
 
 @pytest.mark.guest
@@ -116,7 +121,8 @@ def test_the_sync_api_with_an_explicit_url_and_token(guest_world: GuestWorld) ->
         port = free_port()
         published = vm.publish(port, 80, host_addr="127.0.0.1")
         assert {"host_addr": "127.0.0.1", "host_port": port, "guest_port": 80} in published
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=60) as resp:
-            assert resp.read() == INDEX
+        assert fetch(f"http://127.0.0.1:{port}/index.html") == INDEX
+        with vm.forward(80) as local:  # the sync facade serves it from its own loop thread
+            assert fetch(f"http://127.0.0.1:{local}/index.html") == INDEX
         assert all(p["host_port"] != port for p in vm.unpublish(port))
     assert fc._loop.loop.is_closed()  # the facade's loop thread ended with the block

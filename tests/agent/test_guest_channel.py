@@ -7,12 +7,15 @@ from the vsock socket on."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import os
 import tarfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +25,7 @@ from fc_macos.agent.guest_agent import GuestAgent
 from fc_macos.agent.guest_errors import GuestAgentNotReady, GuestChannelError
 from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.wire import PortSpec
-from fc_macos.errors import ConflictError
+from fc_macos.errors import ConflictError, FcMacosError
 from fc_macos.guest.errors import GuestNotFound
 from tests.agent.hybrid_vsock import HybridVsock, hybrid_vsock
 from tests.guest.conftest import RunningAgent, agent_binary, guest_agent  # noqa: F401  (fixtures)
@@ -37,7 +40,7 @@ async def vsock(short_tmp: Path, guest_agent: RunningAgent) -> AsyncIterator[Hyb
 @pytest.fixture
 async def guest(vsock: HybridVsock) -> AsyncIterator[GuestAgent]:
     agent = GuestAgent("hostvm", vsock.path)
-    agent.start(started_at=__import__("time").time())
+    agent.start(started_at=time.time())
     assert await agent.wait_ready(10), agent.to_dict()
     yield agent
     await agent.close()
@@ -51,7 +54,7 @@ async def test_states_starting_ready_unresponsive_and_back(
     agent = GuestAgent("hostvm", short_tmp / "v.sock")
     agent.on_change = lambda: changes.append(agent.state)
     assert agent.to_dict() == {"state": "starting", "version": None, "ready_s": None, "reason": "not started yet"}
-    agent.start(started_at=__import__("time").time())
+    agent.start(started_at=time.time())
     await asyncio.sleep(0.6)  # no vsock socket yet (the VMM is still starting): still starting
     assert agent.state == "starting"
     with pytest.raises(GuestAgentNotReady) as info:
@@ -114,7 +117,7 @@ async def test_exec_once_refuses_too_much_output(guest: GuestAgent, monkeypatch:
         await guest_exec.run_once(guest, {"argv": ["head", "-c", "3000000", "/dev/zero"]})
     assert (info.value.code, info.value.http_status) == ("output_too_large", 413)
     ok = await guest_exec.run_once(guest, {"argv": ["head", "-c", "1000000", "/dev/zero"], "encoding": "base64"})
-    assert len(__import__("base64").b64decode(ok["stdout"])) == 1000000
+    assert len(base64.b64decode(ok["stdout"])) == 1000000
 
 
 def make_tree(root: Path) -> None:
@@ -166,17 +169,17 @@ async def test_files_out_and_in_keep_modes_symlinks_and_contents(guest: GuestAge
     make_tree(short_tmp / "src")
     # get: the guest's tree as a tar stream, checked as it goes
     conn = await guest.open()
-    top = await conn.request("get", path=str(short_tmp / "src" / "tree"))
-    assert top["type"] == "dir"
+    stream = await conn.get(str(short_tmp / "src" / "tree"))
+    assert stream.stat.type == "dir"
     out = bytearray()
 
     async def write(data: bytes) -> None:
         out.extend(data)
 
-    summary = await guest_files.tree_to_tar(conn, write)
+    summary = await guest_files.tree_to_tar(stream, write)
     await conn.close()
     sizes = [p.stat().st_size for p in (short_tmp / "src").rglob("*") if p.is_file() and not p.is_symlink()]
-    assert summary == {"entries": 6, "bytes": sum(sizes)}
+    assert (summary.entries, summary.bytes) == (6, sum(sizes))
     with tarfile.open(fileobj=io.BytesIO(bytes(out))) as tar:
         assert tar.getmember("tree/secret").mtime == 1_600_000_000
         tar.extractall(short_tmp / "copy", filter="fully_trusted")
@@ -185,10 +188,10 @@ async def test_files_out_and_in_keep_modes_symlinks_and_contents(guest: GuestAge
     # put: that tar into another directory of the guest
     (short_tmp / "dest").mkdir()
     conn = await guest.open()
-    await conn.request("put", path=str(short_tmp / "dest"))
-    result = await guest_files.tar_to_tree(guest_files.TarReader(Body(bytes(out))), conn)
+    session = await conn.begin_put(str(short_tmp / "dest"))
+    result = await guest_files.tar_to_tree(guest_files.TarReader(Body(bytes(out))), session)
     await conn.close()
-    assert result["entries"] == 6
+    assert result.entries == 6
     assert digest(short_tmp / "dest") == digest(short_tmp / "src")
 
 
@@ -202,9 +205,9 @@ async def test_put_cut_off_midway_leaves_nothing(guest: GuestAgent, short_tmp: P
     (short_tmp / "dest").mkdir()
     for cut in (len(data) // 2, len(data) - 2048 - 700):  # inside big.bin, inside alone.bin
         conn = await guest.open()
-        await conn.request("put", path=str(short_tmp / "dest"))
+        session = await conn.begin_put(str(short_tmp / "dest"))
         with pytest.raises(ConnectionResetError):
-            await guest_files.tar_to_tree(guest_files.TarReader(Body(data, cut)), conn)
+            await guest_files.tar_to_tree(guest_files.TarReader(Body(data, cut)), session)
         await conn.close()
         await asyncio.sleep(0.3)  # the guest agent notices the closed connection and cleans up
         assert os.listdir(short_tmp / "dest") == []
@@ -224,9 +227,9 @@ async def test_tar_refusals(guest: GuestAgent, short_tmp: Path) -> None:
     for data, needle in ((tar_of(("../up", b"x")), "outside"), (tar_of(("/abs", b"x")), "absolute"),
                          (b"\x01" * 1024, "not a tar")):  # fmt: skip
         conn = await guest.open()
-        await conn.request("put", path=str(short_tmp / "dest"))
+        session = await conn.begin_put(str(short_tmp / "dest"))
         with pytest.raises(guest_files.TarFormatError, match=needle):
-            await guest_files.tar_to_tree(guest_files.TarReader(Body(data)), conn)
+            await guest_files.tar_to_tree(guest_files.TarReader(Body(data)), session)
         await conn.close()
     await asyncio.sleep(0.2)
     assert os.listdir(short_tmp / "dest") == []
@@ -272,3 +275,47 @@ async def test_published_port_bridges_connections(guest: GuestAgent) -> None:
         await publisher.close()
         server.close()
     assert publisher.ports("hostvm") == []
+
+
+def fed(*frames: bytes) -> Any:
+    """A get's stream of ``frames`` (from a guest agent that answers like that)."""
+    from fc_macos.guest.protocol import GuestConnection
+    from fc_macos.guest.transfer import GetStream
+    from fc_macos.guest.tree import GuestStat
+
+    reader = asyncio.StreamReader()
+    for frame in frames:
+        reader.feed_data(frame)
+    reader.feed_eof()
+    return GetStream(GuestConnection(reader, None), GuestStat("file", 0o644, 3, 1.0, None))  # type: ignore[arg-type]
+
+
+async def test_a_tree_that_does_not_match_its_checksum_or_breaks_off_is_never_a_whole_tar() -> None:
+    from fc_macos.guest.frames import FrameType, encode_frame, encode_json
+
+    entry = encode_json(FrameType.ENTRY, {"path": "f", "type": "file", "mode": 0o644, "mtime": 1, "size": 3})
+    data = encode_frame(FrameType.DATA, b"abc")
+    good_sum = hashlib.sha256(b"abc").hexdigest()
+    end = encode_json(FrameType.END, {"entries": 1, "bytes": 3})
+    written = bytearray()
+
+    async def write(chunk: bytes) -> None:
+        written.extend(chunk)
+
+    summary = await guest_files.tree_to_tar(fed(entry, data, encode_json(FrameType.FILE_END, {"sha256": good_sum}), end), write)
+    assert (summary.entries, summary.bytes) == (1, 3)
+    with tarfile.open(fileobj=io.BytesIO(bytes(written))) as tar:
+        assert tar.extractfile("f").read() == b"abc"  # type: ignore[union-attr]
+
+    for frames, error in (
+        ((entry, data, encode_json(FrameType.FILE_END, {"sha256": "0" * 64}), end), "checksum_mismatch"),
+        ((entry, data + data, encode_json(FrameType.FILE_END, {"sha256": good_sum}), end), "checksum_mismatch"),
+        ((entry, data), "guest_connection_closed"),  # the stream ends before END
+        ((encode_json(FrameType.ENTRY, {"path": "../x", "type": "file", "size": 0}),), "guest_protocol"),
+        ((encode_json(FrameType.RESULT, {"ok": False, "error": "permission_denied", "message": "m"}),), "permission_denied"),
+    ):
+        written.clear()
+        with pytest.raises(FcMacosError) as info:
+            await guest_files.tree_to_tar(fed(*frames), write)
+        assert info.value.code == error, (frames, info.value)
+        assert not bytes(written).endswith(b"\0" * 1024)  # no end-of-archive blocks: not a whole tar

@@ -1,4 +1,5 @@
 """Into real guests through fc-agent: exec (one-shot and WebSocket, tty),
+the guest agent in a rootfs that never heard of fc-macos (the init shim),
 files in and out, a tunnel and published ports to a guest ``busybox httpd``,
 snapshot restore, and the error answers (vsock off, stopped microVM, guest
 agent killed). The test VMM boots Debian-kernel guests under QEMU with a real
@@ -18,7 +19,7 @@ import socket
 import tarfile
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.settings import AgentSettings
 from tests.agent.conftest import AUTH, GUEST_BOOT_ARGS, TEST_VMM, TOKEN, kill_recorded_vmms, serve
+from tests.agent.test_openapi import response_schema, validator
+from tests.helpers.foreign_rootfs import build_foreign_rootfs
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900), pytest.mark.asyncio(loop_scope="module")]
 
@@ -47,6 +50,7 @@ class World:
     settings: AgentSettings
     host_port: int
     early: dict[str, Any]  # the answer to g1's create (wait_timeout_s too short: 504)
+    foreign: dict[str, Any]  # the answer to foreign's create (waited for its guest agent)
 
 
 async def get_vm(client: TestClient, name: str) -> dict[str, Any]:
@@ -72,9 +76,11 @@ async def world() -> AsyncIterator[World]:
 
     images = build_test_images()
     root = Path(tempfile.mkdtemp(prefix="fcg-", dir="/tmp"))
+    (root / "img").mkdir()
+    build_foreign_rootfs(root / "img" / "foreign.ext4")
     settings = AgentSettings(
         token=TOKEN, state_dir=root / "state", firecracker_bin=str(TEST_VMM),
-        image_dirs=(images.kernel.parent,), nat=False,
+        image_dirs=(images.kernel.parent, root / "img"), nat=False,
     )  # fmt: skip
     client = await serve(settings)
     host_port = free_port()
@@ -84,11 +90,15 @@ async def world() -> AsyncIterator[World]:
             "wait_timeout_s": 0.5, "ports": [{"host_port": host_port, "guest_port": 8080, "host_addr": "127.0.0.1"}]})
         plain = client.post("/v1/microvms", headers=AUTH, json={
             "name": "plain", "memory_mib": 128, "boot_args": GUEST_BOOT_ARGS, "vsock": False})
-        early_resp, plain_resp = await asyncio.gather(g1, plain)
+        # a rootfs that has never heard of fc-macos (busybox init): the agent installs the shim
+        foreign = client.post("/v1/microvms", headers=AUTH, json={
+            "name": "foreign", "memory_mib": 128, "boot_args": GUEST_BOOT_ARGS, "rootfs": "foreign.ext4",
+            "wait": "guest_agent", "wait_timeout_s": READY_TIMEOUT_S})
+        early_resp, plain_resp, foreign_resp = await asyncio.gather(g1, plain, foreign)
         early = {"status": early_resp.status, **(await early_resp.json())}
         assert plain_resp.status == 201, await plain_resp.text()
         await wait_ready(client, "g1")
-        yield World(client, settings, host_port, early)
+        yield World(client, settings, host_port, early, await foreign_resp.json() | {"status": foreign_resp.status})
     finally:
         await client.close()
         kill_recorded_vmms(settings.state_dir)
@@ -125,6 +135,27 @@ async def test_create_waits_for_the_guest_agent_and_says_when_it_did_not_come(wo
     plain = await get_vm(world.client, "plain")
     assert plain["vsock"] is None and plain["guest_agent"]["state"] == "absent"
     assert "vsock" in plain["guest_agent"]["reason"]
+    # the answers match the agent's OpenAPI document
+    doc = await (await world.client.get("/openapi.json", headers=AUTH)).json()
+    for path, method, status, body in (
+        ("/v1/microvms/{name}", "get", "200", vm),
+        ("/v1/microvms/{name}", "get", "200", plain),
+        ("/v1/microvms/{name}/exec", "post", "200", await run(world, "g1", ["true"])),
+        ("/v1/microvms/{name}/ports", "get", "200", await (await world.client.get("/v1/microvms/g1/ports", headers=AUTH)).json()),
+        ("/v1/microvms/{name}/files/stat", "get", "200",
+         await (await world.client.get("/v1/microvms/g1/files/stat", params={"path": "/etc"}, headers=AUTH)).json()),
+    ):
+        validator(doc, response_schema(doc, path, method, status))(body)
+
+
+async def test_a_rootfs_that_never_heard_of_fc_macos_gets_the_guest_agent(world: World) -> None:
+    foreign = world.foreign
+    assert foreign["status"] == 201 and foreign["guest_agent"]["state"] == "ready", foreign
+    assert "init=/sbin/fc-guest-agent" in foreign["spec"]["boot_args"]  # the shim, then its own init
+    assert (await run(world, "foreign", ["cat", "/etc/hostname"]))["stdout"] == "foreign\n"
+    pid1 = await run(world, "foreign", ["readlink", "/proc/1/exe"])
+    assert pid1["stdout"] == "/bin/busybox\n"  # busybox init is PID 1, the agent runs beside it
+    assert (await world.client.delete("/v1/microvms/foreign?force=true", headers=AUTH)).status == 204
 
 
 # -- exec ----------------------------------------------------------------------------
@@ -337,7 +368,7 @@ async def test_tunnel_and_published_port_reach_a_guest_httpd(world: World, short
         if msg.type != aiohttp.WSMsgType.BINARY:
             break
         answer += msg.data
-    assert answer.startswith(b"HTTP/1.0 200") and answer.endswith(b"hello from the guest\n"), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello from the guest\n"), answer[:200]
     await refused(await world.client.get("/v1/microvms/g1/tunnel", params={"port": "8081"}, headers=AUTH), 409, "guest_port_closed")
 
     # the published port (from the spec): 20 connections at once, then 50 MiB intact
@@ -414,9 +445,12 @@ async def test_exec_after_a_snapshot_restore_into_a_new_microvm(world: World) ->
 async def test_guest_agent_killed_comes_back_and_without_supervisor_says_so(world: World) -> None:
     # the exec'd shell's parent is the guest agent's connection process, whose parent is the server
     server_pid = "$(cut -d' ' -f4 /proc/$PPID/stat)"
+    ask = f"s={server_pid}; echo $s $(cut -d' ' -f4 /proc/$s/stat)"
+    server, supervisor = (await run(world, "g2", ["sh", "-c", ask]))["stdout"].split()
     await run(world, "g2", ["sh", "-c", f"kill -9 {server_pid}"])
-    again = await run(world, "g2", ["echo", "back"])  # the supervisor restarted it
-    assert again["stdout"] == "back\n"
+    again = await run(world, "g2", ["sh", "-c", ask])  # the supervisor restarted it
+    new_server, same_supervisor = again["stdout"].split()
+    assert new_server != server and same_supervisor == supervisor, (server, supervisor, again)
     assert (await wait_ready(world.client, "g2"))["guest_agent"]["state"] == "ready"
     # now the supervisor too: the guest agent is gone for good
     script = f"s={server_pid}; kill -9 $(cut -d' ' -f4 /proc/$s/stat) $s"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -98,8 +99,15 @@ def test_microvm_ports_add_list_remove(guest_world: GuestWorld) -> None:
     assert get(f"http://127.0.0.1:{port}/index.html") == (200, INDEX)
     text = guest_world.fc("microvm", "ports", "--name", guest_world.name).stdout.decode()
     assert f"0.0.0.0:{port}" in text and f"127.0.0.1:{port}" in text  # listens on / reach at
-    taken = guest_world.fc("microvm", "ports", "--name", guest_world.name, "--add", f"{port}:80", check=False)
-    assert taken.returncode == 1 and str(port).encode() in taken.stderr and b"Hint:" in taken.stderr
+    again = json.loads(guest_world.fc("microvm", "ports", "--name", guest_world.name, "--add", f"{port}:80",
+                                      "--json").stdout)
+    assert again == added  # the same port again: nothing changes
+    with socket.socket() as busy:  # a port something else holds on the agent's machine
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        taken_port = busy.getsockname()[1]
+        taken = guest_world.fc("microvm", "ports", "--name", guest_world.name, "--add", f"{taken_port}:80", check=False)
+    assert taken.returncode == 1 and f"0.0.0.0:{taken_port}".encode() in taken.stderr and b"Hint:" in taken.stderr
     left = json.loads(guest_world.fc("microvm", "ports", "--name", guest_world.name, "--remove", str(port),
                                      "--json").stdout)
     assert all(p["host_port"] != port for p in left)

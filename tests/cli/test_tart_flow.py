@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,6 +278,47 @@ def test_tart_flow_end_to_end(world: World) -> None:
     assert set(names(third, "done")) == CHECK_STEPS
     assert pid_file.read_text().strip() == agent_pid and pid_alive(int(agent_pid))
     assert AgentEndpoint.load(world.home) == restarted
+
+
+@pytest.mark.guest
+@pytest.mark.timeout(1800)
+def test_tart_flow_into_the_guest(world: World, tmp_path: Path) -> None:
+    """exec, cp, port-forward and a published port with the agent inside the Tart VM: the
+    published port is reached at the VM's address, which 'vm status' shows."""
+    world.ready()
+    address = world.address()
+    status = world.fc_json("vm", "status")
+    assert isinstance(status, dict) and status["address"] == address
+    port = 18080
+    info = world.fc_json("run", "--name", "chan", "--background", "-p", f"{port}:80")
+    assert isinstance(info, dict) and info["guest_agent"]["state"] == "ready"
+    assert info["ports"] == [{"host_addr": "0.0.0.0", "host_port": port, "guest_port": 80}]
+    try:
+        ran = world.fc("exec", "--name", "chan", "--", "sh", "-c", "uname -s; echo err >&2; exit 3", check=False)
+        assert (ran.returncode, ran.stdout, ran.stderr) == (3, "Linux\n", "err\n")
+        local = tmp_path / "page.html"
+        local.write_text("<h1>through tart</h1>\n")
+        world.fc("exec", "--name", "chan", "--", "mkdir", "-p", "/tmp/www")
+        world.fc("cp", str(local), "chan:/tmp/www/index.html")
+        world.fc("cp", "chan:/tmp/www/index.html", str(tmp_path / "back.html"))
+        assert (tmp_path / "back.html").read_text() == local.read_text()
+        world.fc("exec", "--name", "chan", "--", "busybox", "httpd", "-p", "80", "-h", "/tmp/www")
+        listed = world.fc("microvm", "ports", "--name", "chan").stdout
+        assert f"{address}:{port}" in listed  # where the Mac reaches it
+        with urllib.request.urlopen(f"http://{address}:{port}/index.html", timeout=60) as resp:
+            assert resp.read() == local.read_bytes()
+        proc = subprocess.Popen(cli_argv("port-forward", "--name", "chan", ":80", "--json"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            [listener] = json.loads(proc.stdout.readline())
+            with urllib.request.urlopen(f"http://127.0.0.1:{listener['port']}/index.html", timeout=60) as resp:
+                assert resp.read() == local.read_bytes()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    finally:
+        world.fc("microvm", "rm", "--name", "chan", "--force", check=False)
 
 
 # -- bad input, each a clear message and a non-zero exit, nothing half-made ---------------------

@@ -108,3 +108,10 @@ async def test_many_connections_at_once(guest_agent: RunningAgent) -> None:
 
     outs = await asyncio.gather(*(one(i) for i in range(30)))
     assert outs == [f"{i}\n".encode() for i in range(30)]
+
+
+@pytest.mark.parametrize("tty", [False, True])
+async def test_the_command_inherits_only_its_stdio(conn: GuestConnection, tty: bool) -> None:
+    await conn.start_exec(["sh", "-c", "ls /proc/$$/fd"], tty=tty, stdin=False)
+    out = b"".join([e.data async for e in conn.exec_events() if isinstance(e, ExecOutput)])
+    assert out.split() == [b"0", b"1", b"2"]

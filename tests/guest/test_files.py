@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fc_macos.errors import NotFoundError
 from fc_macos.guest.protocol import (
     FrameType,
     GuestBadRequest,
@@ -22,8 +23,10 @@ from fc_macos.guest.protocol import (
     GuestExists,
     GuestNotADirectory,
     GuestNotFound,
+    GuestProtocolError,
     TreeEntry,
 )
+from fc_macos.guest.tree import LocalTreeWriter
 
 from .conftest import RunningAgent
 
@@ -261,5 +264,31 @@ async def test_get_of_missing_path_and_of_root(guest_agent: RunningAgent, tmp_pa
 async def test_get_into_a_missing_local_directory_is_not_found(guest_agent: RunningAgent, tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     async with await guest_agent.connect() as c:
-        with pytest.raises(GuestNotFound):
+        with pytest.raises(NotFoundError, match="nowhere"):
             await c.get_tree(str(tmp_path / "f"), tmp_path / "nowhere")
+
+
+def test_local_writer_never_writes_through_a_symlink_the_tree_placed(tmp_path: Path) -> None:
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    dest.mkdir()
+    outside.mkdir()
+    writer = LocalTreeWriter(dest)
+    writer.begin(TreeEntry("top", "dir", 0o755, MTIME))
+    writer.begin(TreeEntry("top/link", "symlink", 0o777, MTIME, target=str(outside)))
+    with pytest.raises(GuestProtocolError, match="without its directory"):
+        writer.begin(TreeEntry("top/link/evil", "file", 0o644, MTIME, size=1))
+    writer.abort()
+    assert leftovers(outside) == [] and leftovers(dest) == []
+
+
+def test_local_writer_abort_removes_a_half_received_tree(tmp_path: Path) -> None:
+    (tmp_path / "keep").write_text("old")
+    writer = LocalTreeWriter(tmp_path)
+    writer.begin(TreeEntry("new", "dir", 0o755, MTIME))
+    writer.begin(TreeEntry("new/f", "file", 0o644, MTIME, size=3))
+    writer.write(b"abc")
+    writer.begin(TreeEntry("keep", "file", 0o644, MTIME, size=3))
+    writer.write(b"new")
+    writer.end_file()
+    writer.abort()
+    assert leftovers(tmp_path) == ["keep"] and (tmp_path / "keep").read_text() == "old"

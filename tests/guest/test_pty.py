@@ -81,6 +81,16 @@ async def test_stdin_eof_on_a_tty_ends_cat(conn: GuestConnection) -> None:
     assert out.count(b"typed") == 2  # the terminal's echo and cat's copy
 
 
+async def test_stdin_eof_on_a_tty_is_typed_once(conn: GuestConnection) -> None:
+    # The first cat ends at the ^D; the second must still wait for input (until the timeout).
+    await conn.start_exec(["sh", "-c", "cat; cat; echo done"], tty=True, timeout_s=1.5)
+    await conn.write_stdin(b"one\n")
+    await conn.close_stdin()
+    out, exit_ = await collect(conn)
+    assert exit_.timed_out
+    assert b"done" not in out
+
+
 async def test_timeout_with_a_tty(conn: GuestConnection) -> None:
     await conn.start_exec(["sleep", "100"], tty=True, timeout_s=0.5)
     _, exit_ = await collect(conn)

@@ -75,8 +75,12 @@ def guest_world() -> Iterator[GuestWorld]:
     world = GuestWorld(home, BOX, free_port())
     try:
         world.fc(*setup_args())
-        info = json.loads(world.fc("run", "--name", BOX, "--memory", "384", "--boot-args", BOOT_ARGS, "--background",
-                                   "--json", "-p", f"127.0.0.1:{world.http_port}:80", timeout=400).stdout)
+        started = world.fc("run", "--name", BOX, "--memory", "384", "--boot-args", BOOT_ARGS, "--background",
+                           "-p", f"127.0.0.1:{world.http_port}:80", timeout=400).stdout.decode()
+        assert "Guest agent: ready in " in started, started  # run --background waited for it
+        assert (f"Published: 127.0.0.1:{world.http_port} -> box:80 (reach it at 127.0.0.1:{world.http_port})"
+                in started), started
+        info = json.loads(world.fc("microvm", "status", "--name", BOX, "--json").stdout)
         assert info["guest_agent"]["state"] == "ready", info
         world.sh(f"mkdir -p /tmp/www && printf '{INDEX.decode().strip()}\\n' > /tmp/www/index.html && "
                  "busybox httpd -p 80 -h /tmp/www")

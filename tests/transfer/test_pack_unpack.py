@@ -85,6 +85,14 @@ async def test_contents_merge_into_an_existing_directory(tmp_path: Path) -> None
     assert os.readlink(dest / "link") == "sub/data.bin"
 
 
+async def test_a_relative_target_lands_beside_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "src.txt").write_text("text")
+    monkeypatch.chdir(tmp_path)
+    await unpack(pack(Path("src.txt"), "copy.txt"), Path("copy.txt"))
+    assert (tmp_path / "copy.txt").read_text() == "text"
+    assert sorted(os.listdir(tmp_path)) == ["copy.txt", "src.txt"]
+
+
 async def test_a_directory_onto_a_file_changes_nothing(tmp_path: Path) -> None:
     tree = make_tree(tmp_path)
     target = tmp_path / "file"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from fc_macos.agent import nat
+from fc_macos.agent import guest_install, nat
 from fc_macos.agent import network as guest_net
 from fc_macos.agent import paths as image_paths
 from fc_macos.agent import vsock as guest_vsock
@@ -157,18 +157,6 @@ async def prepare_workdir(ctx: BootContext) -> None:
         await asyncio.to_thread(shutil.copyfile, ctx.rootfs_source, ctx.paths.rootfs)
 
 
-@dataclass(frozen=True)
-class GuestInstallStubResult:
-    boot_args: str
-    installed: bool
-    reason: str | None = None
-
-
-async def guest_install_not_merged_yet(rootfs: Path, binary: Path, boot_args: str) -> GuestInstallStubResult:
-    """STUB until fc_macos.agent.guest_install (the images branch) is merged: installs nothing."""
-    return GuestInstallStubResult(boot_args, False, "the guest agent installer is not merged into this build yet")
-
-
 async def install_guest_agent(ctx: BootContext) -> None:
     """Write the guest agent for the guest's architecture into the microVM's
     rootfs copy (the user's image is never changed) and, for images that do
@@ -180,7 +168,7 @@ async def install_guest_agent(ctx: BootContext) -> None:
     except FcMacosError as exc:
         ctx.guest_agent_absent = f"{exc.message}: {exc.hint}" if exc.hint else exc.message
         return
-    result = await guest_install_not_merged_yet(ctx.paths.rootfs, binary, ctx.spec.boot_args)
+    result = await guest_install.install_guest_agent(ctx.paths.rootfs, binary, ctx.spec.boot_args)
     ctx.spec = replace(ctx.spec, boot_args=result.boot_args)
     ctx.guest_agent_absent = None if result.installed else result.reason
 

@@ -1,11 +1,14 @@
 """Files in and out of a guest: tar on the HTTP side, the guest agent's
-file-tree frames on the vsock side, converted as they stream.
+file trees on the vsock side (:mod:`fc_macos.guest.transfer`), converted as
+they stream.
 
-* :func:`tree_to_tar` turns a ``get``'s ENTRY / DATA / FILE_END / END frames
-  into a tar stream (PAX format: long names, exact mtimes), checking every
-  file's size and sha256 against the guest's FILE_END as it goes.
+* :func:`tree_to_tar` turns a ``get`` (a :class:`GetStream`, which checks
+  every file's size and sha256 against the guest's before it yields the next
+  item) into a tar stream (PAX format: long names, exact mtimes). A file's
+  padding goes out only once its check passed, and the end-of-archive blocks
+  only after END, so a tree that fails midway never reads as a whole tar.
 * :func:`tar_to_tree` turns a tar stream (ustar, PAX or GNU long names) into
-  a ``put``'s entries, with the sha256 of every file in its FILE_END; the
+  a ``put`` (a :class:`PutSession`, which sends each file's sha256); the
   guest agent writes each file under a temporary name and renames it into
   place only after the check, and builds a new top-level directory under a
   temporary name until END, so a stream cut off midway leaves nothing.
@@ -16,113 +19,57 @@ Neither holds more than one chunk (at most 1 MiB) of a file in memory.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import posixpath
 import tarfile
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
-from fc_macos.agent.guest_errors import GuestChannelError
 from fc_macos.errors import ValidationError
-from fc_macos.guest.errors import GuestAgentError, GuestProtocolError, error_from_response
-from fc_macos.guest.frames import MAX_FRAME, FrameType
-from fc_macos.guest.protocol import GuestConnection
-
-ENTRY, DATA, FILE_END, END, RESULT = FrameType.ENTRY, FrameType.DATA, FrameType.FILE_END, FrameType.END, FrameType.RESULT
+from fc_macos.guest.frames import MAX_FRAME
+from fc_macos.guest.transfer import GetStream, PutSession
+from fc_macos.guest.tree import TransferResult, TreeEntry
 
 log = logging.getLogger("fc_agent.files")
 
 BLOCK = tarfile.BLOCKSIZE
 CHUNK = MAX_FRAME
-ENTRY_TYPES = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}
+TAR_TYPES = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}
 
 
 # -- guest -> tar ---------------------------------------------------------------------
 
 
-def _padding(size: int) -> bytes:
-    return b"\0" * (-size % BLOCK)
-
-
-def tar_header(entry: dict[str, Any]) -> bytes:
-    """The tar header (PAX) of one ENTRY."""
-    kind = entry.get("type")
-    if kind not in ENTRY_TYPES:
-        raise GuestProtocolError(f"the guest agent sent an entry of unknown type {kind!r}")
-    info = tarfile.TarInfo(_safe_path(entry.get("path"), GuestProtocolError))
-    info.type = ENTRY_TYPES[kind]
-    info.mode = int(entry.get("mode") or 0) & 0o7777
-    mtime = entry.get("mtime") or 0
-    info.mtime = int(mtime) if float(mtime).is_integer() else float(mtime)  # type: ignore[assignment]
-    info.size = int(entry.get("size") or 0) if kind == "file" else 0
-    info.linkname = str(entry.get("target") or "") if kind == "symlink" else ""
+def tar_header(entry: TreeEntry) -> bytes:
+    """The tar header (PAX) of one entry of a guest's tree."""
+    info = tarfile.TarInfo(entry.path)
+    info.type = TAR_TYPES[entry.type]
+    info.mode = entry.mode & 0o7777
+    info.mtime = int(entry.mtime) if float(entry.mtime).is_integer() else entry.mtime  # type: ignore[assignment]
+    info.size = entry.size if entry.type == "file" else 0
+    info.linkname = entry.target or "" if entry.type == "symlink" else ""
     info.uname = info.gname = "root"
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _safe_path(path: Any, error: type[Exception]) -> str:
-    if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/"):
-        raise error(f"unsafe path {path!r} in a file tree (paths are relative, without '..')")
-    return path
-
-
-async def tree_to_tar(conn: GuestConnection, write: Callable[[bytes], Awaitable[None]]) -> dict[str, int]:
-    """Read a ``get``'s tree from ``conn`` (after its RES) and ``write`` it as a
-    tar stream, ending with the two zero blocks. Returns ``{"entries",
-    "bytes"}``. A size or sha256 that does not match the guest's
-    (GuestChannelError), or a tree that breaks off (GuestAgentError), raises
-    before the tar is complete: the caller must then abort its response, so
-    that nobody takes it for whole."""
-    entries = total = 0
-    current: dict[str, Any] | None = None
-    hasher = hashlib.sha256()
-    seen = 0
-    while True:
-        frame = await conn.receive()
-        kind, payload = frame.type, frame.payload
-        if kind == ENTRY:
-            if current is not None:
-                raise GuestProtocolError(f"a new entry before the FILE_END of {current.get('path')!r}")
-            entry = frame.json()
-            await write(tar_header(entry))
-            entries += 1
-            if entry.get("type") == "file":
-                current, hasher, seen = entry, hashlib.sha256(), 0
-        elif kind == DATA:
-            if current is None:
-                raise GuestProtocolError("file data outside a file entry")
-            seen += len(payload)
-            if seen > int(current.get("size") or 0):
-                raise _mismatch(current, f"more than its {current.get('size')} bytes")
-            hasher.update(payload)
-            await write(payload)
-        elif kind == FILE_END:
-            if current is None:
-                raise GuestProtocolError("FILE_END outside a file entry")
-            if seen != int(current.get("size") or 0):
-                raise _mismatch(current, f"{seen} bytes instead of {current.get('size')}")
-            if frame.json().get("sha256") != hasher.hexdigest():
-                raise _mismatch(current, "a sha256 that differs from the guest's")
-            await write(_padding(seen))
-            total += seen
-            current = None
-        elif kind == END:
-            if current is not None:
-                raise GuestProtocolError(f"END inside the file {current.get('path')!r}")
-            await write(b"\0" * (2 * BLOCK))
-            return {"entries": entries, "bytes": total}
-        elif kind == RESULT and frame.json().get("ok") is False:
-            raise error_from_response(frame.json())  # the guest gave up midway (e.g. unreadable file)
+async def tree_to_tar(stream: GetStream, write: Callable[[bytes], Awaitable[None]]) -> TransferResult:
+    """``write`` the tree of ``stream`` as a tar stream, ending with the two
+    zero blocks; return the END totals. A size or sha256 that does not match
+    the guest's, or a tree that breaks off, raises (GuestAgentError) before
+    the tar is complete: the caller must then abort its response, so that
+    nobody takes it for whole."""
+    due = 0  # the size of the file whose padding is written once it has passed its check
+    async for item in stream:
+        if isinstance(item, TreeEntry):
+            if due % BLOCK:
+                await write(b"\0" * (-due % BLOCK))
+            await write(tar_header(item))
+            due = item.size if item.type == "file" else 0
         else:
-            raise GuestProtocolError(f"frame type {kind} inside a file tree")
-
-
-def _mismatch(entry: dict[str, Any], what: str) -> GuestChannelError:
-    return GuestChannelError(
-        f"{entry.get('path')!r} arrived from the guest with {what}",
-        code="guest_checksum_mismatch", hint="the file may have changed while it was copied: try again",
-    )  # fmt: skip
+            await write(item)
+    await write(b"\0" * (-due % BLOCK) + b"\0" * (2 * BLOCK))
+    assert stream.result is not None, "a GetStream ends with its END totals"
+    return stream.result
 
 
 # -- tar -> guest ---------------------------------------------------------------------
@@ -163,7 +110,7 @@ class TarReader:
         """The next member's header, or None at the end of the archive (two
         zero blocks, or the end of the stream right after a member)."""
         await self._skip_rest()
-        overrides: dict[str, Any] = {}
+        overrides: dict[str, str] = {}
         while True:
             try:
                 block = await self.stream.readexactly(BLOCK)
@@ -200,7 +147,7 @@ class TarReader:
             self._pad = -info.size % BLOCK if has_data else 0
             return info
 
-    async def chunks(self, limit: int = CHUNK) -> Any:
+    async def chunks(self, limit: int = CHUNK) -> AsyncIterator[bytes]:
         """The current member's data, in chunks of at most ``limit`` bytes."""
         while self._left:
             data = await self.stream.read(min(limit, self._left))
@@ -250,64 +197,33 @@ def _entry_path(name: str) -> str | None:
     return path
 
 
-async def tar_to_tree(reader: TarReader, conn: GuestConnection) -> dict[str, Any]:
-    """Send the members of ``reader`` as a ``put``'s entries over ``conn``
-    (after its RES), then END, and return the guest's RESULT
-    (``{"entries", "bytes"}``). Members come in the tar's order (a directory
-    before what it holds, as tar writes them). Hard links, devices and FIFOs
-    are refused (TarFormatError, 400). On any error the caller closes the
-    connection without END, and the guest removes what it wrote."""
-    entries = total = 0
-    try:
-        while (info := await reader.next()) is not None:
-            path = _entry_path(info.name)
-            if path is None:
-                continue
-            header: dict[str, Any] = {"path": path, "mode": info.mode & 0o7777, "mtime": info.mtime}
-            if info.isdir():
-                await conn.send_json(ENTRY, header | {"type": "dir"})
-            elif info.issym():
-                await conn.send_json(ENTRY, header | {"type": "symlink", "target": info.linkname})
-            elif info.isreg():
-                await conn.send_json(ENTRY, header | {"type": "file", "size": info.size})
-                hasher = hashlib.sha256()
-                async for chunk in reader.chunks():
-                    hasher.update(chunk)
-                    await conn.send(DATA, chunk)
-                await conn.send_json(FILE_END, {"sha256": hasher.hexdigest()})
-                total += info.size
-            else:
-                kind = "a hard link" if info.islnk() else "a device or FIFO"
-                raise TarFormatError(
-                    f"the tar member {info.name!r} is {kind}, which cannot be copied into a guest",
-                    hint="copy regular files, directories and symbolic links only (tar --hard-dereference for links)",
-                )
-            entries += 1
-        await conn.send_json(END, {"entries": entries, "bytes": total})
-    except GuestAgentError as exc:  # the guest closed the connection: its RESULT says why
-        raise await _early_result(conn) or exc from None
-    return await _result(conn)
-
-
-async def _result(conn: GuestConnection) -> dict[str, Any]:
-    frame = await conn.receive()
-    if frame.type != RESULT:
-        raise GuestProtocolError(f"frame type {frame.type} instead of the put's RESULT")
-    answer = frame.json()
-    if answer.get("ok") is not True:
-        raise error_from_response(answer)
-    return answer
-
-
-async def _early_result(conn: GuestConnection) -> GuestAgentError | None:
-    """The guest's refusal that ended a put midway (its RESULT), if it sent one."""
-    try:
-        await asyncio.wait_for(_result(conn), 2.0)
-    except GuestAgentError as refusal:
-        return None if isinstance(refusal, GuestProtocolError) else refusal
-    except asyncio.TimeoutError:
-        return None
-    return None
+async def tar_to_tree(reader: TarReader, session: PutSession) -> TransferResult:
+    """Send the members of ``reader`` into ``session`` and finish it: the
+    guest's totals. Members go in the tar's order (a directory before what it
+    holds, as tar writes them). Hard links, devices and FIFOs are refused
+    (TarFormatError, 400). On any error the caller closes the connection
+    without END, and the guest removes what it wrote."""
+    while (info := await reader.next()) is not None:
+        path = _entry_path(info.name)
+        if path is None:
+            continue
+        mode, mtime = info.mode & 0o7777, float(info.mtime)
+        if info.isdir():
+            await session.entry(TreeEntry(path, "dir", mode, mtime))
+        elif info.issym():
+            await session.entry(TreeEntry(path, "symlink", mode, mtime, target=info.linkname))
+        elif info.isreg():
+            await session.entry(TreeEntry(path, "file", mode, mtime, size=info.size))
+            async for chunk in reader.chunks():
+                await session.data(chunk)
+            await session.file_end()
+        else:
+            kind = "a hard link" if info.islnk() else "a device or FIFO"
+            raise TarFormatError(
+                f"the tar member {info.name!r} is {kind}, which cannot be copied into a guest",
+                hint="copy regular files, directories and symbolic links only (tar --hard-dereference for links)",
+            )
+    return await session.finish()
 
 
 __all__ = ["TarFormatError", "TarReader", "tar_header", "tar_to_tree", "tree_to_tar"]

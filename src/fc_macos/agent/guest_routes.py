@@ -47,15 +47,6 @@ def _path(request: web.Request) -> str:
     return path
 
 
-async def _opened(agent: GuestAgent, op: str, **fields: Any) -> tuple[GuestConnection, dict[str, Any]]:
-    conn = await agent.open()
-    try:
-        return conn, await conn.request(op, **fields)
-    except BaseException:
-        await conn.close()
-        raise
-
-
 def guest_operation(handler: Handler) -> Handler:
     """``handler`` with the guest protocol's errors translated into the agent's
     (:func:`guest_errors.translate`: 404 guest_path_not_found ...)."""
@@ -91,46 +82,48 @@ async def exec_stream(request: web.Request) -> web.WebSocketResponse:
 
 
 async def files_stat(request: web.Request) -> web.Response:
-    conn, answer = await _opened(_guest(request), "stat", path=_path(request))
-    await conn.close()
-    return web.json_response({k: v for k, v in answer.items() if k != "ok"})
+    async with await _guest(request).open() as conn:
+        stat = await conn.stat(_path(request))
+    return web.json_response(asdict(stat))
 
 
 async def files_get(request: web.Request) -> web.StreamResponse:
-    conn, top = await _opened(_guest(request), "get", path=_path(request))
-    async with conn:
+    path = _path(request)
+    async with await _guest(request).open() as conn:
+        stream = await conn.get(path)  # refusals (not found ...) come before the response starts
         resp = web.StreamResponse(headers={
-            "Content-Type": TAR, "Fc-Guest-Type": str(top.get("type")), "Fc-Guest-Size": str(top.get("size") or 0),
+            "Content-Type": TAR, "Fc-Guest-Type": stream.stat.type, "Fc-Guest-Size": str(stream.stat.size),
         })  # fmt: skip
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         try:
-            summary = await guest_files.tree_to_tar(conn, resp.write)
+            summary = await guest_files.tree_to_tar(stream, resp.write)
         except (FcMacosError, OSError) as exc:
             # The tar is incomplete: cut the connection so that no client takes it for whole.
-            log.warning("%s: GET /files %s aborted: %s", agent_name(request), request.query.get("path"), exc)
+            log.warning("%s: GET /files %s aborted: %s", agent_name(request), path, exc)
             if request.transport is not None:
                 request.transport.abort()
             return resp
-        log.info("%s: sent %s (%d entries, %d bytes)", agent_name(request), request.query.get("path"), summary["entries"], summary["bytes"])
+        log.info("%s: sent %s (%d entries, %d bytes)", agent_name(request), path, summary.entries, summary.bytes)
         await resp.write_eof()
     return resp
 
 
 async def files_put(request: web.Request) -> web.Response:
-    conn, _ = await _opened(_guest(request), "put", path=_path(request))
-    async with conn:  # closed without END on any failure: the guest keeps nothing of it
+    path = _path(request)
+    async with await _guest(request).open() as conn:  # closed without END on any failure: nothing stays
+        session = await conn.begin_put(path)
         try:
-            result = await guest_files.tar_to_tree(guest_files.TarReader(request.content), conn)
+            result = await guest_files.tar_to_tree(guest_files.TarReader(request.content), session)
         except (FcMacosError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the body broke off (aiohttp's payload errors, a reset connection)
-            log.info("%s: PUT /files %s cut off: %r", agent_name(request), request.query.get("path"), exc)
+            log.info("%s: PUT /files %s cut off: %r", agent_name(request), path, exc)
             raise ValidationError(
                 f"the request body was cut off ({type(exc).__name__}); nothing was written in the guest",
                 hint="send the tar again", code="body_incomplete",
             ) from exc
-    return web.json_response({"entries": result.get("entries"), "bytes": result.get("bytes")})
+    return web.json_response({"entries": result.entries, "bytes": result.bytes})
 
 
 def agent_name(request: web.Request) -> str:

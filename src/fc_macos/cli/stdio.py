@@ -53,18 +53,26 @@ def terminal_size(*fds: int) -> tuple[int, int] | None:
     return None
 
 
+def _read_ready(fd: int) -> bytes | None:
+    """One read of ``fd`` after the loop said it is readable: the bytes, b""
+    at its end (or on an error), None when there was nothing after all."""
+    try:
+        return os.read(fd, READ_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
 def watch_input(loop: asyncio.AbstractEventLoop, fd: int, deliver: Callable[[bytes], None]) -> Callable[[], None]:
     """Call ``deliver(chunk)`` on the loop for every chunk read from ``fd``,
     and ``deliver(b"")`` once at its end. Returns a function that stops
     watching. Pipes and terminals are polled; regular files and /dev/null
     (which cannot be) are read in a thread."""
     def readable() -> None:
-        try:
-            data = os.read(fd, READ_SIZE)
-        except BlockingIOError:
+        data = _read_ready(fd)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             loop.remove_reader(fd)
         deliver(data)
@@ -105,12 +113,9 @@ async def read_chunks(fd: int) -> AsyncIterator[bytes]:
     state = {"watching": False, "ended": False}
 
     def readable() -> None:
-        try:
-            data = os.read(fd, READ_SIZE)
-        except BlockingIOError:
+        data = _read_ready(fd)
+        if data is None:
             return
-        except OSError:
-            data = b""
         chunks.put_nowait(data)
         if not data or chunks.qsize() >= QUEUED:
             state["ended"] = not data

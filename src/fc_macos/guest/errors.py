@@ -13,7 +13,8 @@
         ├── GuestCommandNotFound      command_not_found (exit code 127, like a shell)
         ├── GuestNotExecutable        not_executable (exit code 126)
         ├── GuestConnectionRefused    connection_refused (nothing listens on the guest port)
-        └── GuestExists               exists (the destination is in the way)
+        ├── GuestExists               exists (the destination is in the way)
+        └── OutputTooLarge            GuestConnection.run collected more than max_output (client side)
 
 :func:`error_from_response` turns a guest's ``{"ok": false, "error", "message"}`` into the
 right class, with a hint saying what to do. ``.code`` stays the guest's own code (so an
@@ -83,6 +84,13 @@ class GuestExists(GuestAgentError):
     code = "exists"
 
 
+class OutputTooLarge(GuestAgentError):
+    """:meth:`GuestConnection.run <fc_macos.guest.protocol.GuestConnection.run>` collected
+    more than its ``max_output`` bytes of one stream."""
+
+    code = "output_too_large"
+
+
 _CLASSES: dict[str, type[GuestAgentError]] = {
     "bad_request": GuestBadRequest,
     "unsupported_version": GuestBadRequest,
@@ -146,5 +154,6 @@ __all__ = [
     "GuestNotFound",
     "GuestPermissionDenied",
     "GuestProtocolError",
+    "OutputTooLarge",
     "error_from_response",
 ]

@@ -50,6 +50,7 @@ from .errors import (
     GuestNotFound,
     GuestPermissionDenied,
     GuestProtocolError,
+    OutputTooLarge,
     error_from_response,
 )
 from .frames import MAX_FRAME, Frame, FrameDecoder, FrameType, encode_frame, encode_json, read_frame
@@ -90,12 +91,6 @@ class ExecResult:
     stderr: bytes
 
 
-class OutputTooLarge(GuestAgentError):
-    """:meth:`GuestConnection.run` collected more than its ``max_output`` (per stream)."""
-
-    code = "output_too_large"
-
-
 # ---- the connection --------------------------------------------------------------------------
 
 
@@ -131,8 +126,8 @@ class GuestConnection:
         self.writer.close()
         try:
             await self.writer.wait_closed()
-        except (OSError, asyncio.CancelledError):
-            pass
+        except OSError:
+            pass  # already reset by the other side: closed all the same
 
     async def send(self, type_: int, payload: bytes = b"") -> None:
         """Sends one raw frame and waits until the transport takes it."""
@@ -321,9 +316,14 @@ class GuestConnection:
         """Copies the guest's ``path`` into the existing local directory ``local_dir``
         (as ``local_dir/<basename>``), keeping modes, mtimes and symlinks, every file
         checked by sha256. On any failure nothing new is left in ``local_dir``.
+        Raises NotFoundError when ``local_dir`` is not a directory (before asking the guest).
         """
-        stream = await self.get(path)
-        writer = LocalTreeWriter(Path(local_dir))
+        try:
+            writer = LocalTreeWriter(Path(local_dir))
+            stream = await self.get(path)
+        except BaseException:
+            await self.close()
+            raise
         try:
             async for item in stream:
                 if isinstance(item, TreeEntry):
@@ -460,6 +460,7 @@ __all__ = [
     "GuestPermissionDenied",
     "GuestProtocolError",
     "GuestStat",
+    "LocalTreeWriter",
     "OutputTooLarge",
     "PutSession",
     "TransferResult",

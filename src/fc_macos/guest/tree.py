@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Literal, Mapping
 
-from .errors import GuestExists, GuestNotFound, GuestProtocolError
+from ..errors import ConflictError, NotFoundError
+from .errors import GuestProtocolError
 
 EntryType = Literal["file", "dir", "symlink"]
 
@@ -128,12 +129,14 @@ class LocalTreeWriter:
     Call :meth:`begin` for every entry, :meth:`write` with a file's bytes (after its
     :meth:`begin`), :meth:`finish` at the end (renames into place, applies directory modes
     and mtimes children first) or :meth:`abort` on any failure (removes all that is new).
-    Not reusable after finish/abort.
+    Not reusable after finish/abort. Local problems raise NotFoundError (``dest`` is missing)
+    and ConflictError (something of another kind is in the way); a tree that breaks the
+    rules raises GuestProtocolError.
     """
 
     def __init__(self, dest: Path) -> None:
         if not dest.is_dir():
-            raise GuestNotFound(f"{dest} is not an existing directory on this machine",
+            raise NotFoundError(f"{dest} is not an existing directory on this machine",
                                 hint="create the destination directory first")
         self.dest = dest
         self._counter = 0
@@ -168,7 +171,7 @@ class LocalTreeWriter:
         if top in self._staged:
             return self._staged[top], True
         if final.is_symlink() or (final.exists() and not final.is_dir()):
-            raise GuestExists(f"{final} exists on this machine and is not a directory",
+            raise ConflictError(f"{final} exists on this machine and is not a directory",
                               hint="remove it or copy to another place")
         if final.is_dir():
             self._joined.add(top)
@@ -184,7 +187,7 @@ class LocalTreeWriter:
         path, staged = self._where(entry)
         if entry.type == "dir":
             if path.is_symlink() or (path.exists() and not path.is_dir()):
-                raise GuestExists(f"{path} exists on this machine and is not a directory")
+                raise ConflictError(f"{path} exists on this machine and is not a directory")
             if not path.exists():
                 path.mkdir(mode=0o700)
                 if not staged:
@@ -193,7 +196,7 @@ class LocalTreeWriter:
             self._dir_paths.add(entry.path)
             return
         if path.is_dir() and not path.is_symlink():
-            raise GuestExists(f"{path} is a directory on this machine: a {entry.type} cannot replace it")
+            raise ConflictError(f"{path} is a directory on this machine: a {entry.type} cannot replace it")
         tmp = self._tmp(path.parent)
         if entry.type == "symlink":
             assert entry.target is not None

@@ -35,8 +35,8 @@ from typing import Any, Iterator
 from fc_macos.errors import ImageError, UsageError
 from fc_macos.images.arch import normalize_arch
 from fc_macos.images.digest import sha256_file
-from fc_macos.images.initramfs import init_script
 from fc_macos.images.rootfs import check_guest_agent
+from fc_macos.images.initramfs import init_script
 from fc_macos.providers.base import NullProgress, Progress
 
 MANIFEST = "manifest.json"

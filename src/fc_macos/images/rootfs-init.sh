@@ -136,12 +136,30 @@ echo
 echo "Welcome to Firecracker microVM! ($(uname -sr), $(hostname))"
 echo
 
-# The console: started again when its loop is gone (checked every few seconds).
+# Whether a process still has /dev/$1 as its controlling terminal (field 7 of
+# /proc/PID/stat, the device number encoded as the kernel's new_encode_dev).
+tty_in_use() {
+    dev=$(cat "/sys/class/tty/$1/dev" 2>/dev/null) || return 1
+    major=${dev%:*} minor=${dev#*:}
+    nr=$(( (major << 8) | (minor & 255) | ((minor >> 8) << 20) ))
+    for stat in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$stat" || continue
+        # shellcheck disable=SC2086
+        set -- ${line##*) }
+        [ "${5:-}" = "$nr" ] && return 0
+    done
+    return 1
+}
+
+# The console: its loop is started again when it is gone (checked every few
+# seconds) and no shell it started still holds the tty (no second getty on it).
 # `wait` returns early when a trapped signal arrives; the trap then shuts down.
 # (`kill -0 ""` would signal pid 0, this process group, and succeed.)
 console_pid=
 while :; do
-    [ -n "$console_pid" ] && kill -0 "$console_pid" 2>/dev/null || console_pid=$(detach "$0" --console "$tty")
+    if ! { [ -n "$console_pid" ] && kill -0 "$console_pid" 2>/dev/null; } && ! tty_in_use "$tty"; then
+        console_pid=$(detach "$0" --console "$tty")
+    fi
     sleep 5 &
     wait $!
 done

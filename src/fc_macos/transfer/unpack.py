@@ -132,8 +132,9 @@ async def unpack(chunks: AsyncIterable[bytes], target: Path, *,
     directory would replace a file or the other way round; nothing is changed
     then, nor on any other failure."""
     loop = asyncio.get_running_loop()
+    target = Path(os.path.abspath(target))
     try:
-        root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=target.parent))
+        root = Path(os.path.realpath(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=target.parent)))
     except OSError as exc:
         raise FcMacosError(f"cannot write in {target.parent}: {exc.strerror or exc}",
                            hint="check that the local directory exists and is writable") from exc
