@@ -319,3 +319,24 @@ async def test_a_tree_that_does_not_match_its_checksum_or_breaks_off_is_never_a_
             await guest_files.tree_to_tar(fed(*frames), write)
         assert info.value.code == error, (frames, info.value)
         assert not bytes(written).endswith(b"\0" * 1024)  # no end-of-archive blocks: not a whole tar
+
+
+async def test_close_ends_the_poller_even_if_a_cancellation_is_swallowed(short_tmp: Path) -> None:
+    agent = GuestAgent("hostvm", short_tmp / "v.sock")
+    swallowed = asyncio.Event()
+
+    async def probe() -> dict:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:  # as a connection's close may do on its way out
+            swallowed.set()
+        return {"version": "x"}
+
+    agent.probe = probe  # type: ignore[method-assign]
+    agent.start(started_at=time.time())
+    poller = agent._task
+    assert poller is not None
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await agent.close()
+    assert swallowed.is_set() and poller.done() and time.monotonic() - started < 3

@@ -4,6 +4,7 @@ and the test VMM (QEMU underneath). Slow: marked ``guest``."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ async def test_created_microvm_takes_preboot_devices_then_starts(guest_settings:
         created = await resp.json()
         assert resp.status == 201, created
         assert created["state"] == "created" and created["started_at"] is None and created["pid"] > 0
+        assert created["guest_agent"]["state"] == "starting"  # installed, waiting for the start
 
         # the console attaches before the start; the guest has printed nothing yet
         ws = await client.ws_connect("/v1/microvms/pre/console", headers=AUTH)
@@ -65,6 +67,15 @@ async def test_created_microvm_takes_preboot_devices_then_starts(guest_settings:
         await reader.wait_for(SHELL_PROMPT, poke=b"\n")
         await ws.send_bytes(b"echo cpus-$(grep -c ^processor /proc/cpuinfo)-disks-$(ls /sys/block | tr '\\n' ,)\n")
         await reader.wait_for(rb"cpus-2-disks-[a-z0-9,]*vdb")  # the PATCHed vCPUs and the extra drive
+        # the guest agent was polled from the relayed InstanceStart on: ready, and exec works
+        for _ in range(240):
+            if (await get(client, "pre"))["guest_agent"]["state"] == "ready":
+                break
+            await asyncio.sleep(0.5)
+        ready = (await get(client, "pre"))["guest_agent"]
+        assert ready["state"] == "ready" and ready["ready_s"] > 0, ready
+        resp = await client.post("/v1/microvms/pre/exec", json={"argv": ["cat", "/sys/block/vdb/ro"]}, headers=AUTH)
+        assert (await resp.json())["stdout"] == "1\n"
 
         # the agent goes away and comes back on the same state: the record (running,
         # started_at) was saved, and the microVM is reattached

@@ -29,6 +29,7 @@ from typing import Any
 
 from fc_macos.agent import vsock
 from fc_macos.agent.guest_errors import GuestAgentNotReady
+from fc_macos.agent.tasks import cancel_until_done
 from fc_macos.guest import GUEST_AGENT_PORT
 from fc_macos.guest.errors import GuestAgentError
 from fc_macos.guest.protocol import GuestConnection
@@ -78,6 +79,7 @@ class GuestAgent:
         self._deadline = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # a state change cuts the poller's wait short
+        self._closed = False
 
     # -- state --------------------------------------------------------------------
 
@@ -130,7 +132,7 @@ class GuestAgent:
         self._task = asyncio.get_running_loop().create_task(self._poll(), name=f"guest-agent-{self.name}")
 
     async def _poll(self) -> None:
-        while True:
+        while not self._closed:
             if not self.is_running():
                 await asyncio.sleep(RETRY_INTERVAL_S)
                 continue
@@ -180,14 +182,13 @@ class GuestAgent:
         return True
 
     async def close(self) -> None:
-        """Stop polling (the microVM stopped, or the agent shuts down). Idempotent."""
+        """Stop polling (the microVM stopped, or the agent shuts down). Idempotent.
+        The poller is cancelled until it has ended: a cancellation swallowed on its
+        way out (closing a connection) does not keep it alive."""
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_until_done([task])
 
     # -- the way in ---------------------------------------------------------------
 

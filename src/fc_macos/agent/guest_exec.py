@@ -31,6 +31,7 @@ from aiohttp import WSMsgType, web
 
 from fc_macos.agent.guest_agent import GuestAgent
 from fc_macos.agent.guest_errors import GuestChannelError, translate
+from fc_macos.agent.tasks import cancel_until_done
 from fc_macos.errors import FcMacosError, ValidationError
 from fc_macos.guest.errors import GuestAgentError, GuestCommandNotFound, GuestNotExecutable
 from fc_macos.guest.protocol import ExecExit, ExecOutput, GuestConnection
@@ -234,18 +235,16 @@ async def stream(agent: GuestAgent, ws: web.WebSocketResponse) -> None:
         to_client = asyncio.create_task(_guest_to_client(conn, ws))
         from_client = asyncio.create_task(_client_to_guest(ws, conn))
         await asyncio.wait((to_client, from_client), return_when=asyncio.FIRST_COMPLETED)
-        for task in (to_client, from_client):  # the client left: closing the connection kills the command
-            if not task.done():
-                task.cancel()
+        # the command exited, or the client left: then closing the connection kills the command
+        await cancel_until_done((to_client, from_client))
         for task in (to_client, from_client):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except (FcMacosError, GuestAgentError) as exc:
-                log.info("%s: exec ended: %s", agent.name, exc.message)
+            failure = None if task.cancelled() else task.exception()
+            if isinstance(failure, (FcMacosError, GuestAgentError)):
+                log.info("%s: exec ended: %s", agent.name, failure.message)
                 if not ws.closed:
-                    await ws.send_str(json.dumps(_error_message(exc, agent.name)))
+                    await ws.send_str(json.dumps(_error_message(failure, agent.name)))
+            elif failure is not None:
+                log.error("%s: exec failed", agent.name, exc_info=failure)
     await ws.close()
 
 

@@ -22,6 +22,7 @@ from fc_macos.agent.guest_errors import translate
 from fc_macos.agent.http_errors import Handler, read_json
 from fc_macos.agent.manager import MicroVMManager
 from fc_macos.agent.ports import connect_guest_port
+from fc_macos.agent.tasks import cancel_until_done
 from fc_macos.agent.wire import PortSpec, parse_host_addr
 from fc_macos.errors import FcMacosError, ValidationError
 from fc_macos.guest.errors import GuestAgentError
@@ -174,9 +175,7 @@ async def _bridge_ws(ws: web.WebSocketResponse, conn: GuestConnection) -> None:
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_until_done(tasks)
         await conn.close()
         await ws.close()
 

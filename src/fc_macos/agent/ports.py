@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from fc_macos.agent.guest_agent import GuestAgent
 from fc_macos.agent.guest_errors import translate
+from fc_macos.agent.tasks import cancel_until_done
 from fc_macos.agent.wire import PortSpec
 from fc_macos.errors import ConflictError, FcMacosError, UsageError
 from fc_macos.guest.errors import GuestAgentError, GuestConnectionRefused
@@ -69,13 +70,7 @@ async def splice(
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, OSError):
-                pass
+        await cancel_until_done(tasks)
         for _, writer in (a, b):
             writer.close()
 
@@ -169,13 +164,7 @@ class PortPublisher:
         for name in list(self._servers):
             for server in self._servers.pop(name).values():
                 server.close()
-        for task in list(self._bridges):
-            task.cancel()
-        for task in list(self._bridges):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_until_done(list(self._bridges))
 
     async def _bridge(self, name: str, port: PortSpec, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
