@@ -2,7 +2,7 @@
 """What fc-agent adds on top of talking to Firecracker directly, measured in one run.
 
     python3 benchmarks/agent_overhead.py [--requests 2000] [--keys 200] [--parallel 3]
-        [--firecracker-bin PATH] [--image-dir DIR]
+        [--firecracker-bin PATH] [--image-dir DIR | --kernel-deb DEB]
 
 Prints three figures:
 
@@ -20,8 +20,8 @@ Targets (issue 2): passthrough adds under 1 ms at p50, the console under 2 ms.
 
 By default the Firecracker binary is the repository's test VMM (a
 Firecracker-compatible API that boots guests with QEMU) and the guest images are
-the offline test images (``scripts/fetch-test-kernel`` first); give
-``--firecracker-bin`` and ``--image-dir`` (holding vmlinux, rootfs.ext4 and
+the offline (Debian) set, built by the package's image builder (``_images.py``);
+give ``--firecracker-bin`` and ``--image-dir`` (holding vmlinux, rootfs.ext4 and
 optionally initrd.img) to measure the real Firecracker on a KVM host. Guests
 under QEMU TCG echo slowly; what matters in figure 2 is the difference between
 the two paths to the same guest, not the absolute round trip.
@@ -31,45 +31,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
 import shutil
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+from _harness import TEST_VMM, Agent, run_benchmark, summary
+from _images import add_image_options, guest_image_dir
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # for tests.helpers.guest_images (the default images)
-
-from fc_macos.agent.client import AgentClient  # noqa: E402
-from fc_macos.agent.wire import MicroVMSpec  # noqa: E402
+from fc_macos.agent.client import AgentClient
+from fc_macos.agent.wire import MicroVMSpec
 
 PROMPT = b"# "
 PROMPT_TIMEOUT_S = 180.0
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def summary(label: str, samples_s: list[float]) -> tuple[float, float]:
-    ms = [s * 1000 for s in samples_s]
-    p50, p99 = statistics.median(ms), percentile(ms, 0.99)
-    print(f"  {label:<28} n={len(ms):<5} p50={p50:8.3f} ms  p99={p99:8.3f} ms")
-    return p50, p99
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_for(stream_read, needle: bytes, timeout: float) -> bytes:
@@ -102,46 +77,6 @@ async def echo_round_trips(send, receive, keys: int) -> list[float]:
             await send(b"\x15")
     await send(b"\x15")
     return samples
-
-
-class Agent:
-    """fc-agent as a real process on a free local port."""
-
-    def __init__(self, firecracker_bin: str, image_dir: Path) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="fcb-", dir="/tmp"))
-        self.token = secrets.token_urlsafe(16)
-        (self.dir / "token").write_text(self.token)
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fc_macos.agent.main", "--listen", self.url.removeprefix("http://"),
-             "--token-file", str(self.dir / "token"), "--state-dir", str(self.dir / "state"),
-             "--firecracker-bin", firecracker_bin, "--image-dir", str(image_dir), "--log-level", "WARNING"],
-            stdout=subprocess.DEVNULL, stderr=open(self.dir / "agent.log", "w"),
-        )  # fmt: skip
-
-    async def wait(self) -> None:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                try:
-                    async with session.get(self.url + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"the agent did not come up; see {self.dir / 'agent.log'}")
-
-    async def remove_microvms(self) -> None:
-        """Delete every microVM the agent still has: microVMs outlive their agent by
-        design, so a benchmark that stopped half-way must not leave guests running."""
-        async with AgentClient(self.url, self.token, timeout=60) as client:
-            for vm in await client.list_microvms():
-                await client.delete_microvm(vm.name, force=True)
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 async def bench_passthrough(agent: Agent, client: AgentClient, name: str, n: int) -> None:
@@ -240,28 +175,31 @@ async def bench_create(client: AgentClient, parallel: int) -> None:
     await asyncio.gather(*(client.delete_microvm(n, force=True) for n in names))
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line, with ``image_dir`` resolved (built when not given)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--parallel", type=int, default=3)
-    parser.add_argument("--firecracker-bin", default=str(REPO / "tests" / "doubles" / "firecracker_vmm.py"))
-    parser.add_argument("--image-dir", type=Path)
+    parser.add_argument("--firecracker-bin", default=str(TEST_VMM))
+    add_image_options(parser)
     args = parser.parse_args()
-    if args.image_dir is None:
-        from tests.helpers.guest_images import build_test_images
+    args.image_dir = guest_image_dir(args)
+    return args
 
-        args.image_dir = build_test_images().kernel.parent
-    print(f"firecracker: {args.firecracker_bin}\nimages: {args.image_dir}\n")
 
-    agent = Agent(args.firecracker_bin, args.image_dir)
+async def main(args: argparse.Namespace) -> None:
+    image_dir = args.image_dir
+    print(f"firecracker: {args.firecracker_bin}\nimages: {image_dir}\n")
+
+    agent = Agent(args.firecracker_bin, image_dir)
     try:
         await agent.wait()
-        async with AgentClient(agent.url, agent.token, timeout=PROMPT_TIMEOUT_S) as client:
+        async with agent.client(timeout=PROMPT_TIMEOUT_S) as client:
             await client.create_microvm(MicroVMSpec(name="bench", memory_mib=256))
             await bench_passthrough(agent, client, "bench", args.requests)
             print("\nConsole round trip (one key until its echo):")
-            direct_s = await direct_console(args.firecracker_bin, args.image_dir, args.keys)
+            direct_s = await direct_console(args.firecracker_bin, image_dir, args.keys)
             relay_s = await agent_console(client, "bench", args.keys)
             d50, _ = summary("direct pipe to the VMM", direct_s)
             r50, _ = summary("through fc-agent (WebSocket)", relay_s)
@@ -270,12 +208,8 @@ async def main() -> None:
             print()
             await bench_create(client, args.parallel)
     finally:
-        try:
-            await agent.remove_microvms()
-        finally:
-            agent.close()
+        await agent.shutdown()
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    asyncio.run(main())
+    run_benchmark(main(parse_args()))
