@@ -832,15 +832,23 @@ class GuestMemory:
 
 
 class Virtqueue:
-    """One split virtqueue as the device side sees it (VIRTIO 1.1 section 2.6)."""
+    """One split virtqueue as the device side sees it (VIRTIO 1.1 section 2.6).
+
+    The 16-bit fields the driver reads or writes while the device runs (the avail and used
+    indexes, flags and event indexes) are accessed through ``memoryview.cast("H")``: CPython
+    stores and loads those with one native 16-bit access, atomic on x86, whereas
+    ``struct.pack_into("<H", ...)`` writes byte by byte, and a driver that reads a half-written
+    used index (every carry into the high byte) sees bogus entries and marks the ring broken.
+    """
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.num = 0
         self.addrs: tuple[int, int, int] | None = None  # desc, used, avail (QEMU addresses)
         self.desc: memoryview | None = None
-        self.avail: memoryview | None = None
-        self.used: memoryview | None = None
+        self.avail: memoryview | None = None  # u16: flags, idx, ring[num], used_event
+        self.used: memoryview | None = None  # bytes: flags, idx, ring[num] of (id, len), avail_event
+        self.used16: memoryview | None = None  # the same, as u16
         self.last_avail = 0
         self.used_idx = 0
         self.signalled = 0
@@ -861,23 +869,24 @@ class Virtqueue:
             return
         desc, used, avail = self.addrs
         self.desc = memory.user(desc, 16 * self.num)
-        self.avail = memory.user(avail, 6 + 2 * self.num)
+        self.avail = memory.user(avail, 6 + 2 * self.num).cast("H")
         self.used = memory.user(used, 6 + 8 * self.num)
-        self.used_idx = self.signalled = struct.unpack_from("<H", self.used, 2)[0]
+        self.used16 = self.used.cast("H")
+        self.used_idx = self.signalled = self.used16[1]
 
     def unmap(self) -> None:
-        self.desc = self.avail = self.used = None
+        self.desc = self.avail = self.used = self.used16 = None
 
     def has_avail(self) -> bool:
         assert self.avail is not None
-        return struct.unpack_from("<H", self.avail, 2)[0] != self.last_avail
+        return self.avail[1] != self.last_avail
 
     def peek(self, memory: GuestMemory) -> tuple[int, list[memoryview], list[memoryview]] | None:
         """The next available chain (head, readable views, writable views), not consumed."""
         assert self.avail is not None and self.desc is not None
-        if struct.unpack_from("<H", self.avail, 2)[0] == self.last_avail:
+        if self.avail[1] == self.last_avail:
             return None
-        head = struct.unpack_from("<H", self.avail, 4 + 2 * (self.last_avail % self.num))[0]
+        head = self.avail[2 + self.last_avail % self.num]
         readable: list[memoryview] = []
         writable: list[memoryview] = []
         table, size, index = self.desc, self.num, head
@@ -904,17 +913,17 @@ class Virtqueue:
 
     def consume(self, head: int, written: int) -> None:
         """Give the chain at the front back to the driver with ``written`` bytes filled in."""
-        assert self.used is not None
+        assert self.used is not None and self.used16 is not None
         self.last_avail = (self.last_avail + 1) & 0xFFFF
         struct.pack_into("<II", self.used, 4 + 8 * (self.used_idx % self.num), head, written)
         self.used_idx = (self.used_idx + 1) & 0xFFFF
-        struct.pack_into("<H", self.used, 2, self.used_idx)  # x86 keeps stores in order
+        self.used16[1] = self.used_idx  # after the element: x86 keeps stores in order
 
     def rearm(self) -> bool:
         """Ask for a kick at the next buffer; True if more became available meanwhile."""
-        assert self.used is not None
+        assert self.used16 is not None
         if self.event_idx:
-            struct.pack_into("<H", self.used, 4 + 8 * self.num, self.last_avail)
+            self.used16[2 + 4 * self.num] = self.last_avail  # avail_event
         memory_barrier()
         return self.has_avail()
 
@@ -924,10 +933,10 @@ class Virtqueue:
             return
         memory_barrier()  # the used index must be visible before the driver's flags are read
         if self.event_idx:
-            event = struct.unpack_from("<H", self.avail, 4 + 2 * self.num)[0]
+            event = self.avail[2 + self.num]  # used_event
             wanted = (self.used_idx - event - 1) & 0xFFFF < (self.used_idx - self.signalled) & 0xFFFF
         else:
-            wanted = not struct.unpack_from("<H", self.avail, 0)[0] & VRING_AVAIL_F_NO_INTERRUPT
+            wanted = not self.avail[0] & VRING_AVAIL_F_NO_INTERRUPT
         self.signalled = self.used_idx
         if wanted and self.call_fd is not None:
             os.write(self.call_fd, b"\x01\0\0\0\0\0\0\0")
@@ -1170,6 +1179,8 @@ class VsockDevice:
             for each in (self.rx, self.tx):
                 each.unmap()
             self.memory.set_table(payload, fds)
+            self.logger.debug("vsock: guest memory " + ", ".join(
+                f"{gpa:#x}+{size:#x} at {uva:#x}" for gpa, size, uva, *_ in self.memory.regions))
             for each in (self.rx, self.tx):
                 each.map(self.memory)
             return None
@@ -1196,7 +1207,8 @@ class VsockDevice:
             self._stop_ring(ring)
             ring.kick_fd = fd
             if fd is not None:
-                self._watch(fd, select.EPOLLIN, self._on_kick)
+                os.set_blocking(fd, False)
+                self._watch(fd, select.EPOLLIN, functools.partial(self._on_kick, fd))
             ring.started = True
             self.logger.debug(f"vsock: queue {ring.index} started")
             return None
@@ -1238,13 +1250,11 @@ class VsockDevice:
             os.close(vq.kick_fd)
             vq.kick_fd = None
 
-    def _on_kick(self, _: int) -> None:
-        for vq in (self.rx, self.tx):
-            if vq.kick_fd is not None:
-                try:
-                    os.read(vq.kick_fd, 8)
-                except BlockingIOError:
-                    pass
+    def _on_kick(self, fd: int, _: int) -> None:
+        try:
+            os.read(fd, 8)  # the queues are processed after every poll anyway
+        except BlockingIOError:
+            pass
 
     # ---- the rings
 
