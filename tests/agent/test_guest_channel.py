@@ -27,7 +27,7 @@ from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.wire import PortSpec
 from fc_macos.errors import ConflictError, FcMacosError
 from fc_macos.guest.errors import GuestNotFound
-from tests.agent.hybrid_vsock import HybridVsock, hybrid_vsock
+from tests.helpers.hybrid_vsock import HybridVsock, hybrid_vsock
 from tests.guest.conftest import RunningAgent, agent_binary, guest_agent  # noqa: F401  (fixtures)
 
 

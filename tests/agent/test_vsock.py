@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fc_macos.agent import vsock
-from tests.agent.hybrid_vsock import hybrid_vsock
+from tests.helpers.hybrid_vsock import hybrid_vsock
 
 
 async def echo_server(path: Path, *, greeting: bytes = b"") -> asyncio.AbstractServer:

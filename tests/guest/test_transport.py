@@ -1,5 +1,6 @@
 """Ways to reach the guest agent: Firecracker's hybrid vsock handshake (against a stand-in
-for Firecracker's vsock Unix socket that relays to the real agent) and the tcp listener."""
+for Firecracker's vsock Unix socket, tests/helpers/hybrid_vsock.py, relaying to the real agent)
+and the tcp listener."""
 
 from __future__ import annotations
 
@@ -16,38 +17,17 @@ import pytest
 from fc_macos.guest import GUEST_AGENT_PORT
 from fc_macos.guest.protocol import GuestConnectionClosed, open_hybrid_vsock, open_tcp
 
+from tests.helpers.hybrid_vsock import hybrid_vsock
+
 from .conftest import RunningAgent
-
-
-async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
 
 
 @pytest.fixture
 async def vsock_uds(guest_agent: RunningAgent, short_tmp: Path) -> AsyncIterator[str]:
     """Like Firecracker's vsock uds_path: ``CONNECT <port>\\n``, then ``OK <n>\\n`` and the
     guest's stream if something listens on that port (only 10240 here), else a close."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        line = await reader.readline()
-        if line != f"CONNECT {GUEST_AGENT_PORT}\n".encode():
-            writer.close()
-            return
-        g_reader, g_writer = await asyncio.open_unix_connection(guest_agent.socket)
-        writer.write(b"OK 1073741824\n")
-        await asyncio.gather(pump(reader, g_writer), pump(g_reader, writer))
-
-    path = str(short_tmp / "v.sock")
-    server = await asyncio.start_unix_server(serve, path)
-    async with server:
-        yield path
+    async with hybrid_vsock(short_tmp / "v.sock", {GUEST_AGENT_PORT: Path(guest_agent.socket)}) as vsock:
+        yield str(vsock.path)
 
 
 async def test_hybrid_vsock_handshake_then_protocol(vsock_uds: str) -> None:

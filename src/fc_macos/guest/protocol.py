@@ -54,6 +54,7 @@ from .errors import (
     error_from_response,
 )
 from .frames import MAX_FRAME, Frame, FrameDecoder, FrameType, encode_frame, encode_json, read_frame
+from .hybrid_vsock import VsockDialError, dial
 from .transfer import GetItem, GetStream, PutSession
 from .tree import GuestStat, LocalTreeWriter, TransferResult, TreeEntry, iter_local_tree
 
@@ -405,31 +406,32 @@ async def open_tcp(host: str, port: int, *, timeout: float = 10.0) -> GuestConne
 
 
 async def open_hybrid_vsock(uds_path: str, port: int = GUEST_AGENT_PORT, *, timeout: float = 10.0) -> GuestConnection:
-    """A connection to a guest's vsock ``port`` through Firecracker's hybrid vsock socket.
+    """A connection to a guest's vsock ``port`` through Firecracker's hybrid vsock socket
+    (the handshake is :func:`fc_macos.guest.hybrid_vsock.dial`).
 
-    Sends ``CONNECT <port>\\n`` on ``uds_path`` and waits for ``OK <n>\\n``. Firecracker
-    closes the socket instead when nothing listens on that port in the guest: that raises
-    GuestConnectionClosed saying the guest agent is not (yet) listening.
+    Firecracker closes the socket instead of answering ``OK`` when nothing listens on that
+    port in the guest: that raises GuestConnectionClosed saying the guest agent is not (yet)
+    listening; a socket nobody accepts on says the guest agent cannot be reached.
     """
-    conn = await _opened(asyncio.open_unix_connection(uds_path, limit=2 * MAX_FRAME), f"vsock {uds_path}", timeout)
     try:
-        conn.writer.write(f"CONNECT {port}\n".encode())
-        await conn.writer.drain()
-        line = await asyncio.wait_for(conn.reader.readline(), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
-        await conn.close()
+        reader, writer = await dial(uds_path, port, timeout=timeout, limit=2 * MAX_FRAME)
+    except VsockDialError as exc:
+        if exc.reason == "no_device":
+            raise GuestConnectionClosed(
+                f"cannot reach the guest agent at vsock {uds_path}: {exc.message}",
+                hint="check that the microVM runs and its guest agent has started",
+            ) from exc
+        if exc.reason == "closed":
+            raise GuestConnectionClosed(
+                f"nothing listens on vsock port {port} in the guest ({exc.message})",
+                hint="the guest agent has not started (yet): wait for the microVM to boot, "
+                "or check that its image has /sbin/fc-guest-agent",
+            ) from exc
         raise GuestConnectionClosed(
-            f"no answer to CONNECT {port} on {uds_path}: {exc or 'timed out'}",
+            f"no answer to CONNECT {port} on {uds_path}: {exc.message}",
             hint="the microVM may be paused or still booting",
         ) from exc
-    if not line.startswith(b"OK "):
-        await conn.close()
-        raise GuestConnectionClosed(
-            f"nothing listens on vsock port {port} in the guest (Firecracker answered {line!r})",
-            hint="the guest agent has not started (yet): wait for the microVM to boot, "
-            "or check that its image has /sbin/fc-guest-agent",
-        )
-    return conn
+    return GuestConnection(reader, writer)
 
 
 __all__ = [
