@@ -26,6 +26,7 @@ from tests.helpers.agent import (  # noqa: F401  (re-exported for the modules th
     live_processes_mentioning,
     needs_net_admin,
     serve,
+    served,
 )
 
 
@@ -53,12 +54,8 @@ def settings(short_tmp: Path, image_dir: Path) -> AgentSettings:
 @pytest.fixture
 async def client(settings: AgentSettings) -> AsyncIterator[TestClient]:
     """The agent app on a local port; requests carry no token unless given ``headers=AUTH``."""
-    c = await serve(settings)
-    try:
+    async with served(settings) as c:
         yield c
-    finally:
-        await c.close()
-        kill_recorded_vmms(settings.state_dir)
 
 
 @pytest.fixture

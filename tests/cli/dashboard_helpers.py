@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from fc_macos.cli.dashboard.app import DashboardApp, MicroVMTable
 from fc_macos.cli.dashboard.source import DashboardSource
 from fc_macos.config import AgentEndpoint
 from fc_macos.providers.base import VMStatus
-from tests.agent.conftest import AUTH, TEST_VMM, TOKEN, kill_recorded_vmms, serve
+from tests.helpers.agent import AUTH, TEST_VMM, TOKEN
 
 SIZE = (130, 36)
 WAIT_S = 30.0  # generous: two shared cores, several helpers
@@ -60,16 +59,6 @@ async def create(client: TestClient, name: str, **spec: Any) -> dict[str, Any]:
 async def state_of(client: TestClient, name: str) -> str | None:
     resp = await client.get(f"/v1/microvms/{name}", headers=AUTH)
     return None if resp.status == 404 else (await resp.json())["state"]
-
-
-@asynccontextmanager
-async def agent(settings: AgentSettings) -> AsyncIterator[TestClient]:
-    client = await serve(settings)
-    try:
-        yield client
-    finally:
-        await client.close()
-        kill_recorded_vmms(settings.state_dir)
 
 
 def dashboard(url: str, *, source_cls: type[DashboardSource] = DashboardSource, **kwargs: Any) -> DashboardApp:

@@ -17,10 +17,10 @@ from fc_macos.agent.settings import AgentSettings
 from fc_macos.cli.dashboard.app import DashboardApp
 from fc_macos.cli.dashboard.source import DashboardSource
 from fc_macos.config import AgentEndpoint
-from tests.agent.conftest import AUTH
 from tests.cli.dashboard_helpers import (
-    SIZE, agent, agent_settings, agent_url, create, dashboard, local_vm_status, rows, screen_text, select, state_of,
+    SIZE, agent_settings, agent_url, create, dashboard, local_vm_status, rows, screen_text, select, state_of,
     until)
+from tests.helpers.agent import AUTH, served
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -37,7 +37,7 @@ def column(app: DashboardApp, name: str, header: str) -> str:
 
 
 async def test_shows_the_vm_the_agent_and_each_microvm(settings: AgentSettings) -> None:
-    async with agent(settings) as client:
+    async with served(settings) as client:
         await create(client, "web", vcpus=2, memory_mib=128)
         await create(client, "db")
         app = dashboard(agent_url(client))
@@ -60,7 +60,7 @@ async def test_shows_the_vm_the_agent_and_each_microvm(settings: AgentSettings) 
 
 
 async def test_stop_pause_and_delete_keys_act_on_the_selected_microvm(settings: AgentSettings) -> None:
-    async with agent(settings) as client:
+    async with served(settings) as client:
         await create(client, "web")
         await create(client, "db")
         app = dashboard(agent_url(client))
@@ -89,7 +89,7 @@ async def test_stop_pause_and_delete_keys_act_on_the_selected_microvm(settings: 
 
 
 async def test_the_new_form_creates_a_microvm(settings: AgentSettings) -> None:
-    async with agent(settings) as client:
+    async with served(settings) as client:
         app = dashboard(agent_url(client))
         async with app.run_test(size=SIZE, notifications=True) as pilot:
             await until(pilot, lambda: "none: press n to create one" in screen_text(app), "the empty table's hint")
@@ -114,7 +114,7 @@ async def test_the_new_form_creates_a_microvm(settings: AgentSettings) -> None:
 
 
 async def test_filter_shows_matching_names_or_states(settings: AgentSettings) -> None:
-    async with agent(settings) as client:
+    async with served(settings) as client:
         for name in ("web-1", "web-2", "db"):
             await create(client, name)
         await client.post("/v1/microvms/web-2/stop", json={}, headers=AUTH)
@@ -134,7 +134,7 @@ async def test_filter_shows_matching_names_or_states(settings: AgentSettings) ->
 
 
 async def test_help_opens_and_closes_and_ctrl_c_quits(settings: AgentSettings) -> None:
-    async with agent(settings) as client:
+    async with served(settings) as client:
         app = dashboard(agent_url(client))
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("question_mark")
@@ -156,7 +156,7 @@ def _write_console(settings: AgentSettings, name: str, data: bytes) -> None:
 
 
 async def test_l_follows_the_console_log_in_a_pane(settings: AgentSettings) -> None:
-    async with agent(settings) as client:
+    async with served(settings) as client:
         await create(client, "web")
         _write_console(settings, "web", b"early line\r\n")
         app = dashboard(agent_url(client))
@@ -174,7 +174,7 @@ async def test_l_follows_the_console_log_in_a_pane(settings: AgentSettings) -> N
 
 
 async def test_a_dead_agent_is_reported_and_the_screen_keeps_working(settings: AgentSettings) -> None:
-    async with agent(settings) as client:
+    async with served(settings) as client:
         await create(client, "web")
         url = agent_url(client)
         app = dashboard(url)
@@ -227,7 +227,7 @@ async def test_a_booted_guest_pauses_resumes_and_its_boot_log_follows(settings: 
     from tests.helpers.guest_images import build_test_images
 
     images = build_test_images()
-    async with agent(replace(settings, image_dirs=(images.kernel.parent,))) as client:
+    async with served(replace(settings, image_dirs=(images.kernel.parent,))) as client:
         await create(client, "guest", start=True, memory_mib=128, boot_args=GUEST_BOOT_ARGS)
         app = dashboard(agent_url(client))
         async with app.run_test(size=SIZE) as pilot:
@@ -250,7 +250,7 @@ async def test_a_booted_guest_pauses_resumes_and_its_boot_log_follows(settings: 
 
 
 async def test_enter_without_a_terminal_to_give_away_says_so(settings: AgentSettings) -> None:
-    async with agent(settings) as client:
+    async with served(settings) as client:
         await create(client, "web")
         app = dashboard(agent_url(client))
         async with app.run_test(size=SIZE, notifications=True) as pilot:  # headless: nothing to suspend

@@ -29,8 +29,8 @@ import textual
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.cli.dashboard.model import Snapshot
 from fc_macos.cli.dashboard.source import DashboardSource
-from tests.agent.conftest import AUTH
-from tests.cli.dashboard_helpers import SIZE, agent, agent_settings, agent_url, create, dashboard, rows, screen_text, until
+from tests.cli.dashboard_helpers import SIZE, agent_settings, agent_url, create, dashboard, rows, screen_text, until
+from tests.helpers.agent import AUTH, served
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 TEXTUAL_MINOR = ".".join(textual.__version__.split(".")[:2])
@@ -87,7 +87,7 @@ def settings(short_tmp: Path) -> AgentSettings:
 
 async def _screen(settings: AgentSettings) -> tuple[str, str]:
     """(text, svg) of the dashboard showing two created microVMs and a stopped one."""
-    async with agent(settings) as client:
+    async with served(settings) as client:
         await create(client, "web", vcpus=2, memory_mib=512)
         await create(client, "worker")
         await create(client, "old", memory_mib=128)

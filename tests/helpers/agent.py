@@ -19,8 +19,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,18 @@ async def serve(settings: AgentSettings) -> TestClient:
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     return client
+
+
+@asynccontextmanager
+async def served(settings: AgentSettings) -> AsyncIterator[TestClient]:
+    """The agent app on a local port for the ``async with`` block; on the way out
+    it stops and every VMM its state.json still names is killed."""
+    client = await serve(settings)
+    try:
+        yield client
+    finally:
+        await client.close()
+        kill_recorded_vmms(settings.state_dir)
 
 
 def kill_recorded_vmms(state_dir: Path) -> None:
