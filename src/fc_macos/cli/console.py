@@ -11,9 +11,10 @@ printing until the guest has been quiet for a moment, then detaches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,11 +36,11 @@ HANGUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 class _Session:
     """One attachment: pumps stdin to the console and the console to stdout."""
 
-    def __init__(self, console: ConsoleStream, in_fd: int, out_fd: int, interactive: bool) -> None:
+    def __init__(self, console: ConsoleStream, in_fd: int, out_fd: int) -> None:
         self.console = console
         self.in_fd = in_fd
         self.out_fd = out_fd
-        self.interactive = interactive
+        self.interactive = False
         self.output_seen = asyncio.Event()
         self.input: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: SIGTERM/SIGHUP
 
@@ -78,12 +79,23 @@ class _Session:
             self.output_seen.set()
         return "closed"
 
-    async def run(self) -> str:
+    @contextlib.contextmanager
+    def hangups(self) -> Iterator[None]:
+        """SIGTERM and SIGHUP leave through the same door as Ctrl+] while the
+        block runs. Entered before the terminal goes raw, so that no signal
+        can end the process with the terminal left raw."""
         loop = asyncio.get_running_loop()
-        # First, before any await: the terminal is raw already, and a SIGTERM
-        # must leave through the same door as Ctrl+], restoring it.
         for sig in HANGUP_SIGNALS:
             loop.add_signal_handler(sig, self.input.put_nowait, None)
+        try:
+            yield
+        finally:
+            for sig in HANGUP_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    async def run(self, interactive: bool) -> str:
+        loop = asyncio.get_running_loop()
+        self.interactive = interactive
         stop_watching = self._watch_stdin(loop)
         resize_tasks: set[asyncio.Task[None]] = set()
         if self.interactive:
@@ -120,8 +132,6 @@ class _Session:
         finally:
             if self.interactive:
                 loop.remove_signal_handler(signal.SIGWINCH)
-            for sig in HANGUP_SIGNALS:
-                loop.remove_signal_handler(sig)
             stop_watching()
             for task in (screen, keyboard, *resize_tasks):
                 task.cancel()
@@ -136,8 +146,9 @@ async def _attach(endpoint: AgentEndpoint, home: Path, name: str, scrollback: bo
         async with client.console(name, scrollback=scrollback) as console:
             click.echo(f"Connected to {name}. Press Ctrl+] to detach.", err=True)
             sys.stdout.flush()
-            with raw_terminal(in_fd) as interactive:
-                return await _Session(console, in_fd, out_fd, interactive).run()
+            session = _Session(console, in_fd, out_fd)
+            with session.hangups(), raw_terminal(in_fd) as interactive:
+                return await session.run(interactive)
 
 
 def attach(state: AppState, name: str, *, scrollback: bool = True) -> str:
