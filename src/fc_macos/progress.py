@@ -1,4 +1,4 @@
-"""``Progress``: where long operations (setup, image builds) report what they do.
+"""``Progress``: where long operations (setup, image builds, uploads) report what they do.
 
 The library never prints: it tells a ``Progress``. The CLI prints it for people
 or as JSON lines (``fc_macos.cli.common.ClickProgress``); :class:`NullProgress`
@@ -21,7 +21,13 @@ class Progress(Protocol):
         """Step ``name`` was already done (or not needed)."""
 
     def info(self, message: str) -> None:
-        """A detail inside the current step (download progress ...)."""
+        """A detail inside the current step."""
+
+    def transfer(self, name: str, done: int, total: int | None) -> None:
+        """``done`` bytes of a long transfer ``name`` (a download, an upload, a
+        copy) so far, of ``total`` if known. Called often (the receiver
+        throttles); the last call of a finished transfer has ``done == total``
+        (or, with an unknown total, ``total`` set to ``done``)."""
 
 
 class NullProgress:
@@ -31,6 +37,7 @@ class NullProgress:
     def done(self, name: str, detail: str = "") -> None: ...
     def skip(self, name: str, reason: str) -> None: ...
     def info(self, message: str) -> None: ...
+    def transfer(self, name: str, done: int, total: int | None) -> None: ...
 
 
 __all__ = ["NullProgress", "Progress"]

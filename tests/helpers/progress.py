@@ -6,6 +6,7 @@ from __future__ import annotations
 class RecordingProgress:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str]] = []
+        self.transfers: list[tuple[str, int, int | None]] = []
 
     def step(self, name: str, description: str) -> None:
         self.events.append(("step", name, description))
@@ -18,6 +19,9 @@ class RecordingProgress:
 
     def info(self, message: str) -> None:
         self.events.append(("info", "", message))
+
+    def transfer(self, name: str, done: int, total: int | None) -> None:
+        self.transfers.append((name, done, total))
 
     def names(self, kind: str) -> list[str]:
         """Step names of events of ``kind`` ("step", "done", "skip"), in order."""

@@ -17,22 +17,12 @@ from fc_macos.errors import ImageError
 from fc_macos.images import build_images
 from fc_macos.images.online import PINS, Pin, build_online, download, extract_rootfs_tarball
 from fc_macos.progress import NullProgress
+from tests.helpers.progress import RecordingProgress
 from tests.helpers.guest_images import guest_agent_binary
 from tests.images.test_rootfs import debugfs
 
 BUSYBOX = Path("/bin/busybox")
 FAKE_KERNEL = b"\x7fELF\x02\x01\x01" + bytes(9) + b"ci kernel" * 1000
-
-
-class RecordingProgress(NullProgress):
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def step(self, name: str, description: str) -> None:
-        self.events.append(("step", name))
-
-    def info(self, message: str) -> None:
-        self.events.append(("info", message))
 
 
 @pytest.fixture
@@ -112,8 +102,10 @@ def test_happy_path_downloads_verifies_and_builds(server: tuple[str, Path], tmp_
     assert "fc-macos" in debugfs(out / "rootfs.ext4", "cat /etc/fc-macos-image")
     assert "Fast link dest: \"../init\"" in debugfs(out / "rootfs.ext4", "stat /sbin/init")  # not Alpine's
     assert not (out / "initrd.img").exists()
-    assert ("step", "download-kernel") in progress.events
-    assert any(kind == "info" and "MiB" in msg for kind, msg in progress.events)
+    assert "download-kernel" in progress.names("step")
+    kernel_bytes = [(done, total) for name, done, total in progress.transfers if name == "vmlinux-test"]
+    assert kernel_bytes[-1] == (len(FAKE_KERNEL), len(FAKE_KERNEL))  # the bar ends full
+    assert all(done <= len(FAKE_KERNEL) for done, _ in kernel_bytes)
     # A second build reuses the verified downloads instead of fetching again.
     (root / "fc/x86_64/vmlinux-test").unlink()
     build_online(out, "x86_64", NullProgress(), base_url=base, download_dir=tmp_path / "dl", pins=pins)

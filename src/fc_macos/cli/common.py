@@ -10,11 +10,14 @@ that use them.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+from fc_macos.cli.progress_bar import ProgressBar
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
@@ -118,13 +121,18 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+JSON_TRANSFER_EVERY_S = 1.0
+
+
 class ClickProgress:
     """The library's Progress printed for people, or as JSON lines with ``--json``."""
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
+        self._bars: dict[str, ProgressBar] = {}
+        self._reported_at: dict[str, float] = {}
 
-    def _event(self, event: str, **fields: str) -> None:
+    def _event(self, event: str, **fields: str | int | None) -> None:
         click.echo(json.dumps({"event": event, **fields}))
 
     def step(self, name: str, description: str) -> None:
@@ -150,6 +158,26 @@ class ClickProgress:
             self._event("info", message=message)
         else:
             click.echo(f"    {message}")
+
+    def transfer(self, name: str, done: int, total: int | None) -> None:
+        """A bar on stderr when it is a terminal; with --json a ``transfer``
+        line at most every second and at the end; otherwise nothing."""
+        finished = total is not None and done >= total
+        if self.as_json:
+            now = time.monotonic()
+            if finished or now - self._reported_at.get(name, 0.0) >= JSON_TRANSFER_EVERY_S:
+                self._reported_at[name] = now
+                self._event("transfer", name=name, done=done, total=total)
+            if finished:
+                self._reported_at.pop(name, None)
+            return
+        bar = self._bars.get(name)
+        if bar is None:
+            bar = self._bars[name] = ProgressBar(f"    {name}")
+        bar(done, total)
+        if finished:
+            bar.finish()
+            del self._bars[name]
 
 
 def print_error(state: AppState | None, code: str, message: str, hint: str | None) -> None:

@@ -1,4 +1,5 @@
-"""A one-line progress bar on stderr for long transfers (``fc-macos cp``).
+"""A one-line progress bar on stderr for long transfers (``fc-macos cp``,
+downloads and uploads reported through ``Progress.transfer``): bytes, rate, time left.
 
 Shown only when stderr is a terminal and the transfer is large (or of unknown
 size and already large); otherwise it stays silent, so scripts and pipes see
@@ -22,6 +23,20 @@ def human(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def time_left(remaining: float, rate: float) -> str:
+    """``remaining`` bytes at ``rate`` bytes/s as "12s left", "3m05s left" ("" when done)."""
+    if remaining <= 0:
+        return ""
+    if rate <= 0:
+        return "--:-- left"
+    seconds = int(remaining / rate + 0.5)
+    if seconds < 60:
+        return f"{seconds}s left"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s left"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m left"
 
 
 class ProgressBar:
@@ -51,7 +66,7 @@ class ProgressBar:
             fraction = min(done / total, 1.0)
             filled = int(fraction * WIDTH)
             line = (f"{self.label} {fraction * 100:3.0f}% [{'#' * filled}{' ' * (WIDTH - filled)}] "
-                    f"{human(done)} / {human(total)}  {human(rate)}/s")
+                    f"{human(done)} / {human(total)}  {human(rate)}/s  {time_left(total - done, rate)}")
         else:
             line = f"{self.label} {human(done)}  {human(rate)}/s"
         self.stream.write("\r" + line + "\x1b[K")

@@ -77,13 +77,9 @@ def pins_for(arch: str) -> dict[str, Pin]:
     return PINS[normalize_arch(arch)]
 
 
-def _size_text(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
-
-
 def download(url: str, dest: Path, sha256: str, progress: Progress, *, timeout: float = 60) -> Path:
     """Download ``url`` to ``dest`` and check its sha256; reuse ``dest`` when it already
-    has that sum. Reports progress through ``progress.info`` (about every 10%).
+    has that sum. Reports its bytes through ``progress.transfer``.
     On a checksum mismatch or a transfer error nothing is left at ``dest`` and
     ``ImageError`` says which URL failed."""
     if dest.is_file() and sha256_file(dest) == sha256:
@@ -96,14 +92,13 @@ def download(url: str, dest: Path, sha256: str, progress: Progress, *, timeout: 
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0)
-            done, next_report = 0, 0.1
+            done = 0
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)
-                if total and done / total >= next_report:
-                    progress.info(f"{dest.name}: {_size_text(done)} of {_size_text(total)}")
-                    next_report += 0.1
+                progress.transfer(dest.name, done, total or None)
+            progress.transfer(dest.name, done, done)
         if digest.hexdigest() != sha256:
             raise ImageError(
                 f"checksum mismatch for {url}: got sha256 {digest.hexdigest()}, expected {sha256}",
