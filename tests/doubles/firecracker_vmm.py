@@ -834,11 +834,13 @@ class GuestMemory:
 class Virtqueue:
     """One split virtqueue as the device side sees it (VIRTIO 1.1 section 2.6).
 
-    The 16-bit fields the driver reads or writes while the device runs (the avail and used
-    indexes, flags and event indexes) are accessed through ``memoryview.cast("H")``: CPython
-    stores and loads those with one native 16-bit access, atomic on x86, whereas
-    ``struct.pack_into("<H", ...)`` writes byte by byte, and a driver that reads a half-written
-    used index (every carry into the high byte) sees bogus entries and marks the ring broken.
+    The rings are read and written only through typed views (``memoryview.cast``), never with
+    ``struct.pack_into``: CPython's pack_into first zeroes its destination (``s_pack_internal``'s
+    memset) and then stores a "<" value byte by byte, so a guest reading ``used->idx``
+    concurrently can see 0 or a half-written index, take a ring's worth of stale slots for new
+    used buffers and free buffers the device still fills ("id N is not a head", then slab
+    corruption in the guest). An item of a ``cast("H")``/``cast("I")`` view is one aligned
+    native load or store, which the guest sees whole.
     """
 
     def __init__(self, index: int) -> None:
@@ -849,6 +851,7 @@ class Virtqueue:
         self.avail: memoryview | None = None  # u16: flags, idx, ring[num], used_event
         self.used: memoryview | None = None  # bytes: flags, idx, ring[num] of (id, len), avail_event
         self.used16: memoryview | None = None  # the same, as u16
+        self.used32: memoryview | None = None  # the used elements as u32: id, len, id, len ...
         self.last_avail = 0
         self.used_idx = 0
         self.signalled = 0
@@ -872,10 +875,11 @@ class Virtqueue:
         self.avail = memory.user(avail, 6 + 2 * self.num).cast("H")
         self.used = memory.user(used, 6 + 8 * self.num)
         self.used16 = self.used.cast("H")
+        self.used32 = self.used[4:4 + 8 * self.num].cast("I")
         self.used_idx = self.signalled = self.used16[1]
 
     def unmap(self) -> None:
-        self.desc = self.avail = self.used = self.used16 = None
+        self.desc = self.avail = self.used = self.used16 = self.used32 = None
 
     def has_avail(self) -> bool:
         assert self.avail is not None
@@ -913,9 +917,11 @@ class Virtqueue:
 
     def consume(self, head: int, written: int) -> None:
         """Give the chain at the front back to the driver with ``written`` bytes filled in."""
-        assert self.used is not None and self.used16 is not None
+        assert self.used16 is not None and self.used32 is not None
         self.last_avail = (self.last_avail + 1) & 0xFFFF
-        struct.pack_into("<II", self.used, 4 + 8 * (self.used_idx % self.num), head, written)
+        slot = 2 * (self.used_idx % self.num)
+        self.used32[slot] = head
+        self.used32[slot + 1] = written
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         self.used16[1] = self.used_idx  # after the element: x86 keeps stores in order
 
@@ -1297,6 +1303,8 @@ class VsockDevice:
         fields = (VSOCK_HOST_CID, self.cid, src_port, dst_port, length, VSOCK_TYPE_STREAM, op,
                   flags, buf_alloc, fwd_cnt)
         if views and len(views[0]) >= VSOCK_HDR.size:
+            # pack_into may zero before it writes (see Virtqueue): fine in a buffer the guest
+            # reads only once it is used, never for the rings.
             VSOCK_HDR.pack_into(views[0], 0, *fields)
         else:
             scatter(VSOCK_HDR.pack(*fields), views)

@@ -6,8 +6,9 @@ test images, with two programs written into a copy of its rootfs (debugfs, no mo
 * ``vsock-tool`` (``vsock_guest_tool.c`` beside this file, built static with zig cc from the
   ``ziglang`` package): AF_VSOCK echo and sink servers, and guest -> host connections, which
   nothing else in a busybox guest can make;
-* the guest agent (``fc-guest-agent``, when ``python -m fc_macos.guest.build`` has built it),
-  started from the serial console, spoken to in the framing of docs/guest-agent-protocol.md.
+* the guest agent (``fc-guest-agent``, when ``python -m fc_macos.guest.build`` has built it, or
+  the binary ``$FC_TEST_GUEST_AGENT`` names), started from the serial console, spoken to in
+  the framing of docs/guest-agent-protocol.md and through the product's client.
 
 The VMM runs from a copy of its single file named ``firecracker`` (as setup installs it in the
 Tart VM), with Python's ``-I -S``. The host side is Firecracker's hybrid vsock: ``CONNECT
@@ -17,6 +18,7 @@ connections. Throughput figures are printed (run with ``-s`` to see them).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -34,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fc_macos.guest.protocol import open_hybrid_vsock
 
 from tests.doubles.test_firecracker_vmm import PROMPT, VMM, VmmProcess
 
@@ -67,9 +71,12 @@ def build_tool(cache: Path) -> Path:
 
 
 def guest_agent_binary() -> Path | None:
-    """The guest agent built for x86_64, or None (not built, or not merged yet)."""
+    """The guest agent for x86_64: ``$FC_TEST_GUEST_AGENT``, else the package's built binary,
+    else None (not built)."""
+    if os.environ.get("FC_TEST_GUEST_AGENT"):
+        return Path(os.environ["FC_TEST_GUEST_AGENT"])
     try:
-        from fc_macos.guest import binary_path  # type: ignore[attr-defined]
+        from fc_macos.guest import binary_path
 
         path = Path(binary_path("x86_64"))
     except Exception:
@@ -192,7 +199,7 @@ def module_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def guest(images: Any, tool: Path, module_dir: Path) -> Iterator[Guest]:
+def guest(images: Any, tool: Path, module_dir: Path, request: pytest.FixtureRequest) -> Iterator[Guest]:
     rootfs = module_dir / "rootfs.ext4"
     shutil.copyfile(images.rootfs, rootfs)
     debugfs_write(rootfs, tool, "/usr/bin/vsock-tool")
@@ -207,7 +214,11 @@ def guest(images: Any, tool: Path, module_dir: Path) -> Iterator[Guest]:
         booted.run(f"vsock-tool serve {SINK_PORT} sink", f"serving {SINK_PORT}".encode())
         if agent is not None:
             vmm.type("pidof fc-guest-agent >/dev/null || /sbin/fc-guest-agent --supervise\n")
+        failed = request.session.testsfailed
         yield booted
+        if request.session.testsfailed > failed:  # show what the guest and the device said
+            print("\n--- guest console (tail):\n" + bytes(vmm.seen[-4000:]).decode(errors="replace"))
+            print("--- VMM log (tail):\n" + "\n".join(vmm.log.read_text(errors="replace").splitlines()[-40:]))
     finally:
         vmm.stop()
 
@@ -413,7 +424,7 @@ REQ, RES, STDIN, STDOUT, STDERR, EXIT = 0x01, 0x02, 0x03, 0x04, 0x05, 0x07
 def agent_stream(guest: Guest) -> socket.socket:
     """A CONNECT to the guest agent, retried while it starts."""
     if not guest.agent:
-        pytest.skip("the guest agent is not built: python -m fc_macos.guest.build (after issue 6 merges)")
+        pytest.skip("the guest agent is not built: python -m fc_macos.guest.build")
     deadline = time.monotonic() + 60
     while True:
         sock, line = connect(guest.uds, AGENT_PORT)
@@ -502,3 +513,16 @@ def test_a_snapshot_of_a_vsock_guest_cold_boots_on_load_and_says_so(images: Any)
             second.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_the_products_client_runs_a_command_through_the_device(guest: Guest) -> None:
+    agent_stream(guest).close()  # skips without the agent; waits until it listens
+    data = os.urandom(1 << 20)
+
+    async def run() -> Any:
+        conn = await open_hybrid_vsock(guest.uds, AGENT_PORT, timeout=30)
+        return await conn.run(["sha256sum"], stdin=data)
+
+    result = asyncio.run(run())
+    assert result.exit_code == 0
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
