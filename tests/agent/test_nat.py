@@ -1,10 +1,12 @@
 """Outbound NAT rules: their text for nft and iptables, finding a microVM's rules
-again, the uplink and nameserver lookups, and one real install and removal with
-nft inside a network namespace made for the test (never in this machine's own
-namespace: its firewall and ip_forward stay untouched, and no traffic is sent)."""
+again (and dropping the shared table with the last of them), the rules lock, the uplink
+and nameserver lookups, and real installs and removals with nft inside a network
+namespace made for the test (never in this machine's own namespace: its firewall and
+ip_forward stay untouched, and no traffic is sent)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import os
@@ -13,13 +15,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from fc_macos.agent import nat
-from fc_macos.agent.network import Lease
+from fc_macos.agent.network import CommandRunner, Lease
 from fc_macos.agent.settings import AgentSettings
 from tests.helpers.agent import kill_recorded_vmms
 
@@ -60,6 +62,40 @@ def test_nft_deletions_find_only_that_taps_rules() -> None:
     ]
     assert nat.nft_deletions(NFT_LISTING, "fc-tap-1") == ["delete rule ip fc_macos postrouting handle 6"]
     assert nat.nft_deletions(NFT_LISTING, "fc-tap-2") == []
+
+
+def test_the_last_networks_removal_deletes_the_table() -> None:
+    only_tap_0 = "\n".join(line for line in NFT_LISTING.splitlines()
+                           if "fc-tap-1" not in line)  # fmt: skip  (also drops fc-tap-10)
+    assert nat.nft_deletions(only_tap_0, "fc-tap-0") == ["delete table ip fc_macos"]
+    empty = "table ip fc_macos { # handle 7\n\tchain forward { # handle 2\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n"
+    assert nat.nft_deletions(empty, "fc-tap-3") == ["delete table ip fc_macos"]  # an older agent's leftover
+    assert len(nat.nft_rules(NFT_LISTING)) == 5
+
+
+class Recording(CommandRunner):
+    """Answers ``nft -a list table`` with a listing and records every command."""
+
+    def __init__(self, listing: str) -> None:
+        self.listing = listing
+        self.calls: list[tuple[list[str], str | None]] = []
+
+    async def run(self, argv: Sequence[str], *, stdin: str | None = None) -> str:
+        self.calls.append((list(argv), stdin))
+        return self.listing if "list" in argv else ""
+
+
+async def test_removal_waits_for_the_rules_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nat, "LOCK", tmp_path / "nat.lock")
+    runner = Recording(NFT_LISTING)
+    async with nat.rules_lock():  # another create adding its rules
+        removal = asyncio.create_task(nat.remove("fc-tap-0", "nft", runner))
+        await asyncio.sleep(0.3)
+        assert runner.calls == [] and not removal.done()
+    await asyncio.wait_for(removal, 10)
+    assert [argv for argv, _ in runner.calls] == [["nft", "-a", "list", "table", "ip", "fc_macos"], ["nft", "-f", "-"]]
+    assert runner.calls[1][1] == ("delete rule ip fc_macos postrouting handle 3\ndelete rule ip fc_macos forward handle 4\n"
+                                  "delete rule ip fc_macos forward handle 5\n")  # fmt: skip
 
 
 def test_iptables_rules_and_their_deletion() -> None:
@@ -139,17 +175,23 @@ from fc_macos.agent import nat, network
 
 async def main():
     runner = network.CommandRunner()
-    lease = network.Lease(5)
+    lease, other = network.Lease(5), network.Lease(6)
     await network.create_tap(lease, runner)
+    await network.create_tap(other, runner)
     setup = await nat.install(lease, "nft", runner)
+    await nat.install(other, "nft", runner)
     installed = await runner.run(["nft", "-a", "list", "table", "ip", "fc_macos"])
-    forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
     await nat.remove(lease.tap, "nft", runner)
     await nat.remove(lease.tap, "nft", runner)  # idempotent
     left = await runner.run(["nft", "-a", "list", "table", "ip", "fc_macos"])
-    await network.delete_tap(lease.tap, runner)
+    await nat.remove(other.tap, "nft", runner)  # the last network: the table goes
+    tables = await runner.run(["nft", "list", "tables"])
+    await nat.remove(other.tap, "nft", runner)  # idempotent without the table too
+    forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+    for each in (lease, other):
+        await network.delete_tap(each.tap, runner)
     print(json.dumps({"uplink": setup.uplink, "installed": installed, "forward": forward, "left": left,
-                      "tap_left": network.tap_exists(lease.tap)}))
+                      "tables": tables, "tap_left": network.tap_exists(lease.tap)}))
 
 asyncio.run(main())
 """
@@ -170,8 +212,9 @@ def test_nft_install_and_removal_inside_a_namespace(netns: str) -> None:
     assert result["uplink"] == "fct-up0"  # the namespace's default route
     assert 'ip saddr 172.16.0.20/30 oifname "fct-up0" masquerade comment "fc-macos:fc-tap-5"' in result["installed"]
     assert 'iifname "fc-tap-5" oifname "fct-up0" accept' in result["installed"]
-    assert result["forward"] == "1"
-    assert "fc-tap-5" not in result["left"] and "chain postrouting" in result["left"]  # shared table stays
+    assert result["forward"] == "1"  # left on after the last network too (README: why, and how to reset)
+    assert "fc-tap-5" not in result["left"] and "fc-tap-6" in result["left"]  # shared table stays for tap 6
+    assert "fc_macos" not in result["tables"]
     assert result["tap_left"] is False
     assert host_firewall_and_forwarding() == host_before
 
@@ -194,12 +237,12 @@ async def main(state_dir, vmm, image_dir):
     out["network"], out["boot_args"] = info.network, info.spec["boot_args"]
     out["installed"] = await manager.net_runner.run(["nft", "-a", "list", "table", "ip", "fc_macos"])
     await manager.delete("natted", force=True)
-    out["after_delete"] = await manager.net_runner.run(["nft", "-a", "list", "table", "ip", "fc_macos"])
+    out["after_delete"] = await manager.net_runner.run(["nft", "list", "ruleset"])
     try:  # no ELF kernel: InstanceStart fails after attach_network installed the rules
         await manager.create(MicroVMSpec(name="bad", network=True))
     except BootError as exc:
         out["failed_step"] = exc.step
-    out["after_failure"] = await manager.net_runner.run(["nft", "-a", "list", "table", "ip", "fc_macos"])
+    out["after_failure"] = await manager.net_runner.run(["nft", "list", "ruleset"])
     await manager.close()
     print(json.dumps(out))
 
@@ -232,7 +275,7 @@ def test_the_agent_installs_nat_for_a_microvm_and_removes_it_inside_a_namespace(
     assert f"ip={net['guest_ip']}::{net['host_ip']}:255.255.255.252::eth0:off" in out["boot_args"]
     if dns:
         assert out["boot_args"].endswith(":off:" + ":".join(dns))
-    assert net["tap"] not in out["after_delete"]
+    assert net["tap"] not in out["after_delete"] and "fc_macos" not in out["after_delete"]  # no table left
     assert out["failed_step"] == "start_instance"
-    assert "comment" not in out["after_failure"]
+    assert "fc_macos" not in out["after_failure"]
     assert host_firewall_and_forwarding() == host_before

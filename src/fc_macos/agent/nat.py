@@ -3,12 +3,16 @@
 When the agent's ``nat`` setting is on and ``nft`` (preferred) or ``iptables`` is
 installed, each microVM's /30 is masqueraded out of the default-route interface
 (the *uplink*) and forwarding between its TAP and the uplink is accepted;
-``net.ipv4.ip_forward`` is set to 1 (and left on: other things on the machine
-may rely on it). With nft the rules live in one shared table ``ip fc_macos``
-(chains ``postrouting`` and ``forward``); with iptables they are added to the
-``nat POSTROUTING`` and ``filter FORWARD`` chains. Every rule carries the comment
-``fc-macos:<tap>``, so :func:`remove` finds a microVM's rules without knowing the
-uplink it was set up with (also after an agent crash half-way through a boot).
+``net.ipv4.ip_forward`` is set to 1 (and left on: the agent cannot know whether
+something else on the machine, a container runtime or a router, has come to rely on
+it since; ``sysctl -w net.ipv4.ip_forward=0`` resets it, and a reboot does too).
+With nft the rules live in one shared table ``ip fc_macos`` (chains ``postrouting``
+and ``forward``), which :func:`remove` deletes with the last rule in it (of any
+fc-agent on the machine); with iptables they are added to the ``nat POSTROUTING``
+and ``filter FORWARD`` chains. Every rule carries the comment ``fc-macos:<tap>``, so
+:func:`remove` finds a microVM's rules without knowing the uplink it was set up with
+(also after an agent crash half-way through a boot). Adding and removing hold a lock
+file (:data:`LOCK`), so a removal that drops the table never races a rule being added.
 
 Without either tool, or without a default route, the microVM still has its
 link to the agent's machine; :func:`status` says why NAT is unavailable.
@@ -18,11 +22,16 @@ and applied through :class:`~fc_macos.agent.network.CommandRunner`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import ipaddress
 import logging
+import os
 import re
 import shlex
 import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +46,8 @@ TOOLS = ("nft", "iptables")
 PROC_ROUTE = Path("/proc/net/route")
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 RESOLV_CONF = Path("/etc/resolv.conf")
+#: Held while rules are added or removed, by every fc-agent on the machine (NAT needs root).
+LOCK = Path("/run/lock/fc-macos-nat.lock")
 INSTALL_HINT = "install nftables on the agent's machine ('apt-get install nftables') and restart fc-agent"
 OFF_HINT = "NAT is off (fc-agent --no-nat); start fc-agent with --nat for guests to reach other networks"
 
@@ -98,21 +109,35 @@ def nft_script(lease: Lease, uplink: str) -> str:
     ) + "\n"
 
 
-def nft_deletions(listing: str, tap: str) -> list[str]:
-    """``delete rule`` commands for the rules marked for ``tap`` in the output of
+def nft_rules(listing: str) -> list[tuple[str, str, str]]:
+    """``(chain, handle, rule text)`` for every rule in the output of
     ``nft -a list table ip fc_macos``."""
     chain = None
     out = []
-    marker = f'comment "{tag(tap)}"'
     for line in listing.splitlines():
         started = re.match(r"\s*chain (\S+) \{", line)
         if started:
             chain = started.group(1)
             continue
+        if re.match(r"\s*}", line):
+            chain = None
+            continue
         handle = re.search(r"# handle (\d+)\s*$", line)
-        if chain and handle and marker in line:
-            out.append(f"delete rule ip {TABLE} {chain} handle {handle.group(1)}")
+        if chain and handle:
+            out.append((chain, handle.group(1), line.strip()))
     return out
+
+
+def nft_deletions(listing: str, tap: str) -> list[str]:
+    """The ``nft -f`` commands that remove the rules marked for ``tap`` from the listing
+    (``nft -a list table ip fc_macos``): ``delete rule`` for each, or ``delete table``
+    when no other rule is left in it (the last microVM network is gone)."""
+    marker = f'comment "{tag(tap)}"'
+    rules = nft_rules(listing)
+    mine = [(chain, handle) for chain, handle, text in rules if marker in text]
+    if len(mine) == len(rules):  # also an empty table an older agent left behind
+        return [f"delete table ip {TABLE}"]
+    return [f"delete rule ip {TABLE} {chain} handle {handle}" for chain, handle in mine]
 
 
 def iptables_rules(lease: Lease, uplink: str) -> list[list[str]]:
@@ -134,6 +159,30 @@ def iptables_deletions(listing: str, table: str, tap: str) -> list[list[str]]:
         if len(words) > 2 and words[0] == "-A" and tag(tap) in words:
             out.append(["-t", table, "-D", *words[1:]])
     return out
+
+
+@contextlib.asynccontextmanager
+async def rules_lock(path: Path | None = None) -> AsyncIterator[None]:
+    """Hold the flock of ``path`` (default :data:`LOCK`), polled so that a cancelled wait
+    leaves nothing behind. When the lock file cannot be opened the rules are changed
+    without it (logged)."""
+    path = path or LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        log.warning("no NAT lock (%s): %s", path, exc.strerror or exc)
+        yield
+        return
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def enable_forwarding(path: Path = IP_FORWARD) -> None:
@@ -162,11 +211,12 @@ async def install(lease: Lease, tool: str, runner: CommandRunner, *, uplink: str
     enable_forwarding()
     setup = NatSetup(tool=tool, uplink=uplink)
     try:
-        if tool == "nft":
-            await runner.run(["nft", "-f", "-"], stdin=nft_script(lease, uplink))
-        else:
-            for rule in iptables_rules(lease, uplink):
-                await runner.run(["iptables", "-w", *rule])
+        async with rules_lock():
+            if tool == "nft":
+                await runner.run(["nft", "-f", "-"], stdin=nft_script(lease, uplink))
+            else:
+                for rule in iptables_rules(lease, uplink):
+                    await runner.run(["iptables", "-w", *rule])
     except BaseException:
         await remove(lease.tap, tool, runner)
         raise
@@ -208,22 +258,26 @@ def host_nameservers(resolv_conf: Path = RESOLV_CONF) -> list[str]:
 
 
 async def remove(tap: str, tool: str, runner: CommandRunner) -> None:
-    """Remove every rule marked for ``tap``. Idempotent; never raises (failures are
-    logged: the caller is cleaning up). The shared table and ip_forward stay."""
+    """Remove every rule marked for ``tap``, and with nft the shared table once no rule is
+    left in it. Idempotent; never raises (failures are logged: the caller is cleaning up).
+    ip_forward stays on (see the module's docstring)."""
     try:
-        if tool == "nft":
-            try:
-                listing = await runner.run(["nft", "-a", "list", "table", "ip", TABLE])
-            except NetworkError:
-                return  # no table: no rules
-            deletions = nft_deletions(listing, tap)
-            if deletions:
-                await runner.run(["nft", "-f", "-"], stdin="\n".join(deletions) + "\n")
-        else:
-            for table in ("nat", "filter"):
-                listing = await runner.run(["iptables", "-w", "-t", table, "-S"])
-                for rule in iptables_deletions(listing, table, tap):
-                    await runner.run(["iptables", "-w", *rule])
+        async with rules_lock():
+            if tool == "nft":
+                try:
+                    listing = await runner.run(["nft", "-a", "list", "table", "ip", TABLE])
+                except NetworkError:
+                    return  # no table: no rules
+                deletions = nft_deletions(listing, tap)
+                if deletions:
+                    await runner.run(["nft", "-f", "-"], stdin="\n".join(deletions) + "\n")
+                if deletions[:1] == [f"delete table ip {TABLE}"]:
+                    log.info("removed the nft table ip %s with the last microVM network", TABLE)
+            else:
+                for table in ("nat", "filter"):
+                    listing = await runner.run(["iptables", "-w", "-t", table, "-S"])
+                    for rule in iptables_deletions(listing, table, tap):
+                        await runner.run(["iptables", "-w", *rule])
     except NetworkError as exc:
         log.warning("cannot remove the NAT rules of %s: %s", tap, exc.message)
 
