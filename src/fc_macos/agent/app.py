@@ -21,7 +21,8 @@ from fc_macos.agent.auth import token_middleware
 from fc_macos.agent.console import ConsoleBroker, Viewer
 from fc_macos.agent.http_errors import error_middleware, read_json
 from fc_macos.agent.manager import MicroVMManager
-from fc_macos.agent.paths import DEFAULT_INITRD, DEFAULT_KERNEL, DEFAULT_ROOTFS, find_default
+from fc_macos import image_names
+from fc_macos.agent.paths import find_default
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.wire import MicroVMSpec
 from fc_macos.errors import FcMacosError, ValidationError
@@ -64,11 +65,7 @@ async def info(request: web.Request) -> web.Response:
             "image_dirs": [str(d) for d in dirs],
             "snapshot_dir": str(settings.snapshots_dir),
             "network": {"subnet": str(network.SUBNET), "tap_prefix": network.TAP_PREFIX, **nat.status(settings.nat)},
-            "images": {
-                "kernel": installed(DEFAULT_KERNEL),
-                "initrd": installed(DEFAULT_INITRD),
-                "rootfs": installed(DEFAULT_ROOTFS),
-            },
+            "images": {kind: installed(name) for kind, name in image_names.BY_KIND.items()},
         }
     )
 

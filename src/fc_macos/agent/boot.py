@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
+from fc_macos import image_names
 from fc_macos.agent import guest_install, nat
 from fc_macos.agent import network as guest_net
 from fc_macos.agent import paths as image_paths
@@ -130,9 +131,9 @@ async def resolve_images(ctx: BootContext) -> None:
             )
         return None if found is None else str(found)
 
-    kernel = pick("kernel", spec.kernel, image_paths.DEFAULT_KERNEL, True)
-    initrd = pick("initrd", spec.initrd, image_paths.DEFAULT_INITRD, False)
-    rootfs = pick("rootfs", spec.rootfs, image_paths.DEFAULT_ROOTFS, True)
+    kernel = pick("kernel", spec.kernel, image_names.KERNEL, True)
+    initrd = pick("initrd", spec.initrd, image_names.INITRD, False)
+    rootfs = pick("rootfs", spec.rootfs, image_names.ROOTFS, True)
     drives = tuple(
         DriveSpec(id=d.id, path=str(image_paths.resolve_file(f"drive {d.id}", d.path, dirs)), read_only=d.read_only)
         for d in spec.drives

@@ -15,10 +15,6 @@ from pathlib import Path
 
 from fc_macos.errors import NotFoundError, ValidationError
 
-DEFAULT_KERNEL = "vmlinux"
-DEFAULT_INITRD = "initrd.img"
-DEFAULT_ROOTFS = "rootfs.ext4"
-
 
 def _inside(path: Path, dirs: tuple[Path, ...]) -> bool:
     return any(path == d or d in path.parents for d in dirs)

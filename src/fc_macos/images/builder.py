@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from fc_macos import image_names
+from fc_macos.image_names import MANIFEST
 from fc_macos.errors import ImageError, UsageError
 from fc_macos.images.arch import normalize_arch
 from fc_macos.images.digest import sha256_file
@@ -39,11 +41,7 @@ from fc_macos.images.rootfs import check_guest_agent
 from fc_macos.images.initramfs import init_script
 from fc_macos.progress import NullProgress, Progress
 
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-KERNEL_NAME = "vmlinux"
-INITRD_NAME = "initrd.img"
-ROOTFS_NAME = "rootfs.ext4"
 SOURCES = ("debian", "online")
 
 
@@ -91,9 +89,9 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
 def image_set(out_dir: Path, manifest: dict[str, Any]) -> ImageSet:
     files = manifest.get("files", {})
     return ImageSet(
-        kernel=out_dir / KERNEL_NAME,
-        initrd=out_dir / INITRD_NAME if INITRD_NAME in files else None,
-        rootfs=out_dir / ROOTFS_NAME,
+        kernel=out_dir / image_names.KERNEL,
+        initrd=out_dir / image_names.INITRD if image_names.INITRD in files else None,
+        rootfs=out_dir / image_names.ROOTFS,
         arch=manifest["arch"],
         kernel_format=manifest["kernel_format"],
         source=manifest["source"],
@@ -188,7 +186,7 @@ def _install(work: Path, out_dir: Path, manifest: dict[str, Any], progress: Prog
     names = list(manifest["files"])
     progress.step("install", f"moving the images into {out_dir}")
     (out_dir / MANIFEST).unlink(missing_ok=True)
-    for name in (KERNEL_NAME, INITRD_NAME, ROOTFS_NAME):
+    for name in image_names.FILES:
         if name not in names:
             (out_dir / name).unlink(missing_ok=True)
     for name in names:
@@ -252,7 +250,7 @@ def build_images(
                 work = Path(tmp)
                 kernel_format, learnt = _build(source, work, arch, kernel_deb, base_url, out_dir / "downloads", progress,
                                                guest_agent)
-                names = [n for n in (KERNEL_NAME, INITRD_NAME, ROOTFS_NAME) if (work / n).exists()]
+                names = [n for n in image_names.FILES if (work / n).exists()]
                 manifest = {
                     **wanted,
                     "inputs": {**inputs, **learnt},

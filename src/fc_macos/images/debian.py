@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from fc_macos import image_names
 from fc_macos.errors import ImageError
 from fc_macos.images.elf import EM_AARCH64, EM_X86_64, ElfFile
 from fc_macos.images.initramfs import OPTIONAL_MODULES, REQUIRED_MODULES, build_initramfs, load_order
@@ -112,16 +113,16 @@ def build_from_deb(deb: Path, out: Path, progress: Progress, *, arch: str,
         progress.done("unpack-kernel", vmlinuz.name)
 
         progress.step("kernel", "extracting the uncompressed kernel")
-        kernel_format = prepare_kernel(vmlinuz, out / "vmlinux")
+        kernel_format = prepare_kernel(vmlinuz, out / image_names.KERNEL)
         progress.done("kernel", kernel_format)
 
         progress.step("initrd", "building the initramfs (busybox + virtio modules)")
         modules = load_order(modules_dir, REQUIRED_MODULES, OPTIONAL_MODULES)
-        build_initramfs(busybox, modules, out / "initrd.img")
+        build_initramfs(busybox, modules, out / image_names.INITRD)
         progress.done("initrd", " ".join(m.name for m in modules))
 
         progress.step("rootfs", "building the ext4 root file system")
         populate_busybox_tree(tree, busybox, guest_agent=guest_agent)
-        make_ext4(tree, out / "rootfs.ext4", size_mib=ROOTFS_SIZE_MIB)
+        make_ext4(tree, out / image_names.ROOTFS, size_mib=ROOTFS_SIZE_MIB)
         progress.done("rootfs", f"{ROOTFS_SIZE_MIB} MiB")
     return kernel_format

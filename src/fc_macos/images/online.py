@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fc_macos import image_names
 from fc_macos.errors import ImageError
 from fc_macos.images.arch import normalize_arch
 from fc_macos.images.digest import sha256_file
@@ -160,7 +161,7 @@ def build_online(out: Path, arch: str, progress: Progress, *, base_url: str | No
     progress.done("download-rootfs", rootfs_pin.filename)
 
     progress.step("kernel", "checking the kernel")
-    kernel_format = prepare_kernel(kernel_file, out / "vmlinux")
+    kernel_format = prepare_kernel(kernel_file, out / image_names.KERNEL)
     progress.done("kernel", kernel_format)
 
     progress.step("rootfs", "building the ext4 root file system from the tarball")
@@ -171,6 +172,6 @@ def build_online(out: Path, arch: str, progress: Progress, *, base_url: str | No
         if not (tree / "bin" / "busybox").exists():
             raise ImageError(f"{tarball.name} has no /bin/busybox", hint="use an Alpine minirootfs tarball")
         install_init(tree, guest_agent=guest_agent)
-        make_ext4(tree, out / "rootfs.ext4", size_mib=ROOTFS_SIZE_MIB)
+        make_ext4(tree, out / image_names.ROOTFS, size_mib=ROOTFS_SIZE_MIB)
     progress.done("rootfs", f"{ROOTFS_SIZE_MIB} MiB")
     return kernel_format

@@ -25,15 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from fc_macos.errors import FcMacosError, SetupError
-from fc_macos.images.builder import INITRD_NAME, KERNEL_NAME, MANIFEST, ROOTFS_NAME, read_manifest, verify_images
+from fc_macos.image_names import BY_KIND, FILES, INITRD, KERNEL, MANIFEST, ROOTFS
+from fc_macos.images.builder import read_manifest, verify_images
 from fc_macos.images.digest import sha256_file
 from fc_macos.progress import Progress
 from fc_macos.providers.base import Check, Host, SetupOptions
 from fc_macos.providers.setup_steps import Skipped
 
 STEP = "install-images"
-#: Image kind (as in --kernel/--initrd/--rootfs) -> its file name in the image directory.
-IMAGE_NAMES = {"kernel": KERNEL_NAME, "initrd": INITRD_NAME, "rootfs": ROOTFS_NAME}
 OFFLINE_HINT = ("without internet, build them from Debian's packages: 'fc-macos images build --source debian "
                 "--out DIR', then 'fc-macos setup --images DIR'; or pass --kernel/--rootfs (and --initrd) to use "
                 "your own images, or --skip-assets to install none")
@@ -47,7 +46,7 @@ def setup_command(images: Path) -> str:
 def _given(options: SetupOptions) -> tuple[dict[str, Path], Path | None]:
     """The files to install by kind, and the manifest that describes them (for --images)."""
     if options.images is not None:
-        if any(getattr(options, kind) for kind in IMAGE_NAMES):
+        if any(getattr(options, kind) for kind in BY_KIND):
             raise SetupError(STEP, "--images cannot be combined with --kernel, --initrd or --rootfs",
                              hint="give either an image directory or single files")
         try:
@@ -58,7 +57,7 @@ def _given(options: SetupOptions) -> tuple[dict[str, Path], Path | None]:
         if found.initrd is not None:
             files["initrd"] = found.initrd
         return files, found.manifest
-    files = {kind: Path(getattr(options, kind)).expanduser() for kind in IMAGE_NAMES if getattr(options, kind)}
+    files = {kind: Path(getattr(options, kind)).expanduser() for kind in BY_KIND if getattr(options, kind)}
     for kind, path in files.items():
         if not path.is_file():
             raise SetupError(STEP, f"{kind} file {path} does not exist", hint=f"check the --{kind} path")
@@ -70,8 +69,8 @@ def _given(options: SetupOptions) -> tuple[dict[str, Path], Path | None]:
 def _refuse_a_kernel_without_its_initrd(kernel: Path) -> None:
     manifest = read_manifest(kernel.parent) or {}
     listed: dict[str, Any] = manifest.get("files") or {}
-    if INITRD_NAME in listed and listed.get(KERNEL_NAME) == sha256_file(kernel):
-        initrd = kernel.parent / INITRD_NAME
+    if INITRD in listed and listed.get(KERNEL) == sha256_file(kernel):
+        initrd = kernel.parent / INITRD
         raise SetupError(
             STEP, f"the kernel {kernel} boots with the initrd of its image set ({kernel.parent / MANIFEST}); "
             "without it the guest cannot mount its root filesystem",
@@ -88,23 +87,23 @@ def install_images(host: Host, options: SetupOptions, progress: Progress) -> str
     images = host.layout.images_dir
     files, manifest = _given(options)
     if files:
-        changed = [IMAGE_NAMES[kind] for kind, path in files.items()
-                   if host.put_file(path, f"{images}/{IMAGE_NAMES[kind]}")]
+        changed = [BY_KIND[kind] for kind, path in files.items()
+                   if host.put_file(path, f"{images}/{BY_KIND[kind]}")]
         removed = []
-        if "initrd" not in files and ("kernel" in files or manifest) and _exists(host, f"{images}/{INITRD_NAME}"):
-            host.run('rm -f "$1"', f"{images}/{INITRD_NAME}")  # an initrd belongs to its kernel
-            removed.append(INITRD_NAME)
+        if "initrd" not in files and ("kernel" in files or manifest) and _exists(host, f"{images}/{INITRD}"):
+            host.run('rm -f "$1"', f"{images}/{INITRD}")  # an initrd belongs to its kernel
+            removed.append(INITRD)
         if manifest is not None:
             if host.put_file(manifest, f"{images}/{MANIFEST}"):
                 changed.append(MANIFEST)
         elif changed or removed:
             host.run('rm -f "$1"', f"{images}/{MANIFEST}")  # no longer describes the set
         if not changed and not removed:
-            raise Skipped(f"{', '.join(IMAGE_NAMES[k] for k in files)} up to date in {images}")
+            raise Skipped(f"{', '.join(BY_KIND[k] for k in files)} up to date in {images}")
         for name in changed:
             progress.info(f"installed {images}/{name}")
         return ", ".join([*changed, *(f"{name} removed" for name in removed)])
-    if _exists(host, f"{images}/{KERNEL_NAME}") and _exists(host, f"{images}/{ROOTFS_NAME}") and not options.force:
+    if _exists(host, f"{images}/{KERNEL}") and _exists(host, f"{images}/{ROOTFS}") and not options.force:
         raise Skipped(f"images already in {images}")
     if options.skip_assets:
         raise Skipped("--skip-assets given")
@@ -118,9 +117,9 @@ def install_images(host: Host, options: SetupOptions, progress: Progress) -> str
 
 def describe_images(images_dir: str, present: set[str], manifest: dict[str, Any] | None) -> Check:
     """``doctor``'s image check: which files are installed and where they came from."""
-    names = [name for name in (KERNEL_NAME, INITRD_NAME, ROOTFS_NAME) if name in present]
-    if KERNEL_NAME not in present or ROOTFS_NAME not in present:
-        return Check("images", False, f"no {KERNEL_NAME}/{ROOTFS_NAME} in {images_dir}",
+    names = [name for name in FILES if name in present]
+    if KERNEL not in present or ROOTFS not in present:
+        return Check("images", False, f"no {KERNEL}/{ROOTFS} in {images_dir}",
                      "run 'fc-macos setup' (it builds them), or 'fc-macos images build --out DIR' "
                      "then 'fc-macos setup --images DIR'")
     if manifest is None:
@@ -128,8 +127,8 @@ def describe_images(images_dir: str, present: set[str], manifest: dict[str, Any]
     else:
         origin = (f"built by 'fc-macos images build --source {manifest.get('source', '?')}' "
                   f"({manifest.get('arch', '?')}, kernel {manifest.get('kernel_format', '?')})")
-        if INITRD_NAME in (manifest.get("files") or {}) and INITRD_NAME not in present:
+        if INITRD in (manifest.get("files") or {}) and INITRD not in present:
             return Check("images", False, f"{images_dir}: {', '.join(names)} from {origin}, but its "
-                         f"{INITRD_NAME} is missing: guests will not find their root filesystem",
+                         f"{INITRD} is missing: guests will not find their root filesystem",
                          "install the whole set again: 'fc-macos setup --images DIR'")
     return Check("images", True, f"{images_dir}: {', '.join(names)}; {origin}")

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fc_macos import image_names
 from fc_macos.agent_sync import BlockingAgent
 from fc_macos.config import AgentEndpoint, Config, read_json
 from fc_macos.errors import AgentError, ConfigError
@@ -143,7 +144,7 @@ class LocalProvider:
                                 "run 'fc-macos setup' (give --firecracker-bin PATH, or put 'firecracker' on PATH)"))
         images = self.agent.images_dir
         present = {p.name for p in images.iterdir() if p.is_file()} if images.is_dir() else set()
-        manifest = read_json(images / "manifest.json") if "manifest.json" in present else None
+        manifest = read_json(images / image_names.MANIFEST) if image_names.MANIFEST in present else None
         checks.append(image_install.describe_images(str(images), present,
                                                     manifest if isinstance(manifest, dict) else None))
         status = self.vm_status()
