@@ -43,7 +43,7 @@ from fc_macos.agent.microvm import RUNNING_STATES, MicroVM, wait_exit
 from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.state import StateStore
-from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
+from fc_macos.agent.wire import CREATED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec
 from fc_macos.errors import ConflictError, FcMacosError, NotFoundError
 from fc_macos.firecracker.client import FirecrackerClient
 from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, read_exit_status
@@ -106,21 +106,21 @@ class MicroVMManager(GuestAccess):
         vmm = None
         if vm.pid is not None and vm.start_time is not None and vm.pgid is not None:
             vmm = VMMProcess.find(paths, vm.pid, vm.start_time, vm.pgid)
-        if vm.state == "starting":
+        if vm.state == STARTING:
             if vmm is not None:
                 vmm.signal(signal.SIGKILL)
-            self._mark_stopped(vm, "failed", error="fc-agent stopped while this microVM was booting")
+            self._mark_stopped(vm, FAILED, error="fc-agent stopped while this microVM was booting")
             vm.exited.set()
         elif vm.state in RUNNING_STATES:
             if vmm is None:
-                self._mark_stopped(vm, "stopped")
+                self._mark_stopped(vm, STOPPED)
                 vm.exited.set()
                 log.info("%s stopped while fc-agent was away (exit status %s)", vm.name, vm.exit_status)
             else:
-                if vm.state == "stopping":  # that stop's caller is gone; it may be asked again
-                    vm.state = "running"
+                if vm.state == STOPPING:  # that stop's caller is gone; it may be asked again
+                    vm.state = RUNNING
                 self._go_live(vm, vmm)
-                if vm.guest is not None and vm.state != "created":
+                if vm.guest is not None and vm.state != CREATED:
                     vm.guest.start(vm.started_at or time.time(), again=True)
                 log.info("%s is still running (pid %d): reattached", vm.name, vmm.pid)
         else:
@@ -217,14 +217,14 @@ class MicroVMManager(GuestAccess):
             return
         if not isinstance(fields, dict):
             return
-        if method == "PATCH" and path == "/vm" and vm.state in ("running", "paused"):
-            new_state = {"Paused": "paused", "Resumed": "running"}.get(str(fields.get("state")))
+        if method == "PATCH" and path == "/vm" and vm.state in (RUNNING, PAUSED):
+            new_state = {"Paused": PAUSED, "Resumed": RUNNING}.get(str(fields.get("state")))
             if new_state is not None and new_state != vm.state:
                 vm.state = new_state
                 self._save()
         elif method == "PUT" and path == "/actions" and fields.get("action_type") == "InstanceStart":
-            if vm.state == "created":
-                vm.state = "running"
+            if vm.state == CREATED:
+                vm.state = RUNNING
                 vm.started_at = time.time()
                 self._save()
                 log.info("%s started (InstanceStart through the raw API)", name)
@@ -288,7 +288,7 @@ class MicroVMManager(GuestAccess):
             used = (lease.index for v in self._vms.values() if (lease := guest_net.Lease.from_record(v.network)))
             net = guest_net.GuestNetwork(guest_net.allocate(used), runner=self.net_runner)
         name = spec.name or self._new_name()
-        vm = MicroVM(name=name, spec=spec.to_dict() | {"name": name}, state="starting", created_at=time.time())
+        vm = MicroVM(name=name, spec=spec.to_dict() | {"name": name}, state=STARTING, created_at=time.time())
         vm.network = None if net is None else net.record
         if spec.vsock and spec.snapshot is None:
             cid = guest_vsock.allocate_cid(int(v.vsock["guest_cid"]) for v in self._vms.values() if v.vsock)
@@ -322,10 +322,10 @@ class MicroVMManager(GuestAccess):
         vm.ports = [asdict(p) for p in spec.ports]
         vm.guest_agent = {"absent": ctx.guest_agent_absent}
         if spec.snapshot is not None:
-            vm.state = "running" if spec.snapshot.resume else "paused"
+            vm.state = RUNNING if spec.snapshot.resume else PAUSED
         else:
-            vm.state = "running" if spec.start else "created"
-        vm.started_at = None if vm.state == "created" else time.time()
+            vm.state = RUNNING if spec.start else CREATED
+        vm.started_at = None if vm.state == CREATED else time.time()
         self._go_live(vm, ctx.vmm)
         if vm.guest is not None and vm.started_at is not None:
             vm.guest.start(vm.started_at, again=spec.snapshot is not None)
@@ -342,7 +342,7 @@ class MicroVMManager(GuestAccess):
         uds = Path(vm.vsock["uds_path"]) if vm.vsock else None
         vm.guest = GuestAgent(
             vm.name, uds, absent_reason=saved.get("absent"), saved=saved,
-            on_change=self._save, is_running=lambda: vm.state == "running",
+            on_change=self._save, is_running=lambda: vm.state == RUNNING,
         )  # fmt: skip
         broker = ConsoleBroker(vm.name, vmm.paths)
         try:
@@ -367,7 +367,7 @@ class MicroVMManager(GuestAccess):
             await vm.broker.drain(2.0)
         vmm.kill_leftovers()
         await self._release_guest(vm)
-        self._mark_stopped(vm, "stopped")
+        self._mark_stopped(vm, STOPPED)
         vmm.paths.api_sock.unlink(missing_ok=True)
         log.info("%s stopped (exit status %s)", vm.name, vm.exit_status)
         self._save()
@@ -401,14 +401,14 @@ class MicroVMManager(GuestAccess):
         ``created`` (no guest runs to shut down). Idempotent: a stopped
         microVM is returned as it is. ConflictError while it boots."""
         vm = self._get(name)
-        if vm.state == "starting":
+        if vm.state == STARTING:
             raise ConflictError(f"microVM {name!r} is still booting", hint="try again in a few seconds")
         if vm.state not in RUNNING_STATES or vm.vmm is None:
             return self.info(vm)
         vmm, exited = vm.vmm, vm.exited
-        force = force or vm.state == "created"
-        if vm.state != "stopping":
-            vm.state = "stopping"
+        force = force or vm.state == CREATED
+        if vm.state != STOPPING:
+            vm.state = STOPPING
             self._save()
             if not force:
                 await self._ask_to_stop(vm, vmm)
@@ -442,7 +442,7 @@ class MicroVMManager(GuestAccess):
         """Delete ``name`` and its work directory (socket, logs, rootfs copy).
         ConflictError if it runs and not ``force`` (then it is killed first)."""
         vm = self._get(name)
-        if vm.state == "starting":
+        if vm.state == STARTING:
             raise ConflictError(f"microVM {name!r} is still booting", hint="try again in a few seconds")
         if vm.state in RUNNING_STATES:
             if not force:

@@ -15,7 +15,7 @@ from fc_macos.agent.guest_agent import GuestAgent
 from fc_macos.agent.guest_errors import GuestChannelError
 from fc_macos.agent.microvm import MicroVM
 from fc_macos.agent.ports import PortPublisher
-from fc_macos.agent.wire import PortSpec
+from fc_macos.agent.wire import CREATED, PAUSED, RUNNING, STARTING, PortSpec
 from fc_macos.errors import ConflictError, FcMacosError, NotFoundError
 from fc_macos.firecracker.launcher import VMMPaths
 
@@ -37,11 +37,11 @@ class GuestAccess:
         """The guest agent of ``name`` if the guest runs: NotFoundError, or
         ConflictError ``not_running`` (stopped, created but not started, paused)."""
         vm = self._get(name)
-        if vm.state != "running" or vm.vmm is None or vm.guest is None:
+        if vm.state != RUNNING or vm.vmm is None or vm.guest is None:
             hints = {
-                "paused": f"resume it: PATCH /v1/microvms/{name}/firecracker/vm {{\"state\": \"Resumed\"}}",
-                "created": f"start it: PUT /v1/microvms/{name}/firecracker/actions {{\"action_type\": \"InstanceStart\"}}",
-                "starting": "wait until its boot finishes",
+                PAUSED: f"resume it: PATCH /v1/microvms/{name}/firecracker/vm {{\"state\": \"Resumed\"}}",
+                CREATED: f"start it: PUT /v1/microvms/{name}/firecracker/actions {{\"action_type\": \"InstanceStart\"}}",
+                STARTING: "wait until its boot finishes",
             }
             raise ConflictError(
                 f"microVM {name!r} is {vm.state}, not running",

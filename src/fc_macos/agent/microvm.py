@@ -12,11 +12,11 @@ from typing import Any
 
 from fc_macos.agent.console import ConsoleBroker, resolve_once
 from fc_macos.agent.guest_agent import GuestAgent
-from fc_macos.agent.wire import PortSpec
+from fc_macos.agent.wire import CREATED, PAUSED, RUNNING, STOPPING, PortSpec
 from fc_macos.firecracker.launcher import VMMProcess, pidfd_open
 
 #: States in which the VMM process runs (``created``: configured, guest not started).
-RUNNING_STATES = ("created", "running", "paused", "stopping")
+RUNNING_STATES = (CREATED, RUNNING, PAUSED, STOPPING)
 
 
 @dataclass(eq=False)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MAX_MEMORY_MIB, MAX_VCPUS, MicroVMInfo, MicroVMSpec
+from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, ENDED_STATES, MAX_MEMORY_MIB, MAX_VCPUS, RUNNING, MicroVMInfo, MicroVMSpec
 from fc_macos.cli.common import AppState, emit, format_duration, json_option, pass_state, table
 from fc_macos.cli.ports import agent_host, parse_publish, ports_cmd, ports_text, reach_at
 from fc_macos.errors import UsageError
@@ -24,7 +24,7 @@ name_option = click.option("--name", required=True, help="Name of the microVM.")
 def _uptime(info: MicroVMInfo) -> float | None:
     if info.uptime_s is not None:
         return info.uptime_s
-    if info.state == "running" and info.started_at:
+    if info.state == RUNNING and info.started_at:
         return max(0.0, time.time() - info.started_at)
     return None
 
@@ -310,7 +310,7 @@ def stop_cmd(state: AppState, name: str | None, stop_all: bool, force: bool, tim
     async def stop(client: AgentClient) -> list[MicroVMInfo]:
         if name:
             return [await client.stop_microvm(name, force=force, timeout_s=timeout_s)]
-        running = [i for i in await client.list_microvms() if i.state not in ("stopped", "failed")]
+        running = [i for i in await client.list_microvms() if i.state not in ENDED_STATES]
         return [await client.stop_microvm(i.name, force=force, timeout_s=timeout_s) for i in running]
 
     stopped = state.call_agent(stop)

@@ -103,8 +103,10 @@ def ports_cmd(state: AppState, name: str, add: tuple[str, ...], remove: tuple[in
 
 
 async def _check_forwardable(client: AgentClient, name: str) -> None:
+    from fc_macos.agent.wire import RUNNING
+
     info = await client.get_microvm(name)
-    if info.state != "running":
+    if info.state != RUNNING:
         raise ConflictError(f"microVM {name!r} is {info.state}, so nothing in it can be reached",
                             hint=f"start a microVM with 'fc-macos run --name {name} --background'")
     agent = info.guest_agent or {}

@@ -23,7 +23,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Log, Static
 from textual.worker import Worker
 
-from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
+from fc_macos.agent.wire import CREATED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec
 from fc_macos.cli.dashboard import model
 from fc_macos.cli.dashboard.screens import ConfirmDelete, Help, NewMicroVM
 from fc_macos.cli.dashboard.source import DashboardSource
@@ -31,8 +31,8 @@ from fc_macos.errors import FcMacosError
 
 REFRESH_S = 1.0
 VM_REFRESH_S = 5.0
-STATE_STYLES = {"running": "green", "paused": "yellow", "created": "cyan", "starting": "cyan",
-                "stopping": "yellow", "stopped": "dim", "failed": "bold red"}
+STATE_STYLES = {RUNNING: "green", PAUSED: "yellow", CREATED: "cyan", STARTING: "cyan",
+                STOPPING: "yellow", STOPPED: "dim", FAILED: "bold red"}
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
@@ -231,7 +231,7 @@ class DashboardApp(App[None]):
 
     def action_pause(self) -> None:
         if info := self.selected():
-            verb = "Resumed" if info.state == "paused" else "Paused"
+            verb = "Resumed" if info.state == PAUSED else "Paused"
             self.run_worker(self._act(self.source.pause_or_resume(info), f"{verb} {info.name}."), group="action")
 
     def action_delete(self) -> None:
@@ -320,7 +320,7 @@ class DashboardApp(App[None]):
         info = self.selected()
         if info is None:
             return
-        if info.state not in ("running", "paused", "created"):
+        if info.state not in (RUNNING, PAUSED, CREATED):
             self.notify(f"{info.name} is {info.state}: its console is closed. Press l to read its log.",
                         severity="warning")
             return

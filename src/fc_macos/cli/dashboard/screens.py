@@ -9,7 +9,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
-from fc_macos.agent.wire import MicroVMSpec
+from fc_macos.agent.wire import ENDED_STATES, MicroVMSpec
 from fc_macos.errors import FcMacosError
 
 HELP = """\
@@ -43,7 +43,7 @@ class ConfirmDelete(ModalScreen[bool]):
         self.vm_state = state
 
     def compose(self) -> ComposeResult:
-        stop = " It runs: it is stopped first." if self.vm_state not in ("stopped", "failed") else ""
+        stop = " It runs: it is stopped first." if self.vm_state not in ENDED_STATES else ""
         with Vertical(id="dialog"):
             yield Label(f"Delete microVM {self.vm_name} and its files?{stop}", id="question")
             yield Label("y: delete   n / Escape: keep it")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fc_macos.agent.client import AgentClient
-from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
+from fc_macos.agent.wire import CREATED, PAUSED, RUNNING, MicroVMInfo, MicroVMSpec
 from fc_macos.cli.dashboard.model import AgentFacts, Snapshot
 from fc_macos.config import AgentEndpoint
 from fc_macos.errors import FcMacosError, NotFoundError, UsageError
@@ -125,14 +125,14 @@ class DashboardSource:
     async def pause_or_resume(self, info: MicroVMInfo) -> str:
         """Pause a running microVM or resume a paused one (``PATCH /vm`` through
         the Firecracker relay, like 'fc-macos actions pause'); returns the new state."""
-        if info.state == "running":
-            target, new_state = "Paused", "paused"
-        elif info.state == "paused":
-            target, new_state = "Resumed", "running"
+        if info.state == RUNNING:
+            target, new_state = "Paused", PAUSED
+        elif info.state == PAUSED:
+            target, new_state = "Resumed", RUNNING
         else:
             raise UsageError(f"{info.name} is {info.state}: only a running microVM pauses, only a paused one resumes",
                              hint=f"start it first: 'fc-macos actions start --name {info.name}'"
-                             if info.state == "created" else "create a new one with n")
+                             if info.state == CREATED else "create a new one with n")
         await (await self._client_now()).firecracker(info.name, "PATCH", "/vm", {"state": target})
         return new_state
 
