@@ -6,7 +6,20 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from fc_macos.progress import Progress
+
+COPY_CHUNK = 1 << 20
+
+
+class Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
 
 
 def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
@@ -48,3 +61,19 @@ def write_private_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def copy_reporting(src: Readable, dst: Writable, *, name: str, total: int | None, progress: Progress,
+                   chunk: int = COPY_CHUNK) -> int:
+    """Copy ``src`` to ``dst`` (files or sockets) in ``chunk``-sized pieces, telling
+    ``progress.transfer(name, done, total)`` after each; the last call has
+    ``done == total`` (a final one with the bytes copied as the total when ``total``
+    was unknown or wrong). Returns the bytes copied."""
+    done = 0
+    while piece := src.read(chunk):
+        dst.write(piece)
+        done += len(piece)
+        progress.transfer(name, done, total)
+    if done != total or done == 0:
+        progress.transfer(name, done, done)
+    return done

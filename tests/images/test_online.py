@@ -105,6 +105,7 @@ def test_happy_path_downloads_verifies_and_builds(server: tuple[str, Path], tmp_
     assert "download-kernel" in progress.names("step")
     kernel_bytes = [(done, total) for name, done, total in progress.transfers if name == "vmlinux-test"]
     assert kernel_bytes[-1] == (len(FAKE_KERNEL), len(FAKE_KERNEL))  # the bar ends full
+    assert [done == total for done, total in kernel_bytes].count(True) == 1  # ... once: a second bar would show
     assert all(done <= len(FAKE_KERNEL) for done, _ in kernel_bytes)
     # A second build reuses the verified downloads instead of fetching again.
     (root / "fc/x86_64/vmlinux-test").unlink()

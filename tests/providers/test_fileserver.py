@@ -1,8 +1,10 @@
-"""FileServer: serves only registered files, under an unguessable path, on one address."""
+"""FileServer: serves only registered files, under an unguessable path, on one address,
+and reports the bytes it sends."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from fc_macos.errors import ProviderError
 from fc_macos.providers.fileserver import FileServer
+from tests.helpers.progress import RecordingProgress
 
 
 def _get(url: str) -> bytes:
@@ -30,6 +33,22 @@ def test_serves_registered_files_with_their_digest(tmp_path: Path) -> None:
         assert _get(served.url) == data
         renamed = server.add(blob, name="vmlinux")
         assert renamed.url.endswith("/vmlinux") and _get(renamed.url) == data
+
+
+def test_the_bytes_sent_are_reported_as_a_transfer_of_the_registered_name(tmp_path: Path) -> None:
+    data = os.urandom(5 * (1 << 20) + 7)
+    blob = tmp_path / "blob"
+    blob.write_bytes(data)
+    progress = RecordingProgress()
+    with FileServer("127.0.0.1", progress=progress) as server:
+        served = server.add(blob, name="rootfs.ext4")
+        with urllib.request.urlopen(urllib.request.Request(served.url, method="HEAD"), timeout=10):
+            pass
+        assert progress.transfers == []  # a HEAD sends no bytes
+        assert _get(served.url) == data
+    assert progress.transfers[-1] == ("rootfs.ext4", len(data), len(data))
+    assert [done for _, done, _ in progress.transfers] == [min((i + 1) << 20, len(data)) for i in range(6)]
+    assert {total for _, _, total in progress.transfers} == {len(data)}
 
 
 def test_everything_else_is_404(tmp_path: Path) -> None:

@@ -71,6 +71,11 @@ def test_setup_starts_the_agent_and_a_rerun_is_a_no_op(provider: LocalProvider, 
     installed = Path(info["state_dir"]) / "images"
     assert (installed / "vmlinux").read_bytes() == images["kernel"].read_bytes()
     assert (installed / "rootfs.ext4").read_bytes() == images["rootfs"].read_bytes()
+    rootfs_size = images["rootfs"].stat().st_size
+    copied = [(done, total) for name, done, total in first.transfers if name == "rootfs.ext4"]
+    assert copied[-1] == (rootfs_size, rootfs_size) and all(total == rootfs_size for _, total in copied)
+    assert [done for done, _ in copied] == sorted(done for done, _ in copied)  # the copy's bytes, in order
+    assert {"firecracker", "vmlinux"} <= {name for name, _, _ in first.transfers}
     status = provider.vm_status()
     assert (status.state, status.running, status.agent_ok) == ("running", True, True)
     pid = status.details["pid"]
@@ -79,6 +84,7 @@ def test_setup_starts_the_agent_and_a_rerun_is_a_no_op(provider: LocalProvider, 
     assert provider.setup(_options(images), again) == endpoint
     assert {"install-firecracker", "install-agent", "install-images", "write-token", "start-agent"} <= again.of("skip")
     assert again.of("done") == {"check-kvm", "check-agent"}  # checks only
+    assert again.transfers == []  # nothing copied
     assert provider.vm_status().details["pid"] == pid
 
     forced = provider.setup(_options(images, force=True), RecordingProgress())

@@ -67,6 +67,9 @@ def test_what_setup_installs_lands_in_the_vm_and_not_on_the_host(world: World) -
     images = root / "var" / "lib" / "fc-agent" / "images"
     assert sha256_file(images / "vmlinux") == sha256_file(world.options.kernel)  # type: ignore[arg-type]
     assert sha256_file(images / "rootfs.ext4") == sha256_file(world.options.rootfs)  # type: ignore[arg-type]
+    rootfs_size = world.options.rootfs.stat().st_size  # type: ignore[union-attr]
+    assert ("rootfs.ext4", rootfs_size, rootfs_size) in world.progress.transfers  # the VM's fetch, as it went
+    assert {"firecracker", "vmlinux"} <= {name for name, _, _ in world.progress.transfers}
     for host_path in ("/etc/fc-agent", "/opt/fc-agent", "/usr/local/bin/fc-agent", "/var/lib/fc-agent"):
         assert not Path(host_path).exists(), host_path
 

@@ -171,7 +171,7 @@ def _build(source: str, work: Path, arch: str, kernel_deb: Path | None, base_url
         check_busybox_arch(DEFAULT_BUSYBOX, arch)  # before downloading anything
         if kernel_deb is None:
             progress.step("download-kernel", "downloading the Debian cloud kernel package")
-            kernel_deb = download_kernel_deb(download_dir, arch)
+            kernel_deb = download_kernel_deb(download_dir, arch, progress)
             progress.done("download-kernel", kernel_deb.name)
         return build_from_deb(kernel_deb, work, progress, arch=arch, guest_agent=guest_agent), _deb_inputs(kernel_deb)
     from fc_macos.images.online import build_online

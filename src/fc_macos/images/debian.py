@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from fc_macos import image_names
@@ -29,10 +30,11 @@ from fc_macos.images.initramfs import OPTIONAL_MODULES, REQUIRED_MODULES, build_
 from fc_macos.images.kernel import prepare_kernel
 from fc_macos.images.arch import debian_arch
 from fc_macos.images.rootfs import make_ext4, populate_busybox_tree
-from fc_macos.progress import Progress
+from fc_macos.progress import NullProgress, Progress
 
 DEFAULT_BUSYBOX = Path("/bin/busybox")
 ROOTFS_SIZE_MIB = 64
+WATCH_S = 0.25  # how often a download's file size is looked at
 
 
 def _run(command: list[str], what: str, *, cwd: Path | None = None, hint: str) -> str:
@@ -55,20 +57,60 @@ def kernel_package(arch: str) -> str:
     raise ImageError(f"{meta} depends on no kernel package", hint="run 'apt-get update' and try again")
 
 
-def download_kernel_deb(dest_dir: Path, arch: str) -> Path:
+def download_kernel_deb(dest_dir: Path, arch: str, progress: Progress | None = None) -> Path:
     """Download the current Debian cloud kernel package for ``arch`` into ``dest_dir``
-    with ``apt-get download``; reuse one already there. Returns the .deb path."""
+    with ``apt-get download``; reuse one already there. Returns the .deb path. The
+    download's bytes are reported through ``progress.transfer`` (the file as apt writes
+    it, against the size ``apt-get download --print-uris`` announces)."""
     package = kernel_package(arch)
     existing = sorted(dest_dir.glob(f"{package}_*.deb"))
     if existing:
         return existing[-1]
     dest_dir.mkdir(parents=True, exist_ok=True)
-    _run(["apt-get", "download", "-q", package], f"apt-get download {package}", cwd=dest_dir,
-         hint="check that Debian's archive is reachable, or pass --kernel-deb PATH")
+    what, hint = f"apt-get download {package}", "check that Debian's archive is reachable, or pass --kernel-deb PATH"
+    name, size = _announced(_run(["apt-get", "download", "--print-uris", "-q", package], what, hint=hint),
+                            f"{package}.deb")
+    _watch_download(["apt-get", "download", "-q", package], dest_dir / name, size, progress or NullProgress(),
+                    what=what, hint=hint)
     found = sorted(dest_dir.glob(f"{package}_*.deb"))
     if not found:
         raise ImageError(f"apt-get download left no {package} .deb in {dest_dir}", hint="pass --kernel-deb PATH")
     return found[-1]
+
+
+def _announced(print_uris: str, fallback: str) -> tuple[str, int | None]:
+    """The file name and size in ``apt-get download --print-uris``'s line
+    (``'URL' FILE SIZE SHA256:...``), else ``(fallback, None)``."""
+    for line in print_uris.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0].startswith("'") and fields[2].isdigit():
+            return Path(fields[1]).name, int(fields[2])
+    return fallback, None
+
+
+def _watch_download(command: list[str], file: Path, size: int | None, progress: Progress, *,
+                    what: str, hint: str) -> None:
+    """Run ``command`` in ``file``'s directory, telling ``progress`` how big ``file`` is
+    (apt writes it in place) every :data:`WATCH_S` until it exits; ImageError on failure."""
+    if shutil.which(command[0]) is None:
+        raise ImageError(f"{what}: '{command[0]}' is not installed", hint=hint)
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(command, cwd=file.parent, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            while proc.poll() is None:
+                if file.is_file():
+                    progress.transfer(file.name, file.stat().st_size, size)
+                time.sleep(WATCH_S)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.returncode != 0:
+            output.seek(0)
+            raise ImageError(f"{what} failed: {output.read().decode(errors='replace').strip()}", hint=hint)
+    if file.is_file():
+        got = file.stat().st_size
+        progress.transfer(file.name, got, got)
 
 
 def unpack_deb(deb: Path, dest: Path) -> None:

@@ -99,7 +99,8 @@ def download(url: str, dest: Path, sha256: str, progress: Progress, *, timeout: 
                 digest.update(chunk)
                 done += len(chunk)
                 progress.transfer(dest.name, done, total or None)
-            progress.transfer(dest.name, done, done)
+            if done != total or done == 0:  # else that was the last call already
+                progress.transfer(dest.name, done, done)
         if digest.hexdigest() != sha256:
             raise ImageError(
                 f"checksum mismatch for {url}: got sha256 {digest.hexdigest()}, expected {sha256}",

@@ -119,7 +119,8 @@ class Host(Protocol):
 
     def put_file(self, src: Path, dest: str, *, mode: str = "0644") -> bool:
         """Copy this machine's ``src`` to ``dest`` unless ``dest`` already holds its
-        bytes (checked by SHA-256); atomic. True if ``dest`` changed."""
+        bytes (checked by SHA-256); atomic. The bytes copied are reported through
+        ``progress.transfer`` (named after ``dest``'s file name). True if ``dest`` changed."""
 
     def put_secret(self, dest: str, text: str) -> None:
         """Write ``text`` to ``dest`` with mode 0600 (never visible in a process list)."""

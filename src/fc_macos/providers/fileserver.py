@@ -9,6 +9,8 @@ SHA-256. The server:
 * listens only on that one address (never 0.0.0.0), on a free port;
 * serves only the registered files, under an unguessable path prefix
   (``secrets.token_urlsafe``); everything else is 404;
+* reports the bytes it sends of each file through ``progress.transfer`` (named
+  as registered; from the server's thread, while setup waits for the fetch);
 * stops when the ``with`` block (setup) ends.
 
 Usage::
@@ -21,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import secrets
-import shutil
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +30,9 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from fc_macos.errors import ProviderError
+from fc_macos.fsutil import copy_reporting
 from fc_macos.images.digest import sha256_file
+from fc_macos.progress import NullProgress, Progress
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class ServedFile:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    files: dict[str, Path]
+    files: dict[str, tuple[Path, str]]  # URL path -> (file, name)
+    progress: Progress
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -56,10 +60,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(body=False)
 
     def _serve(self, *, body: bool) -> None:
-        path = self.server.files.get(unquote(self.path.split("?", 1)[0]))
-        if path is None:
+        found = self.server.files.get(unquote(self.path.split("?", 1)[0]))
+        if found is None:
             self.send_error(404)
             return
+        path, name = found
         try:
             fh = open(path, "rb")
         except OSError:
@@ -72,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(size))
             self.end_headers()
             if body:
-                shutil.copyfileobj(fh, self.wfile, 1 << 20)
+                copy_reporting(fh, self.wfile, name=name, total=size, progress=self.server.progress)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         """Quiet: the library never prints."""
@@ -82,7 +87,7 @@ class FileServer:
     """Serves registered files to the VM; see the module docstring. Not reusable
     after :meth:`stop`; :meth:`stop` is idempotent."""
 
-    def __init__(self, host: str, port: int = 0) -> None:
+    def __init__(self, host: str, port: int = 0, progress: Progress | None = None) -> None:
         self.host = host
         self._prefix = "/" + secrets.token_urlsafe(24)
         try:
@@ -93,6 +98,7 @@ class FileServer:
                 hint=f"{host} must be an address of this machine that the VM can reach (its gateway)",
             ) from exc
         self._server.files = {}
+        self._server.progress = progress or NullProgress()
         self._thread: threading.Thread | None = None
 
     @property
@@ -106,7 +112,7 @@ class FileServer:
         if not path.is_file():
             raise ProviderError(f"cannot serve {path}: not a file", hint="check the path you gave to setup")
         url_path = f"{self._prefix}/{quote(name)}"
-        self._server.files[unquote(url_path)] = path
+        self._server.files[unquote(url_path)] = (path, name)
         return ServedFile(name=name, path=path, url=f"http://{self.host}:{self.port}{url_path}",
                           sha256=sha256_file(path), size=path.stat().st_size)
 

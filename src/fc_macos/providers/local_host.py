@@ -11,7 +11,6 @@ checking that it starts. Commands run as this user; files are copied.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from collections.abc import Callable
 import fc_macos
 from fc_macos.config import read_json
 from fc_macos.errors import ProviderError, SetupError
-from fc_macos.fsutil import write_json_atomic, write_private_text
+from fc_macos.fsutil import copy_reporting, write_json_atomic, write_private_text
 from fc_macos.progress import Progress
 from fc_macos.providers.base import AgentLayout, Check
 from fc_macos.providers.setup_steps import Skipped, Step
@@ -253,7 +252,9 @@ class LocalHost:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         try:
-            shutil.copyfile(src, tmp)
+            with open(src, "rb") as reader, open(tmp, "wb") as writer:
+                copy_reporting(reader, writer, name=target.name, total=os.fstat(reader.fileno()).st_size,
+                               progress=self.progress)
             tmp.chmod(int(mode, 8))
             os.replace(tmp, target)
         except OSError as exc:

@@ -152,7 +152,7 @@ class TartHost:
             if not self.gateway:
                 self.learn_gateway()
             assert self.gateway
-            self._server = FileServer(self.gateway).start()
+            self._server = FileServer(self.gateway, progress=self.progress).start()
         return self._server.add(path, name)
 
     def agent_url(self) -> str:
