@@ -26,7 +26,8 @@ DEFAULT_BOOT_ARGS = "console=ttyS0 reboot=k panic=1"
 
 #: microVM states as the agent reports them. ``created``: the Firecracker process
 #: runs and is configured, but the guest has not started (``start: false``).
-STATES = ("starting", "created", "running", "paused", "stopping", "stopped", "failed")
+#: ``damaged``: its work directory is there but its record cannot be read (``error`` says why).
+STATES = ("starting", "created", "running", "paused", "stopping", "stopped", "failed", "damaged")
 #: Spec fields that describe a fresh boot; a snapshot brings its own.
 BOOT_FIELDS = ("vcpus", "memory_mib", "kernel", "initrd", "rootfs", "boot_args", "drives")
 #: What ``MicroVMSpec.wait`` may name: create answers once that is ready.
