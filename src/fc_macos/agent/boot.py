@@ -164,6 +164,7 @@ async def prepare_workdir(ctx: BootContext) -> None:
 
         ctx.on_failure("rootfs copy", remove_rootfs)
         what = f"the rootfs copy of microVM {ctx.name!r}"
+        disk_space.ensure_free(what, ctx.paths.workdir, ctx.rootfs_source.stat().st_size)
         await asyncio.to_thread(disk_space.copy_file, ctx.rootfs_source, rootfs, what)
 
 

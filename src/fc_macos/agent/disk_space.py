@@ -2,8 +2,8 @@
 
 A full disk is a condition the user must be told about, not an agent
 failure: :func:`ensure_free` refuses work that would not fit (checked before
-a rootfs copy), :func:`copy_file` copies and turns ``ENOSPC`` half-way into
-the same refusal after removing the partial copy, and :func:`raise_if_full`
+a rootfs copy), :func:`copy_file` turns ``ENOSPC`` half-way through a copy
+into the same refusal after removing the partial copy, and :func:`raise_if_full`
 does it for any other write (the microVM records). Each raises
 :class:`~fc_macos.errors.NoSpaceError` (HTTP 507 ``no_space``) saying how
 much is free and how much is needed, with a hint on how to free space or
@@ -67,16 +67,14 @@ def raise_if_full(exc: OSError, what: str, where: Path, needed: int | None = Non
 
 
 def copy_file(source: Path, target: Path, what: str) -> None:
-    """Copy ``source`` to ``target`` after checking that it fits; on a full
-    disk (before or during the copy) no partial ``target`` is left and
-    NoSpaceError is raised. Other OSErrors propagate (the partial copy removed)."""
-    size = source.stat().st_size
-    ensure_free(what, target.parent, size)
+    """Copy ``source`` to ``target``; if the disk fills up during the copy, no
+    partial ``target`` is left and NoSpaceError is raised. Other OSErrors
+    propagate (the partial copy removed too). Check first with :func:`ensure_free`."""
     try:
         shutil.copyfile(source, target)
     except OSError as exc:
         target.unlink(missing_ok=True)
-        raise_if_full(exc, what, target.parent, size + RESERVE_BYTES)
+        raise_if_full(exc, what, target.parent, source.stat().st_size)
         raise
 
 

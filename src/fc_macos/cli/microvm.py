@@ -310,7 +310,7 @@ def stop_cmd(state: AppState, name: str | None, stop_all: bool, force: bool, tim
     async def stop(client: AgentClient) -> list[MicroVMInfo]:
         if name:
             return [await client.stop_microvm(name, force=force, timeout_s=timeout_s)]
-        running = [i for i in await client.list_microvms() if i.state not in ("stopped", "failed")]
+        running = [i for i in await client.list_microvms() if i.state not in ("stopped", "failed", "damaged")]
         return [await client.stop_microvm(i.name, force=force, timeout_s=timeout_s) for i in running]
 
     stopped = state.call_agent(stop)
