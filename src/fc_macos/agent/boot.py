@@ -39,7 +39,8 @@ from fc_macos.agent import vsock as guest_vsock
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.wire import DriveSpec, MicroVMSpec, SnapshotSpec
 from fc_macos.errors import (
-    BootError, ConflictError, FcMacosError, FirecrackerAPIError, NoSpaceError, NotFoundError, UsageError,
+    BootError, ConflictError, FcMacosError, FirecrackerAPIError, FirecrackerError, NoSpaceError, NotFoundError,
+    UsageError,
 )  # fmt: skip
 from fc_macos.firecracker.client import FirecrackerClient
 from fc_macos.guest import binary_path as guest_binary_path
@@ -185,8 +186,14 @@ async def install_guest_agent(ctx: BootContext) -> None:
 
 
 async def start_vmm(ctx: BootContext) -> None:
-    """Launch Firecracker (in its own session, under the exit-status wrapper)."""
-    vmm = await asyncio.to_thread(launch, ctx.settings.firecracker_bin, ctx.name, ctx.paths)
+    """Launch Firecracker (in its own session, under the exit-status wrapper).
+    A work directory too full for its FIFOs and logs is NoSpaceError."""
+    try:
+        vmm = await asyncio.to_thread(launch, ctx.settings.firecracker_bin, ctx.name, ctx.paths)
+    except FirecrackerError as exc:
+        if isinstance(exc.__cause__, OSError):
+            disk_space.raise_if_full(exc.__cause__, f"the files of microVM {ctx.name!r}", ctx.paths.workdir)
+        raise
     ctx.vmm = vmm
 
     async def kill_vmm() -> None:

@@ -147,7 +147,8 @@ class MicroVMManager(GuestAccess):
             if vm is not None and vm.vmm is not None and vm.vmm.pgid == group.pgid:
                 continue
             if vm is not None and vm.state == "damaged":
-                vm.error = f"{vm.error}; its VMM still runs (pids {', '.join(map(str, group.pids))}): 'fc-macos microvm rm --force --name {vm.name}' kills it"
+                pids = ", ".join(map(str, group.pids))
+                vm.error = f"{vm.error}; its VMM still runs (pids {pids}): 'fc-macos microvm rm --force --name {vm.name}' kills it"
                 continue
             what = "no microVM" if vm is None else f"microVM {group.name} ({vm.state}) does not"
             log.warning("killing VMM process group %d (pids %s) in %s: %s account for it", group.pgid,
