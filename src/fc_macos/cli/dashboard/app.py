@@ -32,7 +32,7 @@ from fc_macos.errors import FcMacosError
 REFRESH_S = 1.0
 VM_REFRESH_S = 5.0
 STATE_STYLES = {"running": "green", "paused": "yellow", "created": "cyan", "starting": "cyan",
-                "stopping": "yellow", "stopped": "dim", "failed": "bold red"}
+                "stopping": "yellow", "stopped": "dim", "failed": "bold red", "damaged": "bold red"}
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 

@@ -43,7 +43,7 @@ class ConfirmDelete(ModalScreen[bool]):
         self.vm_state = state
 
     def compose(self) -> ComposeResult:
-        stop = " It runs: it is stopped first." if self.vm_state not in ("stopped", "failed") else ""
+        stop = " It runs: it is stopped first." if self.vm_state not in ("stopped", "failed", "damaged") else ""
         with Vertical(id="dialog"):
             yield Label(f"Delete microVM {self.vm_name} and its files?{stop}", id="question")
             yield Label("y: delete   n / Escape: keep it")
