@@ -83,6 +83,12 @@ class ConflictError(FcMacosError):
     code = "conflict"
 
 
+class NoSpaceError(FcMacosError):
+    """The disk is too full for what was asked (the agent answers 507)."""
+
+    code = "no_space"
+
+
 class BootError(FcMacosError):
     """A boot step failed; ``step`` names it (e.g. ``"configure_boot_source"``)."""
 
@@ -216,6 +222,7 @@ __all__ = [
     "GuestAgentUnavailable",
     "ImageError",
     "NetworkError",
+    "NoSpaceError",
     "NotFoundError",
     "ProviderError",
     "SetupError",

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.settings import AgentSettings
-from tests.helpers.agent import AUTH, serve
+from tests.helpers.agent import AUTH, recorded_microvms, serve
 
 JSON = {**AUTH, "Content-Type": "application/json"}
 
@@ -126,7 +126,8 @@ async def test_wrong_method_is_json_405(client: TestClient) -> None:
 
 
 def seed_stopped(settings: AgentSettings, name: str) -> None:
-    """state.json as a previous agent left it: one stopped microVM."""
+    """state.json as a version 1 agent left it (every record inside it): one
+    stopped microVM. The agent moves the record into its work directory."""
     record = {
         "name": name, "state": "stopped", "spec": {"name": name, "vcpus": 1, "memory_mib": 128},
         "created_at": 1.0, "started_at": 2.0, "stopped_at": 3.0, "pid": None, "start_time": None,
@@ -148,7 +149,7 @@ async def test_duplicate_name_is_409(settings: AgentSettings) -> None:
         await client.close()
 
 
-async def test_unreadable_records_in_state_are_skipped(settings: AgentSettings) -> None:
+async def test_unreadable_records_in_a_version_1_state_are_skipped_or_named(settings: AgentSettings) -> None:
     seed_stopped(settings, "good")
     state = json.loads(settings.state_file.read_text())
     state["microvms"]["junk"] = ["not", "a", "record"]
@@ -156,8 +157,10 @@ async def test_unreadable_records_in_state_are_skipped(settings: AgentSettings) 
     settings.state_file.write_text(json.dumps(state))
     client = await serve(settings)
     try:
-        listed = (await (await client.get("/v1/microvms", headers=AUTH)).json())["microvms"]
-        assert [vm["name"] for vm in listed] == ["good"]
+        listed = {vm["name"]: vm for vm in (await (await client.get("/v1/microvms", headers=AUTH)).json())["microvms"]}
+        assert set(listed) == {"good", "half"}  # junk is no record at all: skipped (and logged)
+        assert listed["good"]["state"] == "stopped"
+        assert listed["half"]["state"] == "damaged" and "incomplete" in listed["half"]["error"]
     finally:
         await client.close()
 
@@ -187,7 +190,7 @@ async def test_stopped_microvm_is_listed_logged_and_deleted(old_client: TestClie
     resp = await old_client.delete("/v1/microvms/old", headers=AUTH)
     assert resp.status == 204
     assert not (settings.microvms_dir / "old").exists()
-    assert json.loads(settings.state_file.read_text())["microvms"] == {}
+    assert recorded_microvms(settings.state_dir) == {}
     await error_of(await old_client.get("/v1/microvms/old", headers=AUTH), 404)
 
 

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.boot import DEFAULT_STEPS, describe
 from fc_macos.agent.settings import AgentSettings
-from tests.helpers.agent import AUTH, kill_recorded_vmms, live_processes_mentioning, serve
+from tests.helpers.agent import AUTH, kill_recorded_vmms, live_processes_mentioning, recorded_microvms, serve
 
 
 def test_default_steps_are_the_documented_list() -> None:
@@ -33,7 +33,7 @@ async def test_kernel_firecracker_refuses_fails_in_start_instance(client: TestCl
     # cleanup ran in reverse: no process, no work directory, no record
     assert live_processes_mentioning(str(settings.state_dir)) == []
     assert not (settings.microvms_dir / "bad-kernel").exists()
-    assert json.loads(settings.state_file.read_text())["microvms"] == {}
+    assert recorded_microvms(settings.state_dir) == {}
     assert (await (await client.get("/v1/microvms", headers=AUTH)).json()) == {"microvms": []}
 
 
@@ -106,7 +106,7 @@ async def test_created_microvm_takes_preboot_calls_then_stops_without_a_guest(
     created = await resp.json()
     assert resp.status == 201, created
     assert created["state"] == "created" and created["pid"] > 0 and created["started_at"] is None
-    assert json.loads(settings.state_file.read_text())["microvms"]["pre"]["state"] == "created"
+    assert recorded_microvms(settings.state_dir)["pre"]["state"] == "created"
     relay = "/v1/microvms/pre/firecracker"
     resp = await client.put(f"{relay}/drives/extra", headers=AUTH, json={
         "drive_id": "extra", "path_on_host": str(image_dir / "extra.img"), "is_root_device": False, "is_read_only": True})

@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,56 +22,13 @@ from tests.helpers.agent import (
     GUEST_BOOT_ARGS,
     SHELL_PROMPT,
     ConsoleReader,
+    RestartableAgent,
+    free_port,
     kill_recorded_vmms,
     live_processes_mentioning,
 )
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class AgentProcess:
-    """``fc-agent`` run as ``python -m fc_macos.agent.main`` on a free port."""
-
-    def __init__(self, settings: AgentSettings, token_file: Path, log: Path) -> None:
-        self.settings = settings
-        self.token_file = token_file
-        self.log = log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        argv = [
-            sys.executable, "-m", "fc_macos.agent.main",
-            "--listen", f"127.0.0.1:{self.port}", "--token-file", str(self.token_file),
-            "--state-dir", str(self.settings.state_dir), "--firecracker-bin", self.settings.firecracker_bin,
-        ]  # fmt: skip
-        for d in self.settings.image_dirs:
-            argv += ["--image-dir", str(d)]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                assert self.proc.poll() is None, self.log.read_text()
-                try:
-                    async with session.get(self.url + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"fc-agent did not come up: {self.log.read_text()}")
-
-    def kill(self, sig: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=60)
 
 
 async def fetch(url: str) -> bytes:
@@ -91,8 +45,8 @@ def token_file(short_tmp: Path) -> Path:
 
 
 @pytest.fixture
-def agent(guest_settings: AgentSettings, token_file: Path, short_tmp: Path) -> Iterator[AgentProcess]:
-    proc = AgentProcess(guest_settings, token_file, short_tmp / "agent.log")
+def agent(guest_settings: AgentSettings, token_file: Path, short_tmp: Path) -> Iterator[RestartableAgent]:
+    proc = RestartableAgent(guest_settings, token_file, short_tmp / "agent.log")
     yield proc
     if proc.proc is not None and proc.proc.poll() is None:
         proc.kill(signal.SIGKILL)
@@ -105,7 +59,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-async def console_answers(session: aiohttp.ClientSession, agent: AgentProcess, name: str) -> None:
+async def console_answers(session: aiohttp.ClientSession, agent: RestartableAgent, name: str) -> None:
     async with session.ws_connect(f"{agent.url}/v1/microvms/{name}/console?scrollback=0") as ws:
         reader = ConsoleReader(ws)
         await reader.run(f"echo hello from {name}")
@@ -113,7 +67,7 @@ async def console_answers(session: aiohttp.ClientSession, agent: AgentProcess, n
 
 
 async def test_agent_killed_with_9_and_restarted_keeps_microvms(
-    agent: AgentProcess, session: aiohttp.ClientSession, guest_settings: AgentSettings
+    agent: RestartableAgent, session: aiohttp.ClientSession, guest_settings: AgentSettings
 ) -> None:
     await agent.start()
     created = []

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.settings import AgentSettings
 from tests.agent.conftest import AUTH, kill_recorded_vmms, serve
+from tests.helpers.agent import recorded_microvms
 from tests.agent.test_app import error_of
 
 
@@ -49,7 +50,7 @@ async def test_cids_are_unique_kept_and_reused_after_delete(settings: AgentSetti
         plain = await create(client, "plain", vsock=False)
         assert plain["vsock"] is None and plain["guest_agent"]["state"] == "absent"
         assert (await (await client.get("/v1/microvms/plain/firecracker/vm/config", headers=AUTH)).json())["vsock"] is None
-        assert json.loads(settings.state_file.read_text())["microvms"]["b"]["vsock"]["guest_cid"] == 4
+        assert recorded_microvms(settings.state_dir)["b"]["vsock"]["guest_cid"] == 4
 
         await client.close()
         client = await serve(settings)  # an agent restart keeps every CID
@@ -109,7 +110,7 @@ async def test_published_ports_of_a_microvm(client: TestClient, settings: AgentS
     ):
         body = await error_of(await client.post("/v1/microvms/web/ports", json=bad, headers=AUTH), status)
         assert body["error"] == code, (bad, body)
-    assert json.loads(settings.state_file.read_text())["microvms"]["web"]["ports"][1]["host_port"] == other
+    assert recorded_microvms(settings.state_dir)["web"]["ports"][1]["host_port"] == other
     assert (await client.delete(f"/v1/microvms/web/ports/{other}", headers=AUTH)).status == 204
     body = await error_of(await client.delete(f"/v1/microvms/web/ports/{other}", headers=AUTH), 404)
     assert body["error"] == "port_not_published"

@@ -29,6 +29,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from fc_macos.agent import vmm_processes
 from fc_macos.agent.app import create_app
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.wire import DEFAULT_BOOT_ARGS
@@ -49,7 +50,7 @@ async def serve(settings: AgentSettings) -> TestClient:
 @asynccontextmanager
 async def served(settings: AgentSettings) -> AsyncIterator[TestClient]:
     """The agent app on a local port for the ``async with`` block; on the way out
-    it stops and every VMM its state.json still names is killed."""
+    it stops and every VMM of its state directory is killed."""
     client = await serve(settings)
     try:
         yield client
@@ -58,17 +59,28 @@ async def served(settings: AgentSettings) -> AsyncIterator[TestClient]:
         kill_recorded_vmms(settings.state_dir)
 
 
+def recorded_microvms(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """The microVM records the agent keeps under ``state_dir`` (its
+    ``microvms/<name>/microvm.json`` files), by name; unreadable ones left out."""
+    records = {}
+    for path in sorted((state_dir / "microvms").glob("*/microvm.json")):
+        try:
+            records[path.parent.name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return records
+
+
 def kill_recorded_vmms(state_dir: Path) -> None:
-    """Safety net: SIGKILL every VMM state.json still names (a test that failed
-    half-way must not leave QEMU guests behind)."""
-    try:
-        state = json.loads((state_dir / "state.json").read_text())
-    except (OSError, ValueError):
-        return
-    for record in state.get("microvms", {}).values():
+    """Safety net: SIGKILL every VMM a record under ``state_dir`` names, and
+    every process group started for one of its work directories (a test that
+    failed half-way must not leave QEMU guests behind)."""
+    for record in recorded_microvms(state_dir).values():
         pid, start = record.get("pid"), record.get("start_time")
         if pid and start and proc_start_time(pid) == start:
             os.kill(pid, signal.SIGKILL)
+    for group in vmm_processes.find(state_dir / "microvms"):
+        vmm_processes.kill(group)
 
 
 PROMPT_TIMEOUT_S = 180.0  # three guests under QEMU TCG on two shared cores
@@ -159,6 +171,49 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class RestartableAgent:
+    """``fc-agent`` as a real process (``python -m fc_macos.agent.main``, --no-nat)
+    on a free port over ``settings``' state directory, to be killed
+    (:meth:`kill`, e.g. with SIGKILL) and started again on the same port."""
+
+    def __init__(self, settings: AgentSettings, token_file: Path, log: Path) -> None:
+        self.settings = settings
+        self.token_file = token_file
+        self.log = log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        """Start it and return once ``/healthz`` answers."""
+        argv = [
+            sys.executable, "-m", "fc_macos.agent.main", "--no-nat",
+            "--listen", f"127.0.0.1:{self.port}", "--token-file", str(self.token_file),
+            "--state-dir", str(self.settings.state_dir), "--firecracker-bin", self.settings.firecracker_bin,
+        ]  # fmt: skip
+        for d in self.settings.image_dirs:
+            argv += ["--image-dir", str(d)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        async with aiohttp.ClientSession() as session:
+            for _ in range(600):
+                assert self.proc.poll() is None, self.log.read_text()[-3000:]
+                try:
+                    async with session.get(self.url + "/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"fc-agent did not come up: {self.log.read_text()[-3000:]}")
+
+    def kill(self, sig: int) -> int:
+        """Send ``sig`` and wait for the exit; its return code."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
 
 
 @contextmanager

@@ -7,7 +7,8 @@ reverse order and the failure reaches the caller as
 :class:`~fc_macos.errors.BootError` naming the step (raised ``from`` the
 original error, so Firecracker's ``fault_message`` travels with it). Client
 mistakes found by a step (a missing file, a path outside the image
-directories ...) propagate unchanged so the agent can answer 4xx.
+directories ...) propagate unchanged so the agent can answer 4xx, and so
+does a full disk (NoSpaceError, 507).
 
 :data:`DEFAULT_STEPS` is the list in docs/design.md; callers may copy and edit
 it (insert a network step ...). :func:`plan` edits it for a spec: without
@@ -32,13 +33,16 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 from fc_macos import image_names
-from fc_macos.agent import guest_install, nat
+from fc_macos.agent import disk_space, guest_install, nat
 from fc_macos.agent import network as guest_net
 from fc_macos.agent import paths as image_paths
 from fc_macos.agent import vsock as guest_vsock
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.wire import DriveSpec, MicroVMSpec, SnapshotSpec
-from fc_macos.errors import BootError, ConflictError, FcMacosError, FirecrackerAPIError, NotFoundError, UsageError
+from fc_macos.errors import (
+    BootError, ConflictError, FcMacosError, FirecrackerAPIError, FirecrackerError, NoSpaceError, NotFoundError,
+    UsageError,
+)  # fmt: skip
 from fc_macos.firecracker.client import FirecrackerClient
 from fc_macos.guest import binary_path as guest_binary_path
 from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, launch, wait_gone
@@ -143,19 +147,27 @@ async def resolve_images(ctx: BootContext) -> None:
 
 
 async def prepare_workdir(ctx: BootContext) -> None:
-    """Create the work directory and copy the rootfs into it."""
+    """Create the work directory unless it exists (the manager makes it, with
+    the microVM's record, before the boot) and copy the rootfs into it, after
+    checking that it fits: a full disk is NoSpaceError, no partial copy left."""
     workdir = ctx.paths.workdir
-    if workdir.exists():
-        # Left over from a microVM of the same name that is no longer known.
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
-    workdir.mkdir(parents=True, mode=0o700)
+    if not workdir.exists():
+        workdir.mkdir(parents=True, mode=0o700)
 
-    async def remove_workdir() -> None:
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        async def remove_workdir() -> None:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
 
-    ctx.on_failure("work directory", remove_workdir)
+        ctx.on_failure("work directory", remove_workdir)
     if ctx.rootfs_source is not None:  # a snapshot restore brings its own drives
-        await asyncio.to_thread(shutil.copyfile, ctx.rootfs_source, ctx.paths.rootfs)
+        rootfs = ctx.paths.rootfs
+
+        async def remove_rootfs() -> None:
+            rootfs.unlink(missing_ok=True)
+
+        ctx.on_failure("rootfs copy", remove_rootfs)
+        what = f"the rootfs copy of microVM {ctx.name!r}"
+        disk_space.ensure_free(what, ctx.paths.workdir, ctx.rootfs_source.stat().st_size)
+        await asyncio.to_thread(disk_space.copy_file, ctx.rootfs_source, rootfs, what)
 
 
 async def install_guest_agent(ctx: BootContext) -> None:
@@ -175,8 +187,14 @@ async def install_guest_agent(ctx: BootContext) -> None:
 
 
 async def start_vmm(ctx: BootContext) -> None:
-    """Launch Firecracker (in its own session, under the exit-status wrapper)."""
-    vmm = await asyncio.to_thread(launch, ctx.settings.firecracker_bin, ctx.name, ctx.paths)
+    """Launch Firecracker (in its own session, under the exit-status wrapper).
+    A work directory too full for its FIFOs and logs is NoSpaceError."""
+    try:
+        vmm = await asyncio.to_thread(launch, ctx.settings.firecracker_bin, ctx.name, ctx.paths)
+    except FirecrackerError as exc:
+        if isinstance(exc.__cause__, OSError):
+            disk_space.raise_if_full(exc.__cause__, f"the files of microVM {ctx.name!r}", ctx.paths.workdir)
+        raise
     ctx.vmm = vmm
 
     async def kill_vmm() -> None:
@@ -442,7 +460,7 @@ def _tail(path: Path, limit: int = 500) -> str:
 async def run_boot(ctx: BootContext, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> None:
     """Run ``steps`` in order. On failure run the registered cleanups in
     reverse and raise: client mistakes (UsageError, NotFoundError,
-    ConflictError) as they are, anything else as BootError naming the step.
+    ConflictError) and a full disk (NoSpaceError) as they are, anything else as BootError naming the step.
     Callable once per context."""
     for step in steps:
         log.info("%s: boot step %s", ctx.name, step.name)
@@ -450,7 +468,7 @@ async def run_boot(ctx: BootContext, steps: tuple[BootStep, ...] = DEFAULT_STEPS
             await step.run(ctx)
         except BaseException as exc:
             await _undo(ctx)
-            if isinstance(exc, (UsageError, NotFoundError, ConflictError)):
+            if isinstance(exc, (UsageError, NotFoundError, ConflictError, NoSpaceError)):
                 log.info("%s: boot step %s refused: %s", ctx.name, step.name, exc.message)
                 raise
             if not isinstance(exc, Exception):

@@ -52,7 +52,7 @@ class GuestAgent:
 
     ``uds`` is the microVM's vsock socket (None: no vsock device, the state is
     ``absent`` for good). ``absent_reason`` is set when the agent could not be
-    installed. ``saved`` holds what state.json kept (``version``, ``ready_s``).
+    installed. ``saved`` holds what its record kept (``version``, ``ready_s``).
     ``on_change`` is called after every state change; ``is_running`` says
     whether the guest runs (no polling while it is paused). Use from one
     event loop; :meth:`close` ends the polling (idempotent).
@@ -87,7 +87,7 @@ class GuestAgent:
         return {"state": self.state, "version": self.version, "ready_s": self.ready_s, "reason": self.reason}
 
     def saved(self) -> dict[str, Any]:
-        """What state.json keeps of it (given back as ``saved`` after an agent restart)."""
+        """What the microVM record keeps of it (given back as ``saved`` after an agent restart)."""
         absent = self.absent_reason if self.uds is not None else None
         return {"version": self.version, "ready_s": self.ready_s, "absent": absent}
 

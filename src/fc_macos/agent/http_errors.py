@@ -22,6 +22,7 @@ from fc_macos.errors import (
     FcMacosError,
     FirecrackerAPIError,
     FirecrackerUnavailable,
+    NoSpaceError,
     NotFoundError,
     UsageError,
     ValidationError,
@@ -40,6 +41,7 @@ STATUS_OF: tuple[tuple[type[FcMacosError], int], ...] = (
     (ConflictError, 409),
     (FirecrackerAPIError, 502),
     (FirecrackerUnavailable, 502),
+    (NoSpaceError, 507),
 )
 
 _HTTP_CODES = {
@@ -74,6 +76,7 @@ DEFAULT_HINTS = {
     500: "see fc-agent's log",
     502: "the Firecracker process may have exited: check the microVM's state and logs",
     504: "check the microVM's console log (GET /v1/microvms/NAME/logs)",
+    507: "free space on the agent's disk",
 }
 
 

@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--token-file", type=Path, default=DEFAULT_TOKEN_FILE,
                         help=f"bearer token file, created (0600) when missing (default {DEFAULT_TOKEN_FILE})")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                        help=f"state.json, images/ and microvms/ live here (default {DEFAULT_STATE_DIR})")
+                        help=f"state.json, images/ and microvms/ (one directory and record per microVM) live here (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--firecracker-bin", default=DEFAULT_FIRECRACKER_BIN,
                         help="the Firecracker binary (default: 'firecracker' on PATH)")
     parser.add_argument("--image-dir", type=Path, action="append", default=[],
@@ -62,7 +62,7 @@ async def serve(settings: AgentSettings, host: str, port: int) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None)
     try:
-        await runner.setup()  # starts the manager: reads state.json, reattaches
+        await runner.setup()  # starts the manager: reads the microVM records, reattaches
     except OSError as exc:
         raise ConfigError(
             f"cannot use the state directory {settings.state_dir}: {exc}",

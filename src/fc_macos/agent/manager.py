@@ -3,11 +3,17 @@
 It creates microVMs through :mod:`fc_macos.agent.boot` (booted, ``created``
 but not started, or restored from a snapshot), watches each
 VMM process for its exit (a pidfd, no polling where the kernel has them),
-stops and deletes them, and keeps ``state.json`` in step with every change.
-After an agent restart :meth:`MicroVMManager.start` finds the microVMs that
-still run (pid + start time), reopens their console FIFOs and carries on;
-those that died meanwhile are marked ``stopped`` with the exit status their
-wrapper wrote. Shutting the manager down (:meth:`close`) never stops a microVM.
+stops and deletes them, and keeps each microVM's record (:mod:`fc_macos.agent.state`:
+``microvm.json`` in its work directory, written before its VMM can run) in step
+with every change. After an agent restart :meth:`MicroVMManager.start` finds
+the microVMs that still run (pid + start time), reopens their console FIFOs
+and carries on; those that died meanwhile are marked ``stopped`` with the exit
+status their wrapper wrote; a work directory without a readable record is
+listed as ``damaged`` (its files kept); and any VMM process that no record
+accounts for (a crash between its start and its record) is killed
+(:mod:`fc_macos.agent.vmm_processes`). Shutting the manager down
+(:meth:`close`) never stops a microVM. A full disk refuses a create with
+NoSpaceError (507) and leaves nothing of it behind.
 
 The raw Firecracker relay changes a microVM's state behind the manager's back;
 the relay reports successful calls that matter (:meth:`MicroVMManager.observe`):
@@ -16,7 +22,7 @@ the relay reports successful calls that matter (:meth:`MicroVMManager.observe`):
 Each running microVM with a vsock device has a :class:`GuestAgent` (its
 guest agent's state, and the way into the guest); its published ports are
 listeners of the manager's :class:`PortPublisher`, recorded with it in
-state.json so that they come back after an agent restart.
+its record so that they come back after an agent restart.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import signal
 import time
 from contextlib import AsyncExitStack
@@ -34,19 +39,20 @@ from typing import Any
 
 from fc_macos.agent import nat
 from fc_macos.agent import network as guest_net
+from fc_macos.agent import vmm_processes
 from fc_macos.agent import vsock as guest_vsock
 from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot, vm_config_fields
 from fc_macos.agent.console import ConsoleBroker
 from fc_macos.agent.guest_agent import GuestAgent
 from fc_macos.agent.manager_guest import GuestAccess
-from fc_macos.agent.microvm import RUNNING_STATES, MicroVM, wait_exit
+from fc_macos.agent.microvm import RUNNING_STATES, MicroVM, damaged_microvm, wait_exit
 from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.settings import AgentSettings
-from fc_macos.agent.state import StateStore
-from fc_macos.agent.wire import CREATED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec
-from fc_macos.errors import ConflictError, FcMacosError, NotFoundError
+from fc_macos.agent.state import RecordStore
+from fc_macos.agent.wire import CREATED, DAMAGED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec
+from fc_macos.errors import ConflictError, FcMacosError, NoSpaceError, NotFoundError
 from fc_macos.firecracker.client import FirecrackerClient
-from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, read_exit_status
+from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, read_exit_status, wait_gone
 
 log = logging.getLogger("fc_agent.manager")
 
@@ -61,7 +67,7 @@ class MicroVMManager(GuestAccess):
     :func:`boot.plan` edits it for each spec (``start=False``, snapshot restore,
     network). ``net_runner`` runs the host's network commands (``ip``, ``nft``,
     ``iptables``) for microVMs with a network; each holds a lease (its TAP and
-    /30, kept in state.json) from creation until it is deleted. A microVM
+    /30, kept in its record) from creation until it is deleted. A microVM
     with a vsock device holds its CID the same way.
     """
 
@@ -72,7 +78,7 @@ class MicroVMManager(GuestAccess):
         self.settings = settings
         self.steps = steps
         self.net_runner = net_runner or guest_net.CommandRunner()
-        self.store = StateStore(settings.state_file)
+        self.store = RecordStore(settings.state_file, settings.microvms_dir)
         self._vms: dict[str, MicroVM] = {}
         self._next_index = 1
         self.ports = PortPublisher(self.guest)
@@ -80,22 +86,27 @@ class MicroVMManager(GuestAccess):
     # -- lifecycle of the manager ------------------------------------------------
 
     async def start(self) -> None:
-        """Load state.json and reattach to the microVMs that still run. Call once."""
+        """Load the microVM records, reattach to the microVMs that still run and
+        kill the VMM processes no record accounts for. Call once."""
         self.settings.microvms_dir.mkdir(parents=True, exist_ok=True)
         self.settings.images_dir.mkdir(parents=True, exist_ok=True)
         self.settings.snapshots_dir.mkdir(parents=True, exist_ok=True)
-        state = self.store.load()
-        self._next_index = int(state.get("next_index", 1))
-        for key, record in state["microvms"].items():
+        loaded = self.store.load_all()
+        self._next_index = loaded.next_index
+        for key, record in loaded.records.items():
             try:
                 vm = MicroVM.from_record(record)
-                if vm.name != key or not isinstance(vm.spec, dict) or vm.state is None or vm.created_at is None:
-                    raise ValueError("incomplete record")
+                if not isinstance(vm.spec, dict) or not isinstance(vm.state, str) or vm.created_at is None:
+                    raise ValueError("a field is missing (spec, state or created_at)")
             except (AttributeError, TypeError, ValueError) as exc:
-                log.warning("skipping microVM %r in %s: %s", key, self.store.path, exc)
+                loaded.damaged[key] = f"its record {self.store.record_path(key)} is incomplete: {exc}"
+                log.warning("microVM %s cannot be recovered: %s", key, loaded.damaged[key])
                 continue
             self._vms[vm.name] = vm
             self._reattach(vm)
+        for key, reason in loaded.damaged.items():
+            self._vms[key] = damaged_microvm(key, reason, self.paths(key).workdir)
+        await asyncio.to_thread(self._kill_unaccounted)
         for vm in self._vms.values():
             if vm.vmm is not None:
                 await self._publish_again(vm)
@@ -111,7 +122,7 @@ class MicroVMManager(GuestAccess):
                 vmm.signal(signal.SIGKILL)
             self._mark_stopped(vm, FAILED, error="fc-agent stopped while this microVM was booting")
             vm.exited.set()
-        elif vm.state in RUNNING_STATES:
+        elif vm.state in RUNNING_STATES:  # "damaged" is none of these
             if vmm is None:
                 self._mark_stopped(vm, STOPPED)
                 vm.exited.set()
@@ -125,6 +136,24 @@ class MicroVMManager(GuestAccess):
                 log.info("%s is still running (pid %d): reattached", vm.name, vmm.pid)
         else:
             vm.exited.set()
+
+    def _kill_unaccounted(self) -> None:
+        """Kill every VMM process group of our work directories that is not the
+        live VMM of a record (a crash left it between its start and its record,
+        or a create or delete half done). A damaged microVM's processes are
+        left running (its guest may be the user's) and named in its error."""
+        for group in vmm_processes.find(self.settings.microvms_dir):
+            vm = self._vms.get(group.name)
+            if vm is not None and vm.vmm is not None and vm.vmm.pgid == group.pgid:
+                continue
+            if vm is not None and vm.state == DAMAGED:
+                pids = ", ".join(map(str, group.pids))
+                vm.error = f"{vm.error}; its VMM still runs (pids {pids}): 'fc-macos microvm rm --force --name {vm.name}' kills it"
+                continue
+            what = "no microVM" if vm is None else f"microVM {group.name} ({vm.state}) does not"
+            log.warning("killing VMM process group %d (pids %s) in %s: %s account for it", group.pgid,
+                        group.pids, self.paths(group.name).workdir, what)  # fmt: skip
+            vmm_processes.kill(group)
 
     async def close(self) -> None:
         """Detach from every microVM (they keep running): end console viewers,
@@ -294,13 +323,17 @@ class MicroVMManager(GuestAccess):
             cid = guest_vsock.allocate_cid(int(v.vsock["guest_cid"]) for v in self._vms.values() if v.vsock)
             vm.vsock = guest_vsock.device_record(cid, guest_vsock.uds_path(self.paths(name).workdir))
         self._vms[name] = vm
-        self._save()
+        made = False
+        ctx: BootContext | None = None
 
         def record_vmm(vmm: VMMProcess) -> None:
             vm.pid, vm.start_time, vm.pgid = vmm.pid, vmm.start_time, vmm.pgid
-            self._save()
+            self._save(vm, strict=True)
 
         try:
+            # The work directory and the record exist before anything can run in it.
+            self.store.create(name, vm.to_record())
+            made = True
             for port in spec.ports:  # before the boot: a taken port fails the create at once
                 await self.ports.publish(name, port)
             async with AsyncExitStack() as stack:
@@ -309,30 +342,47 @@ class MicroVMManager(GuestAccess):
                     on_vmm_started=record_vmm, network=net, vsock=vm.vsock,
                 )  # fmt: skip
                 await run_boot(ctx, plan(spec, self.steps))
+            assert ctx.vmm is not None
+            vm.spec = ctx.spec.to_dict()
+            vm.vsock = ctx.vsock
+            vm.ports = [asdict(p) for p in spec.ports]
+            vm.guest_agent = {"absent": ctx.guest_agent_absent}
+            if spec.snapshot is not None:
+                vm.state = RUNNING if spec.snapshot.resume else PAUSED
+            else:
+                vm.state = RUNNING if spec.start else CREATED
+            vm.started_at = None if vm.state == CREATED else time.time()
+            self._save(vm, strict=True)
         except BaseException:
-            await self.ports.unpublish_all(name)
-            del self._vms[name]
-            if spec.name is None:  # a failed boot does not use up an automatic name
-                self._next_index = min(self._next_index, int(name.rsplit("-", 1)[1]))
-            self._save()
+            await self._discard_failed(vm, ctx, made=made, automatic=spec.name is None)
             raise
-        assert ctx.vmm is not None
-        vm.spec = ctx.spec.to_dict()
-        vm.vsock = ctx.vsock
-        vm.ports = [asdict(p) for p in spec.ports]
-        vm.guest_agent = {"absent": ctx.guest_agent_absent}
-        if spec.snapshot is not None:
-            vm.state = RUNNING if spec.snapshot.resume else PAUSED
-        else:
-            vm.state = RUNNING if spec.start else CREATED
-        vm.started_at = None if vm.state == CREATED else time.time()
         self._go_live(vm, ctx.vmm)
         if vm.guest is not None and vm.started_at is not None:
             vm.guest.start(vm.started_at, again=spec.snapshot is not None)
-        self._save()
         if spec.wait == "guest_agent":
             await self._wait_for_guest_agent(vm, spec.wait_timeout_s)
         return self.info(vm)
+
+    async def _discard_failed(self, vm: MicroVM, ctx: BootContext | None, *, made: bool, automatic: bool) -> None:
+        """Undo a create that failed: no process, no work directory, no record
+        and (for an automatic name) the name not used up."""
+        vmm = None if ctx is None else ctx.vmm
+        if vmm is not None and vmm.signal(signal.SIGKILL):  # booted, then its record could not be written
+            await asyncio.to_thread(wait_gone, vmm.pid, vmm.start_time, 10.0)
+        await self.ports.unpublish_all(vm.name)
+        del self._vms[vm.name]
+        if made:
+            await asyncio.to_thread(self._remove_workdir, vm.name)
+        if automatic:  # a failed boot does not use up an automatic name
+            self._next_index = min(self._next_index, int(vm.name.rsplit("-", 1)[1]))
+        self._save()
+
+    def _remove_workdir(self, name: str) -> None:
+        """Kill whatever still runs for ``name``'s work directory, then remove it with its record."""
+        for group in vmm_processes.find(self.settings.microvms_dir):
+            if group.name == name:
+                vmm_processes.kill(group)
+        self.store.delete(name)
 
     def _go_live(self, vm: MicroVM, vmm: VMMProcess) -> None:
         vm.vmm = vmm
@@ -342,7 +392,7 @@ class MicroVMManager(GuestAccess):
         uds = Path(vm.vsock["uds_path"]) if vm.vsock else None
         vm.guest = GuestAgent(
             vm.name, uds, absent_reason=saved.get("absent"), saved=saved,
-            on_change=self._save, is_running=lambda: vm.state == RUNNING,
+            on_change=lambda: self._save(vm), is_running=lambda: vm.state == RUNNING,
         )  # fmt: skip
         broker = ConsoleBroker(vm.name, vmm.paths)
         try:
@@ -370,7 +420,7 @@ class MicroVMManager(GuestAccess):
         self._mark_stopped(vm, STOPPED)
         vmm.paths.api_sock.unlink(missing_ok=True)
         log.info("%s stopped (exit status %s)", vm.name, vm.exit_status)
-        self._save()
+        self._save(vm)
         vm.exited.set()
 
     def _mark_stopped(self, vm: MicroVM, state: str, *, error: str | None = None) -> None:
@@ -444,6 +494,14 @@ class MicroVMManager(GuestAccess):
         vm = self._get(name)
         if vm.state == STARTING:
             raise ConflictError(f"microVM {name!r} is still booting", hint="try again in a few seconds")
+        if vm.state == DAMAGED and not force and any(
+            g.name == name for g in await asyncio.to_thread(vmm_processes.find, self.settings.microvms_dir)
+        ):
+            raise ConflictError(
+                f"damaged microVM {name!r} still has a VMM process running",
+                hint=f"remove it with --force (DELETE ...?force=true), which kills it: 'fc-macos microvm rm --force --name {name}'",
+                code="running",
+            )
         if vm.state in RUNNING_STATES:
             if not force:
                 raise ConflictError(
@@ -456,7 +514,7 @@ class MicroVMManager(GuestAccess):
             return  # deleted meanwhile by a concurrent call
         del self._vms[name]
         await self.ports.unpublish_all(name)
-        await asyncio.to_thread(shutil.rmtree, self.paths(name).workdir, True)
+        await asyncio.to_thread(self._remove_workdir, name)
         await self._release_network(vm)
         self._save()
 
@@ -472,10 +530,18 @@ class MicroVMManager(GuestAccess):
 
     # -- persistence --------------------------------------------------------------
 
-    def _save(self) -> None:
-        self.store.save(
-            {
-                "next_index": self._next_index,
-                "microvms": {name: vm.to_record() for name, vm in self._vms.items()},
-            }
-        )
+    def _save(self, vm: MicroVM | None = None, *, strict: bool = False) -> None:
+        """Write the record of ``vm`` (of every microVM if None; unchanged
+        records are not rewritten) and the index. ``strict``: a failure
+        (NoSpaceError on a full disk, OSError) is raised; otherwise it is
+        logged, and the next save writes what changed."""
+        vms = [vm] if vm is not None else list(self._vms.values())
+        try:
+            for one in vms:
+                if one.state != DAMAGED:  # a damaged microVM has no record to write
+                    self.store.save(one.name, one.to_record())
+            self.store.save_index(self._next_index)
+        except (NoSpaceError, OSError) as exc:
+            if strict:
+                raise
+            log.error("cannot write the agent's records: %s", exc)

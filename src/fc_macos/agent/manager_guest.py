@@ -2,7 +2,7 @@
 (a mixin): the guest agent of a running microVM, its published ports (added,
 removed, published again after an agent restart) and create's wait for the
 guest agent. Everything the ports need is kept in the microVM's record, so
-state.json brings them back."""
+an agent restart brings them back."""
 
 from __future__ import annotations
 

@@ -1,12 +1,14 @@
-"""One microVM as the manager holds it: its persistent record (a state.json
-entry) plus, while it runs, the live parts (VMM process, console broker,
-guest agent tracker, exit watcher); and :func:`wait_exit`, how the manager
-learns that a VMM process ended."""
+"""One microVM as the manager holds it: its persistent record (its
+``microvm.json``, see :mod:`fc_macos.agent.state`) plus, while it runs, the live parts (VMM process, console broker,
+guest agent tracker, exit watcher); :func:`damaged_microvm`, what stands
+for a work directory whose record is lost; and :func:`wait_exit`, how the
+manager learns that a VMM process ended."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,22 @@ class MicroVM:
         return cls(**fields)
 
 
+def damaged_microvm(name: str, reason: str, workdir: Path) -> MicroVM:
+    """A microVM in state ``damaged``: its work directory is there but its
+    record cannot be read. ``error`` says why and what to do; nothing of it is
+    ever written or removed but by an explicit delete."""
+    try:
+        created_at = workdir.stat().st_mtime
+    except OSError:
+        created_at = 0.0
+    error = (
+        f"damaged: {reason}. Its files are kept in {workdir}: copy out what you need "
+        f"(its disk is rootfs.ext4), then remove it with 'fc-macos microvm rm --name {name}'"
+    )
+    vm = MicroVM(name=name, spec={"name": name}, state="damaged", created_at=created_at, error=error)
+    vm.exited.set()
+    return vm
+
 
 async def wait_exit(vmm: VMMProcess) -> None:
     """Return when the VMM process has exited (pidfd readiness; a slow poll
@@ -88,4 +106,4 @@ async def wait_exit(vmm: VMMProcess) -> None:
         os.close(fd)
 
 
-__all__ = ["RUNNING_STATES", "MicroVM", "wait_exit"]
+__all__ = ["RUNNING_STATES", "MicroVM", "damaged_microvm", "wait_exit"]

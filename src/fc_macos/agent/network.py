@@ -9,7 +9,7 @@ network number ``N`` (0-based) owns ``172.16.0.0/16``'s ``N``-th /30, so
 and the guest learns its address from the kernel command line
 ``ip=<guest>::<tap>:255.255.255.252::eth0:off[:<dns>]`` (the kernel itself with
 CONFIG_IP_PNP, else the rootfs ``/init``). A :class:`Lease` is that plan for one
-``N``; the manager keeps leases in state.json with the microVM and hands out the
+``N``; the manager keeps leases in the microVM's record and hands out the
 lowest free ``N`` whose TAP does not exist yet (other agents on the same machine
 use the same names). The TAP is created with ``ip tuntap add`` through a
 :class:`CommandRunner` (the process boundary; tests give their own) and removed
@@ -79,7 +79,7 @@ class Lease:
         return "ip=" + ":".join(fields)
 
     def to_record(self) -> dict[str, Any]:
-        """What state.json and MicroVMInfo.network carry (NAT fields are added by the boot step)."""
+        """What the microVM record and MicroVMInfo.network carry (NAT fields are added by the boot step)."""
         return {
             "index": self.index,
             "tap": self.tap,
@@ -106,7 +106,7 @@ class Lease:
 @dataclass
 class GuestNetwork:
     """One microVM's network while it boots: its lease, the runner for host
-    commands and ``record``, what state.json and ``MicroVMInfo.network`` keep
+    commands and ``record``, what the microVM record and ``MicroVMInfo.network`` keep
     (the boot step fills in the NAT fields)."""
 
     lease: Lease

@@ -248,6 +248,7 @@ PATHS: dict[str, Any] = {
                 "409": _error("a microVM of that name exists"),
                 "413": _error("request body too large"),
                 "422": _error("a boot step failed (error boot_failed, with step)"),
+                "507": _error("not enough disk space for the microVM (error no_space: free and needed in the message)"),
             },
         },
     },

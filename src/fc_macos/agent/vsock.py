@@ -2,7 +2,7 @@
 
 Every microVM of this agent (unless ``vsock: false``) has one device: its CID
 is the lowest one no other microVM of the agent holds (>= 3, kept in
-state.json with the microVM until it is deleted) and its socket is
+its record with the microVM until it is deleted) and its socket is
 ``<workdir>/vsock.sock``. Streams into the guest are opened with
 :func:`dial` (Firecracker's hybrid vsock handshake,
 :mod:`fc_macos.guest.hybrid_vsock`).
@@ -37,7 +37,7 @@ def allocate_cid(used: Iterable[int]) -> int:
 
 
 def device_record(guest_cid: int, path: Path) -> dict[str, Any]:
-    """The device as state.json and MicroVMInfo show it."""
+    """The device as the microVM record and MicroVMInfo show it."""
     return {"guest_cid": guest_cid, "uds_path": str(path)}
 
 

@@ -26,11 +26,13 @@ DEFAULT_BOOT_ARGS = "console=ttyS0 reboot=k panic=1"
 
 #: microVM states as the agent reports them. ``created``: the Firecracker process
 #: runs and is configured, but the guest has not started (``start: false``).
+#: ``damaged``: its work directory is there but its record cannot be read (``error`` says why).
 STARTING, CREATED, RUNNING, PAUSED = "starting", "created", "running", "paused"
-STOPPING, STOPPED, FAILED = "stopping", "stopped", "failed"
-STATES = (STARTING, CREATED, RUNNING, PAUSED, STOPPING, STOPPED, FAILED)
-#: The states of a microVM whose Firecracker process is gone.
-ENDED_STATES = (STOPPED, FAILED)
+STOPPING, STOPPED, FAILED, DAMAGED = "stopping", "stopped", "failed", "damaged"
+STATES = (STARTING, CREATED, RUNNING, PAUSED, STOPPING, STOPPED, FAILED, DAMAGED)
+#: The states of a microVM that is not running as far as the agent manages it: its
+#: Firecracker process is gone (stopped, failed), or its record is (damaged).
+ENDED_STATES = (STOPPED, FAILED, DAMAGED)
 #: Spec fields that describe a fresh boot; a snapshot brings its own.
 BOOT_FIELDS = ("vcpus", "memory_mib", "kernel", "initrd", "rootfs", "boot_args", "drives")
 #: What ``MicroVMSpec.wait`` may name: create answers once that is ready.

@@ -23,7 +23,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Log, Static
 from textual.worker import Worker
 
-from fc_macos.agent.wire import CREATED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec
+from fc_macos.agent.wire import CREATED, DAMAGED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec
 from fc_macos.cli.dashboard import model
 from fc_macos.cli.dashboard.screens import ConfirmDelete, Help, NewMicroVM
 from fc_macos.cli.dashboard.source import DashboardSource
@@ -32,7 +32,7 @@ from fc_macos.errors import FcMacosError
 REFRESH_S = 1.0
 VM_REFRESH_S = 5.0
 STATE_STYLES = {RUNNING: "green", PAUSED: "yellow", CREATED: "cyan", STARTING: "cyan",
-                STOPPING: "yellow", STOPPED: "dim", FAILED: "bold red"}
+                STOPPING: "yellow", STOPPED: "dim", FAILED: "bold red", DAMAGED: "bold red"}
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
