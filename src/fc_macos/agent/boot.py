@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from fc_macos.agent import guest_install, nat
+from fc_macos.agent import drive_copies, guest_install, nat
 from fc_macos.agent import network as guest_net
 from fc_macos.agent import paths as image_paths
 from fc_macos.agent import vsock as guest_vsock
@@ -142,7 +142,7 @@ async def resolve_images(ctx: BootContext) -> None:
 
 
 async def prepare_workdir(ctx: BootContext) -> None:
-    """Create the work directory and copy the rootfs into it."""
+    """Create the work directory and copy the rootfs and the writable drives into it."""
     workdir = ctx.paths.workdir
     if workdir.exists():
         # Left over from a microVM of the same name that is no longer known.
@@ -155,6 +155,8 @@ async def prepare_workdir(ctx: BootContext) -> None:
     ctx.on_failure("work directory", remove_workdir)
     if ctx.rootfs_source is not None:  # a snapshot restore brings its own drives
         await asyncio.to_thread(shutil.copyfile, ctx.rootfs_source, ctx.paths.rootfs)
+    if ctx.spec.drives:  # writable drives get private copies too (drive_copies)
+        ctx.spec = replace(ctx.spec, drives=await drive_copies.copy_writable(ctx.spec.drives, workdir))
 
 
 async def install_guest_agent(ctx: BootContext) -> None:

@@ -1,0 +1,95 @@
+"""Files of this machine named where the agent expects its own (``run
+--kernel/--initrd/--rootfs``, ``drives add --path``): uploaded into the
+agent's image directory first when the agent lacks them.
+
+The rule, one value at a time (:func:`agent_file`):
+
+- a value naming an existing file here (it contains a ``/``, or a file of
+  that name is in the current directory) is this machine's file: unless it
+  already lies in one of the agent's image directories (the agent runs on this
+  machine), the agent gets it by content: when some file of the agent holds
+  the same bytes (sha256) that one is used, else it is uploaded (under its
+  file name, or ``NAME-<sha256 prefix>.EXT`` when the agent has other content
+  under that name) and the agent's path of it is used;
+- anything else (a bare name, a path that does not exist here) is passed on
+  unchanged: a file in the agent's image directory, or a path on its machine.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fc_macos.errors import ConflictError
+
+if TYPE_CHECKING:
+    from fc_macos.agent.client import AgentClient
+    from fc_macos.progress import Progress
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What :func:`agent_file` made of a value: ``value`` goes into the request;
+    ``outcome`` is ``as_given`` (passed on), ``uploaded``, or ``present`` /
+    ``linked`` (the agent had the content)."""
+
+    given: str
+    value: str
+    outcome: str
+    local: str | None = None
+
+    def note(self, kind: str) -> str | None:
+        """A line for the user (None when nothing happened)."""
+        if self.outcome == "uploaded":
+            return f"Uploaded {kind} {self.local} to the agent as {self.value}."
+        if self.outcome in ("present", "linked"):
+            return f"Using the agent's copy of {kind} {self.local} ({self.value}): it already had this content."
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"given": self.given, "path": self.value, "outcome": self.outcome, "local": self.local}
+
+
+def local_file(value: str) -> Path | None:
+    """``value`` as an existing file of this machine, if it names one."""
+    path = Path(value).expanduser()
+    if ("/" in value or value.startswith("~") or path.exists()) and path.is_file():
+        return path.resolve()
+    return None
+
+
+def _inside(path: str, dirs: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def _fallback_name(path: Path, sha256: str) -> str:
+    stem, ext = os.path.splitext(path.name)
+    return f"{stem}-{sha256[:12]}{ext}"
+
+
+async def agent_file(client: AgentClient, value: str, progress: Progress | None = None) -> Resolved:
+    """The value to send for ``value`` (see the module's rule), uploading the file first if needed."""
+    from fc_macos.agent.client_images import hash_local
+
+    path = local_file(value)
+    if path is None:
+        return Resolved(value, value, "as_given")
+    info = await client.info()
+    dirs = [str(d) for d in info.get("image_dirs") or []]
+    if _inside(str(path), dirs):
+        return Resolved(value, str(path), "as_given")
+    local = hash_local(path, progress)
+    try:
+        answer = await client.upload_image(path, path.name, progress=progress, known=local)
+    except ConflictError as exc:
+        if exc.code != "image_exists":
+            raise
+        answer = await client.upload_image(path, _fallback_name(path, local.sha256), progress=progress, known=local)
+    return Resolved(value, str(answer.get("path") or posixpath.join(dirs[0], str(answer["name"]))),
+                    str(answer.get("outcome")), str(path))  # fmt: skip
+
+
+__all__ = ["Resolved", "agent_file", "local_file"]
