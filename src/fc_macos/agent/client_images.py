@@ -116,6 +116,15 @@ class ImagesMixin:
         ``image_in_use`` while a microVM names it, NotFoundError ``image_not_found``."""
         await self._request("DELETE", _image_path(name))
 
+    async def attach_drive(self, name: str, drive_id: str, path: str, *, read_only: bool = False,
+                           root: bool = False) -> dict[str, Any]:
+        """Attach drive ``drive_id`` backed by ``path`` (a name in the agent's
+        image directories, or a path inside them) to microVM ``name``, whose
+        VMM runs. A writable drive is a private copy of the image; the answer's
+        ``path`` says where it lives (``{"id", "path", "source", "read_only", "root"}``)."""
+        body = {"path": path, "read_only": read_only, "root": root}
+        return await self._json("PUT", f"{self._vm_path(name)}/drives/{quote(drive_id, safe='')}", body=body)
+
     async def download_drive(self, name: str, drive_id: str, out: Path, *,
                              progress: Progress | None = None) -> dict[str, Any]:
         """Save drive ``drive_id`` (``rootfs`` for the root drive) of microVM

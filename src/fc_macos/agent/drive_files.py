@@ -97,8 +97,6 @@ async def attach(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     name, drive_id = request.match_info["name"], request.match_info["drive_id"]
     given, read_only, root = _attach_body(await read_json(request))
-    if drive_id == "rootfs" and not root:
-        raise ValidationError("drive id 'rootfs' is the root drive", hint="pick another id, or set root: true")
     vm = manager.running(name)
     assert vm.vmm is not None
     source = image_paths.resolve_file(f"drive {drive_id}", given, manager.settings.all_image_dirs)

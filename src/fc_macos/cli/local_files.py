@@ -18,8 +18,8 @@ The rule, one value at a time (:func:`agent_file`):
 from __future__ import annotations
 
 import os
-import posixpath
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,11 @@ from fc_macos.errors import ConflictError
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
+    from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
     from fc_macos.progress import Progress
+
+#: The spec fields that name files.
+SPEC_FILES = ("kernel", "initrd", "rootfs")
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ async def agent_file(client: AgentClient, value: str, progress: Progress | None 
         return Resolved(value, value, "as_given")
     info = await client.info()
     dirs = [str(d) for d in info.get("image_dirs") or []]
-    if _inside(str(path), dirs):
+    if _inside(str(path), dirs):  # the agent runs on this machine and serves it already
         return Resolved(value, str(path), "as_given")
     local = hash_local(path, progress)
     try:
@@ -88,8 +92,27 @@ async def agent_file(client: AgentClient, value: str, progress: Progress | None 
         if exc.code != "image_exists":
             raise
         answer = await client.upload_image(path, _fallback_name(path, local.sha256), progress=progress, known=local)
-    return Resolved(value, str(answer.get("path") or posixpath.join(dirs[0], str(answer["name"]))),
-                    str(answer.get("outcome")), str(path))  # fmt: skip
+    return Resolved(value, str(answer["path"]), str(answer.get("outcome")), str(path))
 
 
-__all__ = ["Resolved", "agent_file", "local_file"]
+async def create_microvm(client: AgentClient, spec: MicroVMSpec, *, progress: Progress | None,
+                         say: Callable[[str], None], record: list[dict[str, Any]]) -> MicroVMInfo:
+    """Create ``spec``'s microVM with its kernel, initrd and rootfs made the
+    agent's first (:func:`agent_file`); ``say`` gets a line per file sent or
+    found there, ``record`` one dict (``kind``, ``given``, ``path``,
+    ``outcome``, ``local``) per file of this machine."""
+    changes: dict[str, Any] = {}
+    for kind in SPEC_FILES:
+        value = getattr(spec, kind)
+        if value is None:
+            continue
+        resolved = await agent_file(client, value, progress)
+        if resolved.local is not None:
+            changes[kind] = resolved.value
+            record.append({"kind": kind, **resolved.to_dict()})
+        if note := resolved.note(kind):
+            say(note)
+    return await client.create_microvm(replace(spec, **changes))
+
+
+__all__ = ["Resolved", "SPEC_FILES", "agent_file", "create_microvm", "local_file"]
