@@ -155,6 +155,10 @@ async def test_a_size_beyond_the_free_disk_is_refused(small_disk: Path, settings
         assert status == 507 and body["error"] == "insufficient_storage", body
         assert body["needed"] == len(data) and 0 < body["free"] <= 1024 * 1024
         assert "--disk-size" in body["hint"] and "images rm" in body["hint"]
+        from tests.agent.test_openapi import response_schema, validator
+
+        doc = await (await client.get("/openapi.json", headers=AUTH)).json()
+        validator(doc, response_schema(doc, "/v1/images/{name}", "put", "507"))(body)
         assert visible_and_hidden(small_disk) == []
         status, body = await put(client, "small.img", b"s" * 1000)  # what fits still does
         assert status == 201, body
@@ -222,3 +226,35 @@ async def test_drives_attached_by_name_are_resolved_and_writable_ones_copied(cli
     resp = await client.put("/v1/microvms/none/drives/x", json={"path": "extra.img"}, headers=AUTH)
     assert resp.status == 404
     assert (await client.delete("/v1/microvms/c2", params={"force": "true"}, headers=AUTH)).status == 204
+
+
+async def test_leftovers_of_a_crashed_upload_are_removed_at_startup(settings: AgentSettings) -> None:
+    settings.images_dir.mkdir(parents=True, exist_ok=True)
+    (settings.images_dir / ".upload-big.img.0a1b2c3d").write_bytes(b"half")
+    (settings.images_dir / "kept.img").write_bytes(b"whole")
+    async with served(settings):
+        assert visible_and_hidden(settings.images_dir) == ["kept.img"]
+
+
+async def test_answers_match_the_published_schemas(client: TestClient, settings: AgentSettings) -> None:
+    from tests.agent.test_openapi import response_schema, validator
+
+    doc = await (await client.get("/openapi.json", headers=AUTH)).json()
+    data = b"schema check"
+    query = {"size": str(len(data)), "sha256": sha(data)}
+    checks = [
+        ("/v1/images/{name}", "put", "201", await client.put("/v1/images/s.img", params=query, data=data, headers=AUTH)),
+        ("/v1/images/{name}", "put", "200", await client.put("/v1/images/t.img", params=query, data=data, headers=AUTH)),
+        ("/v1/images", "get", "200", await client.get("/v1/images", headers=AUTH)),
+        ("/v1/images/{name}", "put", "400", await client.put("/v1/images/.x", params=query, data=data, headers=AUTH)),
+        ("/v1/images/{name}", "put", "409", await client.put("/v1/images/s.img", params={**query, "sha256": sha(b"o")},
+                                                            data=data, headers=AUTH)),
+        ("/v1/images/{name}", "delete", "404", await client.delete("/v1/images/none", headers=AUTH)),
+        ("/v1/microvms/{name}/drives/{drive_id}", "get", "404", await client.get("/v1/microvms/no/drives/rootfs",
+                                                                                 headers=AUTH)),
+        ("/v1/microvms/{name}/drives/{drive_id}", "put", "400", await client.put("/v1/microvms/no/drives/d", json=[],
+                                                                                 headers=AUTH)),
+    ]  # fmt: skip
+    for path, method, status, resp in checks:
+        assert str(resp.status) == status, (path, method, await resp.text())
+        validator(doc, response_schema(doc, path, method, status))(await resp.json())

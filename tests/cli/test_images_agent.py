@@ -126,7 +126,14 @@ def test_run_and_drives_add_upload_local_files_and_drives_get_returns_the_copy(
     in_use = invoke(agent, "images", "rm", "local.ext4")
     assert in_use.exit_code == 1 and "used by microVM(s) up, up2" in in_use.stderr
     bad = invoke(agent, "drives", "add", "--name", "up", "--id", "x", "--path", "not-anywhere.img")
-    assert bad.exit_code == 1 and "not found" in bad.stderr
+    assert bad.exit_code == 1 and "drive x file 'not-anywhere.img' not found in" in bad.stderr
+    served = agent.state_dir.parent / "img" / "vmlinux"  # a file the agent serves already (it runs here)
+    as_is = invoke(agent, "run", "--name", "up4", "--kernel", str(served), "--no-start", "--no-vsock", "--json")
+    assert as_is.exit_code == 0, as_is.output
+    assert json.loads(as_is.stdout)["spec"]["kernel"] == str(served) and "local_files" not in json.loads(as_is.stdout)
+    assert not (images / "vmlinux").exists() and as_is.stderr == ""
+    typo = invoke(agent, "run", "--name", "up3", "--rootfs", "./typo.ext4", "--no-start")
+    assert typo.exit_code == 1 and "./typo.ext4 is not a file on this machine" in typo.stderr
     assert not list(Path(".").glob("*.part"))
 
 

@@ -240,7 +240,7 @@ def create_app(settings: AgentSettings, *, manager: MicroVMManager | None = None
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     guest_routes.add_routes(app, app[MANAGER])
-    image_routes.add_routes(app, app[MANAGER], ImageStore(settings.images_dir))
+    image_routes.add_routes(app, app[MANAGER], ImageStore(settings.all_image_dirs[0]))
 
     async def start_manager(app: web.Application) -> None:
         await app[MANAGER].start()

@@ -7,6 +7,7 @@ microVM's drive files and the attaching of drives
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -129,12 +130,18 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
 
 
 def add_routes(app: web.Application, manager: MicroVMManager, store: ImageStore) -> None:
-    """Serve ``store`` (uploads may not replace or delete what ``manager``'s microVMs use)."""
+    """Serve ``store`` (uploads may not replace or delete what ``manager``'s
+    microVMs use); on startup, remove what uploads cut off by a crash left."""
     app[STORE] = store
     app[IMAGES_MANAGER] = manager
     app[drive_files.MANAGER] = manager
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+
+    async def remove_leftovers(app: web.Application) -> None:
+        await asyncio.to_thread(store.remove_leftovers)
+
+    app.on_startup.append(remove_leftovers)
 
 
 __all__ = ["ROUTES", "add_routes", "users_of"]

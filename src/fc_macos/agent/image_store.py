@@ -7,7 +7,10 @@ touches anything outside its directory. An upload is written to a hidden
 temporary file in the same directory and renamed over its name only once its
 size and sha256 match what the client declared; any failure removes the
 temporary file, so nothing half-written is ever visible. Content already in
-the store under another name is hard-linked instead of written again.
+the store under another name is hard-linked instead of written again: every
+writer of this directory must rename over a file, never write into it (the
+agent copies a rootfs or a writable drive before a microVM boots it;
+``fc-macos setup`` installs through a temporary file and a rename).
 
 The sha256 of each file is remembered in ``.sha256.json`` (keyed by size,
 mtime and inode, so a file changed behind the store's back is hashed again);

@@ -5,7 +5,8 @@ agent's image directory first when the agent lacks them.
 The rule, one value at a time (:func:`agent_file`):
 
 - a value naming an existing file here (it contains a ``/``, or a file of
-  that name is in the current directory) is this machine's file: unless it
+  that name is in the current directory) is this machine's file (``./``,
+  ``../`` and ``~`` always mean this machine: missing, they are an error): unless it
   already lies in one of the agent's image directories (the agent runs on this
   machine), the agent gets it by content: when some file of the agent holds
   the same bytes (sha256) that one is used, else it is uploaded (under its
@@ -23,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fc_macos.errors import ConflictError
+from fc_macos.errors import ConflictError, NotFoundError
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
@@ -57,11 +58,20 @@ class Resolved:
         return {"given": self.given, "path": self.value, "outcome": self.outcome, "local": self.local}
 
 
+#: Prefixes that can only mean this machine's files.
+LOCAL_PREFIXES = ("./", "../", "~")
+
+
 def local_file(value: str) -> Path | None:
-    """``value`` as an existing file of this machine, if it names one."""
+    """``value`` as an existing file of this machine, if it names one.
+    NotFoundError for ``./x``, ``../x`` or ``~/x`` that is not a file here."""
     path = Path(value).expanduser()
     if ("/" in value or value.startswith("~") or path.exists()) and path.is_file():
         return path.resolve()
+    if value.startswith(LOCAL_PREFIXES):
+        raise NotFoundError(f"{value} is not a file on this machine",
+                            hint="check the path; a bare name means a file in the agent's image directory "
+                            "('fc-macos images list')", code="file_not_found")  # fmt: skip
     return None
 
 
