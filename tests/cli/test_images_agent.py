@@ -132,6 +132,11 @@ def test_run_and_drives_add_upload_local_files_and_drives_get_returns_the_copy(
     assert as_is.exit_code == 0, as_is.output
     assert json.loads(as_is.stdout)["spec"]["kernel"] == str(served) and "local_files" not in json.loads(as_is.stdout)
     assert not (images / "vmlinux").exists() and as_is.stderr == ""
+    Path("rootfs.ext4").write_bytes(b"my own root" * 100)  # named like the default: must not become it
+    own = invoke(agent, "run", "--name", "up5", "--rootfs", "rootfs.ext4", "--no-start", "--no-vsock", "--json")
+    digest = hashlib.sha256(Path("rootfs.ext4").read_bytes()).hexdigest()
+    assert json.loads(own.stdout)["spec"]["rootfs"] == str(images / f"rootfs-{digest[:12]}.ext4"), own.output
+    assert not (images / "rootfs.ext4").exists()
     typo = invoke(agent, "run", "--name", "up3", "--rootfs", "./typo.ext4", "--no-start")
     assert typo.exit_code == 1 and "./typo.ext4 is not a file on this machine" in typo.stderr
     assert not list(Path(".").glob("*.part"))

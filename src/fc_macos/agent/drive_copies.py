@@ -26,7 +26,8 @@ async def copy_writable(drives: tuple[DriveSpec, ...], workdir: Path) -> tuple[D
             out.append(drive)
             continue
         target = copy_path(workdir, drive.id)
-        await asyncio.to_thread(shutil.copyfile, drive.path, target)
+        if drive.path != str(target):  # a spec recorded after boot names the copy already
+            await asyncio.to_thread(shutil.copyfile, drive.path, target)
         out.append(replace(drive, path=str(target)))
     return tuple(out)
 

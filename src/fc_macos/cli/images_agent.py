@@ -43,7 +43,9 @@ def add_cmd(state: AppState, files: tuple[Path, ...], name: str | None, replace:
     agent checks size and sha256 before the file appears under its name, so
     an interrupted upload leaves nothing behind. Content the agent already has,
     under any name, is not sent again. Uploaded files are then usable by name:
-    'fc-macos run --rootfs NAME', 'fc-macos drives add --path NAME'.
+    'fc-macos run --rootfs NAME', 'fc-macos drives add --path NAME'. A file
+    named vmlinux, initrd.img or rootfs.ext4 becomes the default that 'run'
+    boots without --kernel/--initrd/--rootfs.
 
     With --json, progress comes as JSON lines ({"event": "transfer", ...})
     and the last line is {"event": "result", "images": [...]}.

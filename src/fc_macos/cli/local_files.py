@@ -11,7 +11,8 @@ The rule, one value at a time (:func:`agent_file`):
   machine), the agent gets it by content: when some file of the agent holds
   the same bytes (sha256) that one is used, else it is uploaded (under its
   file name, or ``NAME-<sha256 prefix>.EXT`` when the agent has other content
-  under that name) and the agent's path of it is used;
+  under that name or the name is a default image's, which would become the
+  default of every microVM) and the agent's path of it is used;
 - anything else (a bare name, a path that does not exist here) is passed on
   unchanged: a file in the agent's image directory, or a path on its machine.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fc_macos.agent.paths import DEFAULT_INITRD, DEFAULT_KERNEL, DEFAULT_ROOTFS
 from fc_macos.errors import ConflictError, NotFoundError
 
 if TYPE_CHECKING:
@@ -58,6 +60,8 @@ class Resolved:
         return {"given": self.given, "path": self.value, "outcome": self.outcome, "local": self.local}
 
 
+#: The agent's default images: a file of this name in its image directory is what every microVM boots.
+DEFAULT_NAMES = frozenset({DEFAULT_KERNEL, DEFAULT_INITRD, DEFAULT_ROOTFS})
 #: Prefixes that can only mean this machine's files.
 LOCAL_PREFIXES = ("./", "../", "~")
 
@@ -96,8 +100,9 @@ async def agent_file(client: AgentClient, value: str, progress: Progress | None 
     if _inside(str(path), dirs):  # the agent runs on this machine and serves it already
         return Resolved(value, str(path), "as_given")
     local = hash_local(path, progress)
+    name = _fallback_name(path, local.sha256) if path.name in DEFAULT_NAMES else path.name
     try:
-        answer = await client.upload_image(path, path.name, progress=progress, known=local)
+        answer = await client.upload_image(path, name, progress=progress, known=local)
     except ConflictError as exc:
         if exc.code != "image_exists":
             raise
