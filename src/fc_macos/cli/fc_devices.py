@@ -66,7 +66,7 @@ def drives_group() -> None:
 @json_option
 @pass_state
 def drives_add(state: AppState, name: str, drive_id: str, path: str, root: bool, read_only: bool) -> None:
-    """Add or replace a drive (through the agent); after start this is hot-plug.
+    """Add or replace a drive (after start: hot-plug).
 
     --path may name a file on this machine (it contains a '/' or exists
     here): it is uploaded to the agent's image directory first unless the
