@@ -82,6 +82,23 @@ def test_add_list_rm(agent: AgentProcess, tmp_path: Path) -> None:
     assert "fc-macos images list" in missing.stderr
 
 
+def test_a_terminal_sees_the_upload_progress(agent: AgentProcess, tmp_path: Path) -> None:
+    from tests.cli.terminal import Terminal
+
+    big = tmp_path / "big.img"
+    big.write_bytes(os.urandom(24 * 1024 * 1024))  # above the bar's 4 MiB threshold
+    term = Terminal([sys.executable, "-m", "fc_macos.cli.main", "--home", str(agent.state_dir.parent / "home"),
+                     "images", "add", str(big)])
+    try:
+        term.read_until(b"Uploaded " + str(big).encode(), timeout=120)
+        assert term.wait() == 0
+    finally:
+        term.close()
+    shown = term.output.decode(errors="replace")
+    assert "upload big.img 100% [" in shown and "24.0 MiB / 24.0 MiB" in shown and "/s" in shown
+    assert "hash big.img" in shown
+
+
 def test_names_that_are_paths_are_refused(agent: AgentProcess, tmp_path: Path) -> None:
     disk = tmp_path / "d.img"
     disk.write_bytes(b"x")
