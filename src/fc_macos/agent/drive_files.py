@@ -18,6 +18,7 @@ writable drive gets its private copy first, then Firecracker gets the drive.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from fc_macos.agent.http_errors import read_json
 from fc_macos.agent.manager import MicroVMManager
 from fc_macos.errors import ConflictError, FirecrackerAPIError, NotFoundError, ValidationError
 from fc_macos.firecracker.client import FirecrackerClient
+
+log = logging.getLogger("fc_agent.drives")
 
 MANAGER: web.AppKey[MicroVMManager] = web.AppKey("drives_manager", MicroVMManager)
 #: States whose disks are not being written (a paused guest's disk is crash-consistent).
@@ -71,9 +74,15 @@ async def download(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Content-Length": str(size),
                                        "Fc-Drive-Path": str(path)})  # fmt: skip
     await resp.prepare(request)
-    with path.open("rb") as fh:
-        while chunk := await asyncio.to_thread(fh.read, CHUNK):
-            await resp.write(chunk)
+    try:
+        with path.open("rb") as fh:
+            while chunk := await asyncio.to_thread(fh.read, CHUNK):
+                await resp.write(chunk)
+    except (ConnectionError, OSError) as exc:  # the client went away, or the file could not be read
+        log.info("download of %s cut off: %s", path, exc)
+        if request.transport is not None:
+            request.transport.abort()  # short of Content-Length: no client takes it for whole
+        return resp
     await resp.write_eof()
     return resp
 
