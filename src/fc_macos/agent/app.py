@@ -16,10 +16,11 @@ from typing import Any, TypeGuard
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from fc_macos import __version__
-from fc_macos.agent import guest_routes, host_stats, logs, nat, network, openapi, relay
+from fc_macos.agent import guest_routes, host_stats, image_routes, logs, nat, network, openapi, relay
 from fc_macos.agent.auth import token_middleware
 from fc_macos.agent.console import ConsoleBroker, Viewer
 from fc_macos.agent.http_errors import error_middleware, read_json
+from fc_macos.agent.image_store import ImageStore
 from fc_macos.agent.manager import MicroVMManager
 from fc_macos import image_names
 from fc_macos.agent.paths import find_default
@@ -236,6 +237,7 @@ def create_app(settings: AgentSettings, *, manager: MicroVMManager | None = None
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     guest_routes.add_routes(app, app[MANAGER])
+    image_routes.add_routes(app, app[MANAGER], ImageStore(settings.all_image_dirs[0]))
 
     async def start_manager(app: web.Application) -> None:
         await app[MANAGER].start()

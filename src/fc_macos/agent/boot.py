@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 from fc_macos import image_names
-from fc_macos.agent import disk_space, guest_install, nat
+from fc_macos.agent import disk_space, drive_copies, guest_install, nat
 from fc_macos.agent import network as guest_net
 from fc_macos.agent import paths as image_paths
 from fc_macos.agent import vsock as guest_vsock
@@ -148,8 +148,9 @@ async def resolve_images(ctx: BootContext) -> None:
 
 async def prepare_workdir(ctx: BootContext) -> None:
     """Create the work directory unless it exists (the manager makes it, with
-    the microVM's record, before the boot) and copy the rootfs into it, after
-    checking that it fits: a full disk is NoSpaceError, no partial copy left."""
+    the microVM's record, before the boot) and copy the rootfs and the writable
+    drives into it, after checking that they fit: a full disk is NoSpaceError,
+    no partial copy left."""
     workdir = ctx.paths.workdir
     if not workdir.exists():
         workdir.mkdir(parents=True, mode=0o700)
@@ -168,6 +169,8 @@ async def prepare_workdir(ctx: BootContext) -> None:
         what = f"the rootfs copy of microVM {ctx.name!r}"
         disk_space.ensure_free(what, ctx.paths.workdir, ctx.rootfs_source.stat().st_size)
         await asyncio.to_thread(disk_space.copy_file, ctx.rootfs_source, rootfs, what)
+    if ctx.spec.drives:  # writable drives get private copies too (drive_copies)
+        ctx.spec = replace(ctx.spec, drives=await drive_copies.copy_writable(ctx.spec.drives, workdir))
 
 
 async def install_guest_agent(ctx: BootContext) -> None:

@@ -1,6 +1,7 @@
 """``AgentClient``: the host side's async client of fc-agent (see docs/design.md).
 
-One method per agent endpoint. The agent's JSON error bodies
+One method per agent endpoint (the image directory's in
+:mod:`fc_macos.agent.client_images`). The agent's JSON error bodies
 (``{"error", "message", "hint"}``) are turned back into the typed errors of
 :mod:`fc_macos.errors`, each with a hint that says what to do next; connection
 failures become :class:`~fc_macos.errors.AgentUnreachable`. The client never
@@ -32,6 +33,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from fc_macos.agent.client_images import ImagesMixin
 from fc_macos.agent.client_streams import ExecResult, ExecSession, GuestStat, TunnelStream, error_of_exec, json_object
 from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
 from fc_macos.config import AgentEndpoint, home_dir
@@ -104,7 +106,7 @@ class ConsoleStream:
             yield chunk
 
 
-class AgentClient:
+class AgentClient(ImagesMixin):
     """Async client of one fc-agent. Use as ``async with AgentClient(...)``.
 
     ``home`` is only used to name the token file in error hints. Every method

@@ -328,10 +328,11 @@ PATHS: dict[str, Any] = {
 
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy each call), with the guest channel's
-    part (:mod:`fc_macos.agent.openapi_guest`) merged in."""
-    from fc_macos.agent import openapi_guest
+    part (:mod:`fc_macos.agent.openapi_guest`) and the image directory's
+    (:mod:`fc_macos.agent.openapi_images`) merged in."""
+    from fc_macos.agent import openapi_guest, openapi_images
 
-    return openapi_guest.merge({
+    return openapi_images.merge(openapi_guest.merge({
         "openapi": "3.1.0",
         "info": {
             "title": "fc-agent",
@@ -344,4 +345,4 @@ def document() -> dict[str, Any]:
             "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-    })
+    }))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from fc_macos.cli.common import AppState, json_option, pass_state
+from fc_macos.cli.drive_commands import add_drive, drives_get
 from fc_macos.cli.fc_relay import (
     config_section, drop_none, fc_call, get_from, json_arg, name_option, report, show_command,
 )
@@ -50,27 +51,35 @@ def drives_group() -> None:
     \b
     Examples:
       fc-macos drives list --name web
-      fc-macos drives add --name web --id data --path /var/lib/fc-agent/images/data.ext4 --read-only
+      fc-macos drives add --name web --id data --path ./data.ext4
+      fc-macos drives get --name web --id data --out ./data-back.ext4
     """
 
 
 @drives_group.command("add")
 @name_option
 @click.option("--id", "drive_id", required=True, help="Drive id (letters, digits, '_').")
-@click.option("--path", required=True, help="Backing file as the agent's host sees it.")
+@click.option("--path", required=True, help="A file here (uploaded unless the agent has it), or a name in the "
+              "agent's image directory.")
 @click.option("--root", is_flag=True, help="Make it the root device.")
 @click.option("--read-only", is_flag=True, help="Attach read-only.")
 @json_option
 @pass_state
 def drives_add(state: AppState, name: str, drive_id: str, path: str, root: bool, read_only: bool) -> None:
-    """Add or replace a drive (PUT /drives/ID); after start this is hot-plug.
+    """Add or replace a drive (after start: hot-plug).
+
+    --path may name a file on this machine (it contains a '/' or exists
+    here): it is uploaded to the agent's image directory first unless the
+    agent already has that content. A bare name is a file there. A writable
+    drive is the microVM's own copy (the image stays unchanged); the output
+    says where, and 'fc-macos drives get' brings it back.
 
     \b
-    Example:
-      fc-macos drives add --name web --id data --path /srv/data.ext4
+    Examples:
+      fc-macos drives add --name web --id data --path ./data.ext4
+      fc-macos drives add --name web --id ref --path reference.ext4 --read-only
     """
-    body = {"drive_id": drive_id, "path_on_host": path, "is_root_device": root, "is_read_only": read_only}
-    report(state, fc_call(state, name, "PUT", f"/drives/{drive_id}", body), f"Drive {drive_id} added.")
+    add_drive(state, name, drive_id, path, root, read_only)
 
 
 @drives_group.command("update")
@@ -230,5 +239,7 @@ balloon_group.add_command(show_command("get", "Show the balloon configuration (G
 balloon_group.add_command(show_command("stats", "Show balloon statistics (GET /balloon/statistics; needs "
                                        "--stats-interval > 0).", "fc-macos balloon stats --name web --json",
                                        get_from("/balloon/statistics")))
+
+drives_group.add_command(drives_get)
 
 GROUPS = (boot_group, drives_group, network_group, balloon_group)

@@ -1,4 +1,6 @@
-"""``fc-macos images``: build and inspect guest image sets (kernel, initrd, rootfs).
+"""``fc-macos images``: build and inspect guest image sets (kernel, initrd,
+rootfs) on this machine, and the agent's image directory (``add``, ``rm``,
+``list`` without a directory: :mod:`fc_macos.cli.images_agent`).
 
 Works inside the root ``fc-macos`` group (``cli.add_command(images)``) and on
 its own (``CliRunner().invoke(images, [...])``): errors are printed here with
@@ -13,6 +15,7 @@ from typing import Any
 
 import click
 
+from fc_macos.cli import images_agent
 from fc_macos.cli.common import AppState, ClickProgress, emit, json_option, pass_state, print_error
 from fc_macos.config import home_dir
 from fc_macos.errors import FcMacosError
@@ -39,17 +42,33 @@ def _describe(images: ImageSet) -> str:
     return "\n".join(lines)
 
 
-@click.group("images")
+class _ShowsErrors(click.Group):
+    """Prints FcMacosError with its hint and exits with its code (also when used on its own)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FcMacosError as exc:
+            print_error(ctx.find_object(AppState), exc.code, exc.message, exc.hint)
+            ctx.exit(exc.exit_code)
+
+
+@click.group("images", cls=_ShowsErrors)
 @click.pass_context
 def images(ctx: click.Context) -> None:
-    """Build guest images: a kernel Firecracker boots, an initrd when it needs one,
-    and an ext4 rootfs whose /init starts a shell on the serial console.
+    """Guest images: build image sets here (a kernel Firecracker boots, an
+    initrd when it needs one, an ext4 rootfs whose /init starts a shell on the
+    serial console), and manage the files of the agent's image directory,
+    which microVMs name by file name (run --rootfs NAME, drives add --path NAME).
 
     \b
     Examples:
       fc-macos images build --source online --out ~/fc-images
       fc-macos images build --source debian --out ./images --kernel-deb linux-image-6.1.0-56-cloud-amd64_6.1.192-2_amd64.deb
-      fc-macos images list ./images --json
+      fc-macos images list ./images --json       # an image set built here
+      fc-macos images add ./my-rootfs.ext4        # upload into the agent's image directory
+      fc-macos images list                        # the agent's image directory
+      fc-macos images rm my-rootfs.ext4
     """
     if ctx.find_object(AppState) is None:
         ctx.obj = AppState(home=home_dir())
@@ -91,15 +110,28 @@ def build_cmd(state: AppState, source: str, out_dir: Path, arch: str | None, ker
 
 
 @images.command("list")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @json_option
 @pass_state
-def list_cmd(state: AppState, directory: Path) -> None:
-    """Show the image set in DIRECTORY after checking every file against its manifest.
+def list_cmd(state: AppState, directory: Path | None) -> None:
+    """List the agent's image directory, or the image set in DIRECTORY here.
+
+    Without DIRECTORY: the files in the agent's image directory (name, size,
+    sha256 when known) and its free space. With DIRECTORY: the image set built
+    there on this machine ('images build --out'), after checking every file
+    against its manifest.
 
     \b
-    Example:
-      fc-macos images list ~/fc-images
+    Examples:
+      fc-macos images list
+      fc-macos images list ~/fc-images --json
     """
+    if directory is None:
+        images_agent.list_agent(state)
+        return
     found = _run(state, lambda: verify_images(directory))
     emit(state, found.to_dict(), _describe(found))
+
+
+for _command in images_agent.COMMANDS:
+    images.add_command(_command)

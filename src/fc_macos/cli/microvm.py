@@ -12,6 +12,8 @@ import click
 
 from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, ENDED_STATES, MAX_MEMORY_MIB, MAX_VCPUS, RUNNING, MicroVMInfo, MicroVMSpec
 from fc_macos.cli.common import AppState, emit, format_duration, json_option, pass_state, table
+from fc_macos.cli.drive_commands import transfer_progress
+from fc_macos.cli.local_files import create_microvm
 from fc_macos.cli.ports import agent_host, parse_publish, ports_cmd, ports_text, reach_at
 from fc_macos.errors import UsageError
 
@@ -96,9 +98,10 @@ def _network_line(net: dict[str, object]) -> str:
 @click.option("--vcpus", type=click.IntRange(1, MAX_VCPUS), default=1, show_default=True, help="Number of vCPUs.")
 @click.option("--memory", "memory_mib", type=click.IntRange(16, MAX_MEMORY_MIB), default=256, show_default=True,
               metavar="MiB", help="Memory in MiB.")
-@click.option("--kernel", help="Kernel: a file name in the agent's image directory or a path there (default: vmlinux).")
-@click.option("--initrd", help="Initrd (default: initrd.img when installed).")
-@click.option("--rootfs", help="Root filesystem; copied per microVM (default: rootfs.ext4).")
+@click.option("--kernel", help="Kernel: a file here (uploaded unless the agent has it) or a file name in the agent's "
+              "image directory (default: vmlinux).")
+@click.option("--initrd", help="Initrd, the same way (default: initrd.img when installed).")
+@click.option("--rootfs", help="Root filesystem, the same way; each microVM boots its own copy (default: rootfs.ext4).")
 @click.option("--boot-args", default=DEFAULT_BOOT_ARGS, show_default=True, help="Kernel command line.")
 @click.option("--background", "-d", is_flag=True, help="Do not attach the console; print the microVM and return.")
 @click.option("--start/--no-start", default=True, show_default=True,
@@ -127,10 +130,14 @@ def run_cmd(state: AppState, background: bool, publish: tuple[str, ...], wait: b
     only configured (state 'created'): add network interfaces, drives or
     change the machine, then start it. With --network the guest's eth0 is
     configured at boot (its address, the TAP and NAT are in the output).
+    --kernel/--initrd/--rootfs naming a file of this machine (with a '/', or
+    present here) upload it to the agent first unless it has that content
+    (see 'fc-macos images'); a bare name is a file in the agent's image directory.
 
     \b
     Examples:
       fc-macos run --name web --vcpus 2 --memory 512
+      fc-macos run --name mine --rootfs ./my-rootfs.ext4   # uploaded once, then reused
       fc-macos run --name job-1 --background --json
       fc-macos run --name web --network --background   # prints: Network: guest 172.16.0.2 ...
       fc-macos run --name web -p 8080:80 --background  # <vm address>:8080 reaches the guest's :80
@@ -146,17 +153,20 @@ def run_cmd(state: AppState, background: bool, publish: tuple[str, ...], wait: b
     if wait:
         data["wait"] = "guest_agent"
     spec = MicroVMSpec.from_dict(data)
-    info = state.call_agent(lambda client: client.create_microvm(spec))
+    local: list[dict[str, object]] = []  # files of this machine made the agent's (cli/local_files.py)
+    info = state.call_agent(lambda client: create_microvm(client, spec, progress=transfer_progress(state),
+                                                          say=lambda line: click.echo(line, err=True), record=local))
+    extra = {"local_files": local} if local else {}
     if not spec.start:
         name = info.name
-        emit(state, info.to_dict(),
+        emit(state, info.to_dict() | extra,
              f"Configured {name} (pid {info.pid}), not started. Add devices with "
              f"'fc-macos network add --name {name} ...' / 'fc-macos drives add --name {name} ...' "
              f"(or 'fc-macos machine config --name {name} --vcpus N'), then start it with "
              f"'fc-macos actions start --name {name}'.")
         return
     if background or state.json:
-        emit(state, info.to_dict(), "\n".join([f"Started microVM {info.name} (pid {info.pid}). "
+        emit(state, info.to_dict() | extra, "\n".join([f"Started microVM {info.name} (pid {info.pid}). "
                                                f"Attach with: fc-macos microvm shell --name {info.name}",
                                                *_started_lines(state, info)]))
         return
