@@ -28,11 +28,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Seq
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
 from fc_macos.agent.client_streams import ExecResult, ExecSession, GuestStat, TunnelStream, error_of_exec, json_object
+from fc_macos.agent.client_tls import connector_ssl, plain_http_to_tls, tls_error
 from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
 from fc_macos.config import AgentEndpoint, home_dir
 from fc_macos.errors import (
@@ -107,26 +108,32 @@ class ConsoleStream:
 class AgentClient:
     """Async client of one fc-agent. Use as ``async with AgentClient(...)``.
 
-    ``home`` is only used to name the token file in error hints. Every method
-    raises :class:`~fc_macos.errors.FcMacosError` subclasses only.
+    ``home`` is only used to name the token file in error hints; ``context``
+    (a context's name) makes the hints speak of that context. With
+    ``fingerprint`` (``SHA256:...``) the agent's certificate is pinned: no other
+    is accepted, and no CA is asked (:mod:`fc_macos.agent.client_tls`). Every
+    method raises :class:`~fc_macos.errors.FcMacosError` subclasses only.
     """
 
-    def __init__(self, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S, home: Path | None = None) -> None:
+    def __init__(self, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S, home: Path | None = None,
+                 fingerprint: str | None = None, context: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.home = home
+        self.fingerprint = fingerprint
+        self.context = context
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_endpoint(cls, endpoint: AgentEndpoint, **kwargs: Any) -> AgentClient:
-        return cls(endpoint.url, endpoint.token, **kwargs)
+        return cls(endpoint.url, endpoint.token, fingerprint=endpoint.fingerprint, context=endpoint.context, **kwargs)
 
     async def __aenter__(self) -> AgentClient:
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {self.token}"},
             # exec sessions and tunnels each hold a connection for as long as they last
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, ssl=connector_ssl(self.fingerprint)),
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=self.timeout),
         )
         return self
@@ -144,6 +151,10 @@ class AgentClient:
     async def health(self) -> dict[str, Any]:
         """``GET /healthz`` (no token needed): ``{"status": "ok", "version"}``."""
         return await self._json("GET", "/healthz")
+
+    async def openapi(self) -> dict[str, Any]:
+        """``GET /openapi.json``: the agent's API as an OpenAPI document."""
+        return await self._json("GET", "/openapi.json")
 
     async def info(self) -> dict[str, Any]:
         """``GET /v1/info``: version, arch, Firecracker binary, image directories."""
@@ -440,7 +451,7 @@ class AgentClient:
             async with session.request(method, self.url + path, **kwargs) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise (await plain_http_to_tls(exc, self.url) or self._unreachable(exc)) from exc
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         status, text = await self._raw(method, path, **kwargs)
@@ -473,8 +484,17 @@ class AgentClient:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
-    def _unreachable(self, exc: BaseException) -> AgentUnreachable:
-        return AgentUnreachable(f"cannot reach fc-agent at {self.url}: {_reason(exc)}", hint=UNREACHABLE_HINT)
+    def _unreachable(self, exc: BaseException) -> AgentError:
+        """AgentUnreachable, or AgentTLSError when the TLS connection failed."""
+        tls = tls_error(exc, self.url, self.context)
+        if tls is not None:
+            return tls
+        hint = UNREACHABLE_HINT
+        if self.context:
+            host = urlsplit(self.url).hostname
+            hint = (f"is fc-agent running on {host} and its port open? (there: 'systemctl status fc-agent'); "
+                    f"check the URL of context '{self.context}' with 'fc-macos context list'")
+        return AgentUnreachable(f"cannot reach fc-agent at {self.url}: {_reason(exc)}", hint=hint)
 
     def _error(self, status: int, text: str) -> FcMacosError:
         """Turn an agent error answer back into the typed error it stands for."""
@@ -499,6 +519,13 @@ class AgentClient:
             return ExecError(message, code=code, hint=hint)
         if code == "guest_path_not_found":
             return NotFoundError(message, hint=hint, code=code)
+        if status == 401 and self.context:
+            return AgentAuthError(
+                f"the agent at {self.url} refused the token of context '{self.context}': {message}",
+                hint="copy the agent's token file again (/etc/fc-agent/token on that host, or its --token-file) "
+                f"and replace the context: fc-macos context add {self.context} --url {self.url} "
+                f"--token-file FILE --fingerprint {self.fingerprint or 'SHA256:...'} --force",
+            )
         if status == 401:
             token_file = (self.home or home_dir()) / "agent.json"
             return AgentAuthError(
