@@ -246,3 +246,14 @@ def test_setup_and_doctor_on_a_context_check_the_agent_and_say_what_is_missing(
     doctor = invoke(home, "--context", "lab", "doctor", "--json")
     checks = {c["name"]: c for c in json.loads(doctor.output)["checks"]}
     assert checks["agent"]["ok"] and checks["token"]["ok"] and not checks["images"]["ok"]
+
+
+def test_the_python_api_connects_to_a_context(home: Path, agent: RemoteAgent, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fc_macos
+
+    assert add(home, agent, "lab", "--fingerprint", agent.fingerprint or "").exit_code == 0
+    with fc_macos.connect(home=home, context="lab") as fc:
+        assert fc.list() == []
+    monkeypatch.setenv("FC_MACOS_CONTEXT", "lab")
+    with fc_macos.connect(home=home) as fc:
+        assert fc.list() == []
