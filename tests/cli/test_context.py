@@ -105,6 +105,26 @@ def test_add_with_the_fingerprint_pins_it_and_commands_run_over_tls(home: Path, 
     assert agent.token not in invoke(home, "context", "list").output
 
 
+def test_the_token_can_come_from_stdin(home: Path, agent: RemoteAgent) -> None:
+    result = invoke(home, "context", "add", "lab", "--url", agent.url, "--token-file", "-",
+                    "--fingerprint", agent.fingerprint or "", stdin=agent.token + "\n")
+    assert result.exit_code == 0, result.output
+    assert ContextStore(home).get("lab").token == agent.token
+    empty = invoke(home, "context", "add", "lab2", "--url", agent.url, "--token-file", "-",
+                   "--fingerprint", agent.fingerprint or "", stdin="")
+    assert_refused(empty, "does not hold a token", exit_code=2)
+
+
+def test_the_dashboard_attaches_through_the_same_context(home: Path, agent: RemoteAgent) -> None:
+    from fc_macos.cli.common import AppState
+    from fc_macos.cli.dashboard import attach_command
+
+    ContextStore(home).add(Context("lab", agent.url, agent.token, agent.fingerprint or ""))
+    argv = attach_command(AppState(home, context_name="lab"), "web")
+    assert argv[argv.index("--context") + 1] == "lab" and "--provider" not in argv
+    assert "--provider" in attach_command(AppState(home), "web")
+
+
 def test_add_without_fingerprint_shows_it_and_asks(home: Path, agent: RemoteAgent) -> None:
     argv = [sys.executable, "-m", "fc_macos.cli.main", "--home", str(home), "context", "add", "lab",
             "--url", agent.url, "--token-file", str(agent.token_file)]

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fc_macos.cli.main import cli
-from tests.helpers.agent import GUEST_BOOT_ARGS
+from tests.helpers.agent import GUEST_BOOT_ARGS, TEST_VMM
 from tests.helpers.guest_images import build_test_images
 from tests.helpers.remote_host import needs_netns, remote_host
 
@@ -32,6 +32,9 @@ def test_a_microvm_on_a_remote_host_over_tls(short_tmp: Path) -> None:
         added = CliRunner().invoke(cli, ["--home", str(home), "context", "add", "lab", "--url", agent.url,
                                          "--token-file", str(agent.token_file), "--fingerprint", str(agent.fingerprint)])
         assert added.exit_code == 0, added.output
+        setup = invoke(home, "setup")  # checks the agent and finds what it serves
+        assert setup.exit_code == 0, setup.output
+        assert f"kernel {images.kernel}" in setup.output and f"runs {TEST_VMM}" in setup.output
         run = invoke(home, "run", "--name", "far", "--memory", "128", "--boot-args", GUEST_BOOT_ARGS,
                      "--background", "--json")
         assert run.exit_code == 0, run.output
