@@ -65,7 +65,7 @@ def check_url(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme == "http":
         raise UsageError(f"{url} is plain HTTP: a context's token would cross the network in clear",
-                         hint="start the agent with 'fc-agent --tls' on that host and give --url https://HOST:PORT")
+                         hint="give --url https://HOST:PORT, where an fc-agent started with --tls listens")
     if parts.scheme != "https" or not parts.hostname:
         raise UsageError(f"{url!r} is not an https://HOST:PORT URL", hint="e.g. --url https://lab.example:8443")
     if parts.path not in ("", "/") or parts.query:

@@ -75,7 +75,8 @@ class AppState:
         return self._provider
 
     def endpoint(self) -> AgentEndpoint:
-        """The provider's saved agent endpoint (ConfigError, hint: run setup, when missing)."""
+        """The agent endpoint of the provider: a context's (with its pinned certificate),
+        else the one setup saved (ConfigError, hint: run setup, when missing)."""
         return self.provider.endpoint()
 
     def call_agent(self, work: Callable[[AgentClient], Awaitable[T]]) -> T:
