@@ -225,6 +225,8 @@ def test_an_unreachable_host_is_refused_in_plain_words(home: Path, host: RemoteH
     assert_refused(gone, f"cannot reach fc-agent at {nobody}", "context 'gone'")
     refused = invoke(home, "--context", "closed", "microvm", "list")
     assert_refused(refused, f"cannot reach fc-agent at {closed}: connection refused")
+    start = invoke(home, "--context", "closed", "vm", "start")
+    assert_refused(start, "does not start the agent", "connection refused", "systemctl start fc-agent")
 
 
 # -- choosing the context -----------------------------------------------------------------------
@@ -248,6 +250,8 @@ def test_context_flag_env_and_use_choose_the_agent(home: Path, agent: RemoteAgen
     assert_refused(both, "--provider local and --context lab", exit_code=2)
     refused = invoke(home, "vm", "stop")
     assert_refused(refused, "does not stop the agent of context 'lab'", "systemctl stop fc-agent")
+    assert_refused(invoke(home, "vm", "logs"), "does not read the agent's log", "journalctl -u fc-agent")
+    assert invoke(home, "vm", "start").exit_code == 0  # it answers: nothing to do
     removed = invoke(home, "context", "rm", "lab")
     assert removed.exit_code == 0 and "provider's own agent" in removed.output
     assert ContextStore(home).current_name() is None

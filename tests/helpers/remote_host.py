@@ -17,6 +17,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,8 +34,8 @@ from tests.helpers.agent import REPO, TEST_VMM, TOKEN, kill_recorded_vmms
 
 #: Skips a test that makes network namespaces where it cannot.
 needs_netns = pytest.mark.skipif(
-    os.geteuid() != 0 or not Path("/usr/sbin/ip").exists() and not Path("/sbin/ip").exists(),
-    reason="network namespaces need root and the 'ip' program (iproute2): run the tests as root",
+    os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("openssl") is None,
+    reason="the remote host needs root, 'ip' (iproute2) and 'openssl': run scripts/setup-test-host, then the tests as root",
 )
 
 AGENT_PORT = 8443
