@@ -244,7 +244,7 @@ class AgentClient:
             raise AgentRequestError(exc.status, "console", f"cannot attach to the console of {name!r}: {exc.message}",
                                     hint=f"run 'fc-macos microvm status --name {name}'") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
         stream = ConsoleStream(ws)
         try:
             yield stream
@@ -276,7 +276,7 @@ class AgentClient:
         except FcMacosError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
 
     # -- inside the guest (through its guest agent) -------------------------
 
@@ -326,7 +326,7 @@ class AgentClient:
             session = ExecSession(ws, pid)
             yield session
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
         finally:
             await ws.close()
 
@@ -370,7 +370,7 @@ class AgentClient:
             raise AgentError(f"the copy of {path} from {name!r} broke off after {done} bytes: {exc}",
                              hint=f"check the microVM with 'fc-macos microvm status --name {name}' and try again") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
 
     async def put_files(self, name: str, directory: str, tar: AsyncIterable[bytes] | bytes, *,
                         progress: Progress | None = None) -> dict[str, Any]:
@@ -451,7 +451,7 @@ class AgentClient:
             async with session.request(method, self.url + path, **kwargs) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise (await plain_http_to_tls(exc, self.url) or self._unreachable(exc)) from exc
+            raise (await plain_http_to_tls(exc, self.url) or self._connection_error(exc)) from exc
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         status, text = await self._raw(method, path, **kwargs)
@@ -482,13 +482,15 @@ class AgentClient:
             raise AgentRequestError(exc.status, "websocket", f"fc-agent refused the {what}: HTTP {exc.status}",
                                     hint="is fc-agent up to date? run 'fc-macos setup' again") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
 
-    def _unreachable(self, exc: BaseException) -> AgentError:
-        """AgentUnreachable, or AgentTLSError when the TLS connection failed."""
-        tls = tls_error(exc, self.url, self.context)
-        if tls is not None:
-            return tls
+    def _connection_error(self, exc: BaseException) -> AgentError:
+        """What a failed connection stands for: AgentTLSError when TLS failed
+        (the certificate is not the pinned one, the agent does not speak TLS),
+        else AgentUnreachable."""
+        return tls_error(exc, self.url, self.context) or self._unreachable(exc)
+
+    def _unreachable(self, exc: BaseException) -> AgentUnreachable:
         hint = UNREACHABLE_HINT
         if self.context:
             host = urlsplit(self.url).hostname
