@@ -226,7 +226,7 @@ def test_an_unreachable_host_is_refused_in_plain_words(home: Path, host: RemoteH
     refused = invoke(home, "--context", "closed", "microvm", "list")
     assert_refused(refused, f"cannot reach fc-agent at {closed}: connection refused")
     start = invoke(home, "--context", "closed", "vm", "start")
-    assert_refused(start, "does not start the agent", "connection refused", "systemctl start fc-agent")
+    assert_refused(start, "does not start a remote agent", "connection refused", "systemctl start fc-agent")
 
 
 # -- choosing the context -----------------------------------------------------------------------

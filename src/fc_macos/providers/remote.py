@@ -92,7 +92,10 @@ class RemoteProvider:
         """A remote agent is started on its host: this only checks that it answers."""
         status = self.vm_status()
         if not status.agent_ok:
-            self._server_side(f"start the agent ({status.details.get('error')})", "sudo systemctl start fc-agent")
+            raise ProviderError(f"the fc-agent of context '{self.context.name}' does not answer "
+                                f"({status.details.get('error')}), and fc-macos does not start a remote agent",
+                                hint=f"on {self.context.host}: sudo systemctl start fc-agent "
+                                "(or 'fc-agent --tls ...' by hand)")
         return status
 
     def vm_stop(self, *, force: bool = False) -> StopReport:
