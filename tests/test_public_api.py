@@ -8,8 +8,9 @@ import sys
 import fc_macos
 
 PUBLIC = [
-    "AgentAuthError", "AgentClient", "AgentEndpoint", "AgentError", "AgentRequestError", "AgentUnreachable",
-    "BootError", "Config", "ConfigError", "ConflictError", "DriveSpec", "ExecError", "ExecResult", "FcMacosError",
+    "AgentAuthError", "AgentClient", "AgentEndpoint", "AgentError", "AgentRequestError", "AgentTLSError",
+    "AgentUnreachable", "BootError", "Config", "ConfigError", "ConflictError", "DriveSpec", "ExecError", "ExecResult",
+    "FcMacosError",
     "FirecrackerAPIError", "FirecrackerClient", "FirecrackerError", "FirecrackerUnavailable", "GuestAgentUnavailable",
     "ImageError", "MicroVMInfo", "MicroVMSpec", "NotFoundError", "ProviderError", "SetupError", "SnapshotSpec",
     "TartError", "UsageError", "ValidationError", "__version__", "aio", "connect",

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         AgentAuthError,
         AgentError,
         AgentRequestError,
+        AgentTLSError,
         AgentUnreachable,
         BootError,
         ConfigError,
@@ -61,8 +62,8 @@ if TYPE_CHECKING:
     from fc_macos.sync import connect
 
 _ERRORS = (
-    "AgentAuthError", "AgentError", "AgentRequestError", "AgentUnreachable", "BootError", "ConfigError",
-    "ConflictError", "ExecError", "FcMacosError", "FirecrackerAPIError", "FirecrackerError",
+    "AgentAuthError", "AgentError", "AgentRequestError", "AgentTLSError", "AgentUnreachable", "BootError",
+    "ConfigError", "ConflictError", "ExecError", "FcMacosError", "FirecrackerAPIError", "FirecrackerError",
     "FirecrackerUnavailable", "GuestAgentUnavailable", "ImageError", "NotFoundError", "ProviderError",
     "SetupError", "TartError", "UsageError", "ValidationError",
 )
@@ -106,6 +107,7 @@ __all__ = [
     "AgentEndpoint",
     "AgentError",
     "AgentRequestError",
+    "AgentTLSError",
     "AgentUnreachable",
     "BootError",
     "Config",

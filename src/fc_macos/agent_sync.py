@@ -41,13 +41,15 @@ PROBE_TIMEOUT_S = 5.0
 
 class BlockingAgent:
     """Blocking calls to one fc-agent at ``url`` with ``token`` (``None``: only
-    ``/healthz`` works). ``timeout`` is AgentClient's per-read timeout."""
+    ``/healthz`` works). ``timeout`` is AgentClient's per-read timeout;
+    ``fingerprint`` pins the agent's certificate and ``context`` names the
+    context in hints (see AgentClient)."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float | None = None,
-                 home: Path | None = None) -> None:
+                 home: Path | None = None, fingerprint: str | None = None, context: str | None = None) -> None:
         self.url = url
         self.token = token
-        self._options: dict[str, Any] = {"home": home}
+        self._options: dict[str, Any] = {"home": home, "fingerprint": fingerprint, "context": context}
         if timeout is not None:
             self._options["timeout"] = timeout
         self._loop: LoopThread | None = None
@@ -56,7 +58,7 @@ class BlockingAgent:
 
     @classmethod
     def from_endpoint(cls, endpoint: AgentEndpoint, **kwargs: Any) -> BlockingAgent:
-        return cls(endpoint.url, endpoint.token, **kwargs)
+        return cls(endpoint.url, endpoint.token, fingerprint=endpoint.fingerprint, context=endpoint.context, **kwargs)
 
     def __enter__(self) -> BlockingAgent:
         return self

@@ -21,6 +21,7 @@ with a hint.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -29,7 +30,8 @@ from typing import Any
 from fc_macos.agent.client import DEFAULT_TIMEOUT_S, AgentClient
 from fc_macos.agent.client_streams import ExecResult, ExecSession, ExitStatus
 from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MicroVMInfo, MicroVMSpec, PortSpec
-from fc_macos.config import AgentEndpoint
+from fc_macos import contexts
+from fc_macos.config import AgentEndpoint, home_dir
 from fc_macos.errors import ConfigError, UsageError
 from fc_macos.forward import ForwardSpec, Forwarder
 from fc_macos.transfer.copy import CopyProgress, CopyResult, copy_from_guest, copy_to_guest
@@ -130,8 +132,9 @@ class Client:
     """A connection to one fc-agent: ``async with connect() as fc`` (or
     ``fc = await connect()`` and ``await fc.close()``)."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S, home: Path | None = None) -> None:
-        self.agent = AgentClient(url, token, timeout=timeout, home=home)
+    def __init__(self, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S, home: Path | None = None,
+                 fingerprint: str | None = None, context: str | None = None) -> None:
+        self.agent = AgentClient(url, token, timeout=timeout, home=home, fingerprint=fingerprint, context=context)
         self.url = url
 
     async def open(self) -> Client:
@@ -173,13 +176,18 @@ class Client:
         return [MicroVM(self, info) for info in await self.agent.list_microvms()]
 
 
-def endpoint_of(url: str | None, token: str | None, home: Path | None) -> AgentEndpoint:
-    """``url``/``token`` when given, else the endpoint 'fc-macos setup' saved."""
+def endpoint_of(url: str | None, token: str | None, home: Path | None, context: str | None = None) -> AgentEndpoint:
+    """``url``/``token`` when given; else the context named ``context``, by
+    ``FC_MACOS_CONTEXT`` or by 'fc-macos context use' (the CLI's choice,
+    :func:`fc_macos.contexts.select`); else the endpoint 'fc-macos setup' saved."""
     if url is not None:
         if token is None:
             raise UsageError("connect(url=...) needs token=... as well",
                              hint="the token is in agent.json next to the URL, or run 'fc-macos setup'")
         return AgentEndpoint(url, token)
+    chosen = contexts.select(home or home_dir(), context, os.environ.get(contexts.ENV) or None)
+    if chosen is not None:
+        return chosen.endpoint()
     try:
         return AgentEndpoint.load(home)
     except ConfigError as exc:
@@ -187,13 +195,16 @@ def endpoint_of(url: str | None, token: str | None, home: Path | None) -> AgentE
 
 
 def connect(url: str | None = None, token: str | None = None, *, home: str | Path | None = None,
-            timeout: float = DEFAULT_TIMEOUT_S) -> Client:
-    """A Client of the agent at ``url`` with ``token``, or (no arguments) of
-    the one 'fc-macos setup' saved under ``home`` (default FC_MACOS_HOME).
-    ConfigError, saying to run setup, when nothing was saved."""
+            timeout: float = DEFAULT_TIMEOUT_S, context: str | None = None) -> Client:
+    """A Client of the agent at ``url`` with ``token``; else of context
+    ``context`` (or FC_MACOS_CONTEXT's, or the current one: a remote agent over
+    HTTPS with its certificate pinned); else of the one 'fc-macos setup' saved
+    under ``home`` (default FC_MACOS_HOME). ConfigError, saying to run setup,
+    when nothing was saved."""
     home_path = Path(home) if home is not None else None
-    endpoint = endpoint_of(url, token, home_path)
-    return Client(endpoint.url, endpoint.token, timeout=timeout, home=home_path)
+    endpoint = endpoint_of(url, token, home_path, context)
+    return Client(endpoint.url, endpoint.token, timeout=timeout, home=home_path, fingerprint=endpoint.fingerprint,
+                  context=endpoint.context)
 
 
 __all__ = ["Client", "ExecResult", "ExecSession", "ExitStatus", "MicroVM", "connect"]

@@ -84,11 +84,15 @@ class Config:
 @dataclass(frozen=True)
 class AgentEndpoint:
     """Where fc-agent listens, the token it wants, and the provider whose setup
-    saved it (None in files written before fc-macos recorded it)."""
+    saved it (None in files written before fc-macos recorded it). An endpoint
+    of a context (:mod:`fc_macos.contexts`) names it in ``context`` and pins
+    the agent's certificate with ``fingerprint`` (``SHA256:...``)."""
 
     url: str
     token: str
     provider: str | None = None
+    fingerprint: str | None = None
+    context: str | None = None
 
     @classmethod
     def load(cls, home: Path | None = None, *, provider: str | None = None) -> AgentEndpoint:

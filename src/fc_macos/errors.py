@@ -17,6 +17,7 @@ are converted at the boundary where they happen, with ``raise ... from exc``.
     ├── AgentError                    talking to fc-agent
     │   ├── AgentUnreachable          no TCP connection / timeout
     │   ├── AgentAuthError            401: the token is wrong or missing
+    │   ├── AgentTLSError             TLS: a certificate that is not the pinned one, HTTP/HTTPS mixed up
     │   ├── AgentRequestError         any other 4xx/5xx with the agent's JSON error body
     │   └── GuestAgentUnavailable     the guest agent in a microVM cannot serve (absent, starting, not answering)
     ├── ExecError                     a command could not start in a guest (exit code 127 not found, 126 not executable)
@@ -135,6 +136,13 @@ class AgentAuthError(AgentError):
     code = "unauthorized"
 
 
+class AgentTLSError(AgentError):
+    """The TLS connection to fc-agent cannot be trusted or made: the agent's
+    certificate is not the pinned one, or one side speaks HTTPS and the other not."""
+
+    code = "agent_tls"
+
+
 class AgentRequestError(AgentError):
     """The agent answered with an error body ``{"error", "message", "hint"}``."""
 
@@ -210,6 +218,7 @@ __all__ = [
     "AgentAuthError",
     "AgentError",
     "AgentRequestError",
+    "AgentTLSError",
     "AgentUnreachable",
     "BootError",
     "ConfigError",

@@ -196,11 +196,12 @@ class Client:
 
 
 def connect(url: str | None = None, token: str | None = None, *, home: str | Path | None = None,
-            timeout: float = DEFAULT_TIMEOUT_S) -> Client:
-    """Connect to fc-agent: the endpoint 'fc-macos setup' saved (no
-    arguments; ConfigError saying to run setup when there is none), or
-    ``url`` and ``token``."""
-    return Client(aio.connect(url, token, home=home, timeout=timeout))
+            timeout: float = DEFAULT_TIMEOUT_S, context: str | None = None) -> Client:
+    """Connect to fc-agent: ``url`` and ``token``; else context ``context``
+    (or FC_MACOS_CONTEXT's, or the one 'fc-macos context use' chose); else the
+    endpoint 'fc-macos setup' saved (ConfigError saying to run setup when
+    there is none). See :func:`fc_macos.aio.connect`."""
+    return Client(aio.connect(url, token, home=home, timeout=timeout, context=context))
 
 
 __all__ = ["Client", "ExecResult", "ExecSession", "MicroVM", "connect"]

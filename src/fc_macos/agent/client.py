@@ -29,12 +29,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Seq
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
 from fc_macos.agent.client_images import ImagesMixin
 from fc_macos.agent.client_streams import ExecResult, ExecSession, GuestStat, TunnelStream, error_of_exec, json_object
+from fc_macos.agent.client_tls import connector_ssl, plain_http_to_tls, tls_error
 from fc_macos.agent.wire import MicroVMInfo, MicroVMSpec
 from fc_macos.config import AgentEndpoint, home_dir
 from fc_macos.errors import (
@@ -109,26 +110,32 @@ class ConsoleStream:
 class AgentClient(ImagesMixin):
     """Async client of one fc-agent. Use as ``async with AgentClient(...)``.
 
-    ``home`` is only used to name the token file in error hints. Every method
-    raises :class:`~fc_macos.errors.FcMacosError` subclasses only.
+    ``home`` is only used to name the token file in error hints; ``context``
+    (a context's name) makes the hints speak of that context. With
+    ``fingerprint`` (``SHA256:...``) the agent's certificate is pinned: no other
+    is accepted, and no CA is asked (:mod:`fc_macos.agent.client_tls`). Every
+    method raises :class:`~fc_macos.errors.FcMacosError` subclasses only.
     """
 
-    def __init__(self, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S, home: Path | None = None) -> None:
+    def __init__(self, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S, home: Path | None = None,
+                 fingerprint: str | None = None, context: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.home = home
+        self.fingerprint = fingerprint
+        self.context = context
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_endpoint(cls, endpoint: AgentEndpoint, **kwargs: Any) -> AgentClient:
-        return cls(endpoint.url, endpoint.token, **kwargs)
+        return cls(endpoint.url, endpoint.token, fingerprint=endpoint.fingerprint, context=endpoint.context, **kwargs)
 
     async def __aenter__(self) -> AgentClient:
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {self.token}"},
             # exec sessions and tunnels each hold a connection for as long as they last
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, ssl=connector_ssl(self.fingerprint)),
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=self.timeout),
         )
         return self
@@ -146,6 +153,10 @@ class AgentClient(ImagesMixin):
     async def health(self) -> dict[str, Any]:
         """``GET /healthz`` (no token needed): ``{"status": "ok", "version"}``."""
         return await self._json("GET", "/healthz")
+
+    async def openapi(self) -> dict[str, Any]:
+        """``GET /openapi.json``: the agent's API as an OpenAPI document."""
+        return await self._json("GET", "/openapi.json")
 
     async def info(self) -> dict[str, Any]:
         """``GET /v1/info``: version, arch, Firecracker binary, image directories."""
@@ -235,7 +246,7 @@ class AgentClient(ImagesMixin):
             raise AgentRequestError(exc.status, "console", f"cannot attach to the console of {name!r}: {exc.message}",
                                     hint=f"run 'fc-macos microvm status --name {name}'") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
         stream = ConsoleStream(ws)
         try:
             yield stream
@@ -267,7 +278,7 @@ class AgentClient(ImagesMixin):
         except FcMacosError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
 
     # -- inside the guest (through its guest agent) -------------------------
 
@@ -317,7 +328,7 @@ class AgentClient(ImagesMixin):
             session = ExecSession(ws, pid)
             yield session
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
         finally:
             await ws.close()
 
@@ -361,7 +372,7 @@ class AgentClient(ImagesMixin):
             raise AgentError(f"the copy of {path} from {name!r} broke off after {done} bytes: {exc}",
                              hint=f"check the microVM with 'fc-macos microvm status --name {name}' and try again") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
 
     async def put_files(self, name: str, directory: str, tar: AsyncIterable[bytes] | bytes, *,
                         progress: Progress | None = None) -> dict[str, Any]:
@@ -442,7 +453,7 @@ class AgentClient(ImagesMixin):
             async with session.request(method, self.url + path, **kwargs) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise (await plain_http_to_tls(exc, self.url) or self._connection_error(exc)) from exc
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         status, text = await self._raw(method, path, **kwargs)
@@ -473,10 +484,21 @@ class AgentClient(ImagesMixin):
             raise AgentRequestError(exc.status, "websocket", f"fc-agent refused the {what}: HTTP {exc.status}",
                                     hint="is fc-agent up to date? run 'fc-macos setup' again") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
+
+    def _connection_error(self, exc: BaseException) -> AgentError:
+        """What a failed connection stands for: AgentTLSError when TLS failed
+        (the certificate is not the pinned one, the agent does not speak TLS),
+        else AgentUnreachable."""
+        return tls_error(exc, self.url, self.context) or self._unreachable(exc)
 
     def _unreachable(self, exc: BaseException) -> AgentUnreachable:
-        return AgentUnreachable(f"cannot reach fc-agent at {self.url}: {_reason(exc)}", hint=UNREACHABLE_HINT)
+        hint = UNREACHABLE_HINT
+        if self.context:
+            host = urlsplit(self.url).hostname
+            hint = (f"is fc-agent running on {host} and its port open? (there: 'systemctl status fc-agent'); "
+                    f"check the URL of context '{self.context}' with 'fc-macos context list'")
+        return AgentUnreachable(f"cannot reach fc-agent at {self.url}: {_reason(exc)}", hint=hint)
 
     def _error(self, status: int, text: str) -> FcMacosError:
         """Turn an agent error answer back into the typed error it stands for."""
@@ -501,6 +523,13 @@ class AgentClient(ImagesMixin):
             return ExecError(message, code=code, hint=hint)
         if code == "guest_path_not_found":
             return NotFoundError(message, hint=hint, code=code)
+        if status == 401 and self.context:
+            return AgentAuthError(
+                f"the agent at {self.url} refused the token of context '{self.context}': {message}",
+                hint="copy the agent's token file again (/etc/fc-agent/token on that host, or its --token-file) "
+                f"and replace the context: fc-macos context add {self.context} --url {self.url} "
+                f"--token-file FILE --fingerprint {self.fingerprint or 'SHA256:...'} --force",
+            )
         if status == 401:
             token_file = (self.home or home_dir()) / "agent.json"
             return AgentAuthError(

@@ -29,11 +29,20 @@ T = TypeVar("T")
 
 class AppState:
     """Global choices made on the command line, shared through ``ctx.obj``.
-    The configuration and the provider are loaded on first use."""
+    The configuration and the provider are loaded on first use.
 
-    def __init__(self, home: Path, provider_name: str | None = None, json: bool = False) -> None:
+    Which agent every command talks to is decided here, once: the context
+    named by ``context_name`` (``--context``), else ``FC_MACOS_CONTEXT``, else
+    the current one (:func:`fc_macos.contexts.select`) makes the provider the
+    ``remote`` one of that context; else the provider of ``--provider`` or
+    config.json. ``provider_name`` overrides the current context, not a named one."""
+
+    def __init__(self, home: Path, provider_name: str | None = None, json: bool = False,
+                 context_name: str | None = None, context_env: str | None = None) -> None:
         self.home = home
         self.provider_name = provider_name
+        self.context_name = context_name
+        self.context_env = context_env
         self.json = json
         self._config: Config | None = None
         self._provider: Provider | None = None
@@ -51,13 +60,23 @@ class AppState:
     @property
     def provider(self) -> Provider:
         if self._provider is None:
+            from fc_macos import contexts
             from fc_macos.providers import get_provider
 
-            self._provider = get_provider(self.config.provider, self.home, self.config)
+            named = self.context_name or self.context_env
+            context = None if self.provider_name and not named else contexts.select(
+                self.home, self.context_name, self.context_env)
+            if context is not None:
+                from fc_macos.providers.remote import RemoteProvider
+
+                self._provider = RemoteProvider(self.home, self.config, context)
+            else:
+                self._provider = get_provider(self.config.provider, self.home, self.config)
         return self._provider
 
     def endpoint(self) -> AgentEndpoint:
-        """The provider's saved agent endpoint (ConfigError, hint: run setup, when missing)."""
+        """The agent endpoint of the provider: a context's (with its pinned certificate),
+        else the one setup saved (ConfigError, hint: run setup, when missing)."""
         return self.provider.endpoint()
 
     def call_agent(self, work: Callable[[AgentClient], Awaitable[T]]) -> T:

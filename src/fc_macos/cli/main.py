@@ -11,6 +11,7 @@ only when the command line names them, so that ``fc-macos --version`` and
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import click
 from fc_macos._version import __version__
 from fc_macos.cli.common import AppState, emit, json_option, pass_state, print_error
 from fc_macos.config import PROVIDERS, home_dir
-from fc_macos.errors import FcMacosError
+from fc_macos.errors import FcMacosError, UsageError
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -44,6 +45,7 @@ COMMANDS = {
     "exec": "fc_macos.cli.exec:exec_cmd",
     "cp": "fc_macos.cli.cp:cp_cmd",
     "port-forward": "fc_macos.cli.ports:port_forward_cmd",
+    "context": "fc_macos.cli.context:context_group",
 }
 
 
@@ -82,9 +84,14 @@ class FcMacosGroup(click.Group):
     "--home", type=click.Path(file_okay=False, path_type=Path), envvar="FC_MACOS_HOME",
     help="Directory holding config.json and agent.json (env FC_MACOS_HOME).",
 )
+@click.option(
+    "--context", "context_name", metavar="NAME",
+    help="Talk to the fc-agent of context NAME (a server over HTTPS, see 'fc-macos context --help'); "
+    "env FC_MACOS_CONTEXT; default: the one 'fc-macos context use' chose, else the provider's own agent.",
+)
 @click.version_option(__version__, "--version", prog_name="fc-macos")
 @click.pass_context
-def cli(ctx: click.Context, provider: str | None, home: Path | None) -> None:
+def cli(ctx: click.Context, provider: str | None, home: Path | None, context_name: str | None) -> None:
     """Run Firecracker microVMs on a Mac (through Tart) or on a Linux host with KVM.
 
     \b
@@ -92,9 +99,21 @@ def cli(ctx: click.Context, provider: str | None, home: Path | None) -> None:
       fc-macos setup                      # prepare the VM and fc-agent
       fc-macos run --name web             # boot a microVM and attach its console
       fc-macos microvm list               # what runs
+    A Linux server over the network (fc-agent --tls there):
+      fc-macos context add lab --url https://lab:8443 --token-file token --fingerprint SHA256:...
+      fc-macos --context lab microvm list
     Add --json to any command that reports data for machine-readable output.
     """
-    ctx.obj = AppState(home=home or home_dir(), provider_name=provider)
+    context_env = os.environ.get("FC_MACOS_CONTEXT") or None
+    explicit_provider = provider if ctx.get_parameter_source("provider") == click.core.ParameterSource.COMMANDLINE else None
+    if explicit_provider and (context_name or context_env):
+        where = f"--context {context_name}" if context_name else f"FC_MACOS_CONTEXT={context_env}"
+        error = UsageError(f"--provider {explicit_provider} and {where} name two different agents",
+                           hint="drop one of them (a context's agent is always reached through the remote provider)")
+        print_error(None, error.code, error.message, error.hint)
+        ctx.exit(error.exit_code)
+    ctx.obj = AppState(home=home or home_dir(), provider_name=provider, context_name=context_name,
+                       context_env=context_env)
 
 
 @cli.command("version")

@@ -1,6 +1,8 @@
 """Providers: the backends that run fc-agent (see :mod:`fc_macos.providers.base`).
 
-:func:`get_provider` picks one by name and imports only that one.
+:func:`get_provider` picks one by name and imports only that one. The
+``remote`` provider is not picked by name but by a context
+(:class:`fc_macos.providers.remote.RemoteProvider`, made by the CLI's AppState).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The provider interface: one backend for the machine that runs fc-agent.
 
-Two implementations, picked by name (``--provider`` or ``config.json``):
+Two implementations picked by name (``--provider`` or ``config.json``):
 ``tart`` (a Linux VM driven through the Tart CLI, the default on macOS) and
-``local`` (fc-agent on this Linux machine, the default on Linux).
+``local`` (fc-agent on this Linux machine, the default on Linux); and
+``remote`` (:mod:`fc_macos.providers.remote`), an fc-agent on another machine
+picked by a context (``--context``), which drives no machine and has no Host.
 
 Each backend is split in two (lima's driver / host-agent split):
 
@@ -65,7 +67,7 @@ class VMStatus:
     provider: str
     exists: bool
     running: bool
-    state: str  # "running" | "stopped" | "missing" | "suspended"
+    state: str  # "running" | "stopped" | "missing" | "suspended" | "unreachable" (remote)
     address: str | None = None
     agent_url: str | None = None
     agent_ok: bool = False

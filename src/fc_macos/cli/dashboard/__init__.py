@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 
 def attach_command(state: AppState, name: str) -> list[str]:
     """The command that attaches this terminal to ``name``'s console: this
-    fc-macos's own ``microvm shell``, with the same home and provider."""
-    return [sys.executable, "-m", "fc_macos.cli.main", "--home", str(state.home),
-            "--provider", state.config.provider, "microvm", "shell", "--name", name]
+    fc-macos's own ``microvm shell``, with the same home and provider (or context)."""
+    context = state.provider.endpoint().context if state.provider.name == "remote" else None
+    agent = ["--context", context] if context else ["--provider", state.config.provider]
+    return [sys.executable, "-m", "fc_macos.cli.main", "--home", str(state.home), *agent,
+            "microvm", "shell", "--name", name]
 
 
 def build_app(state: AppState) -> DashboardApp:

@@ -1,0 +1,203 @@
+"""``RemoteProvider``: an fc-agent on another machine, reached through a context.
+
+The machine (a Linux server with KVM) is someone else's to run: fc-agent is
+installed there (``pip install fc-macos``, ``fc-agent install-service --tls``)
+and the client knows it only by a context (:mod:`fc_macos.contexts`): an
+HTTPS URL, a token and the pinned certificate fingerprint. So this provider
+drives no machine: ``vm start`` checks that the agent answers, ``vm stop``,
+``vm shell`` and ``vm logs`` are refused with the command to run on the server.
+
+``setup`` runs the shared step engine (:mod:`fc_macos.providers.setup_steps`)
+over what can be done through the agent's API:
+
+    check-agent          /healthz and /v1/info over the pinned TLS with the token
+    install-firecracker  reports the Firecracker the agent runs; a --firecracker-bin
+                         cannot be sent (fc-agent has no endpoint for it)
+    install-images       reports the images the agent serves; given images
+                         (--images/--kernel/--initrd/--rootfs) need an upload
+                         endpoint, which this fc-agent's API lacks: the step
+                         says so and how to put them on the server instead
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+from fc_macos._version import __version__
+from fc_macos.agent_sync import PROBE_TIMEOUT_S, BlockingAgent
+from fc_macos.config import AgentEndpoint, Config
+from fc_macos.contexts import REMOTE_PROVIDER, Context
+from fc_macos.errors import FcMacosError, ProviderError, SetupError
+from fc_macos.progress import Progress
+from fc_macos.providers.base import Check, Host, SetupOptions, StopReport, VMStatus
+from fc_macos.providers.setup_steps import Skipped, Step, run_steps, setup_lock
+
+IMAGE_KEYS = ("kernel", "initrd", "rootfs")
+#: Where fc-agent's API would take images, when it has the endpoint (its /openapi.json says).
+UPLOAD_PATH_PREFIX = "/v1/images"
+
+
+class RemoteProvider:
+    """The ``remote`` provider of ``context``; see :class:`fc_macos.providers.base.Provider`."""
+
+    name = REMOTE_PROVIDER
+
+    def __init__(self, home: Path, config: Config, context: Context) -> None:
+        self.home = home
+        self.config = config
+        self.context = context
+
+    def endpoint(self) -> AgentEndpoint:
+        return self.context.endpoint()
+
+    def _agent(self, timeout: float = PROBE_TIMEOUT_S) -> BlockingAgent:
+        return BlockingAgent.from_endpoint(self.endpoint(), timeout=timeout, home=self.home)
+
+    def _server_side(self, what: str, command: str) -> NoReturn:
+        raise ProviderError(f"fc-macos does not {what} of context '{self.context.name}': "
+                            f"fc-agent runs on {self.context.host}, which fc-macos reaches only through the agent",
+                            hint=f"on {self.context.host}: {command}")
+
+    def open_host(self, options: SetupOptions, progress: Progress) -> Host:
+        self._server_side("drive the machine", "pip install -U fc-macos && sudo fc-agent install-service --tls")
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def setup(self, options: SetupOptions, progress: Progress) -> AgentEndpoint:
+        """Check the agent and what it serves, through its API (see the module docstring)."""
+        with setup_lock(self.home), self._agent() as agent:
+            run = _RemoteSetup(self.context, agent, options, progress)
+            run_steps(run.steps(), progress, [])
+        return self.endpoint()
+
+    # -- the rest of the Provider interface ----------------------------------------------------
+
+    def vm_status(self) -> VMStatus:
+        details: dict[str, object] = {"context": self.context.name, "fingerprint": self.context.fingerprint}
+        agent_ok = False
+        try:
+            with self._agent() as agent:
+                details["agent_version"] = agent.health().get("version")
+                agent.info()
+            agent_ok = True
+        except FcMacosError as exc:
+            details["error"] = exc.message
+        return VMStatus(self.context.name, self.name, exists=True, running=agent_ok,
+                        state="running" if agent_ok else "unreachable", address=self.context.host,
+                        agent_url=self.context.url, agent_ok=agent_ok, details=details)
+
+    def vm_start(self, progress: Progress) -> VMStatus:
+        """A remote agent is started on its host: this only checks that it answers."""
+        status = self.vm_status()
+        if not status.agent_ok:
+            raise ProviderError(f"the fc-agent of context '{self.context.name}' does not answer "
+                                f"({status.details.get('error')}), and fc-macos does not start a remote agent",
+                                hint=f"on {self.context.host}: sudo systemctl start fc-agent "
+                                "(or 'fc-agent --tls ...' by hand)")
+        return status
+
+    def vm_stop(self, *, force: bool = False) -> StopReport:
+        self._server_side("stop the agent", "sudo systemctl stop fc-agent (its microVMs keep running); "
+                          "here, 'fc-macos microvm stop --name NAME' stops one microVM")
+
+    def vm_shell(self, command: list[str] | None = None) -> int:
+        self._server_side("open a shell on the machine", "log in with ssh")
+
+    def vm_logs(self, *, follow: bool = False) -> Iterator[str]:
+        self._server_side("read the agent's log", "journalctl -u fc-agent" + (" -f" if follow else ""))
+
+    def doctor(self) -> list[Check]:
+        checks = [Check("context", True, f"'{self.context.name}': {self.context.url}, "
+                        f"certificate pinned to {self.context.fingerprint}")]
+        try:
+            with self._agent() as agent:
+                version = agent.health().get("version")
+                checks.append(Check("agent", True, f"fc-agent {version} answers at {self.context.url} "
+                                    "with the pinned certificate"))
+                info = agent.info()
+        except FcMacosError as exc:
+            return [*checks, Check("agent", False, exc.message, exc.hint)]
+        checks.append(Check("token", True, "fc-agent accepts the context's token"))
+        checks.append(Check("version", version == __version__, f"fc-agent {version}, fc-macos {__version__}",
+                            None if version == __version__ else f"on {self.context.host}: pip install -U fc-macos "
+                            "and restart fc-agent"))
+        missing = _missing_images(info)
+        checks.append(Check("images", not missing, _images_detail(info),
+                            _images_fix(self.context.host, info) if missing else None))
+        return checks
+
+
+class _RemoteSetup:
+    """One ``setup`` run of a remote context: its steps and what they share."""
+
+    def __init__(self, context: Context, agent: BlockingAgent, options: SetupOptions, progress: Progress) -> None:
+        self.context = context
+        self.agent = agent
+        self.options = options
+        self.progress = progress
+        self.info: dict[str, Any] = {}
+
+    def steps(self) -> list[Step]:
+        hint = f"check the context with 'fc-macos --context {self.context.name} doctor'"
+        return [
+            Step("check-agent", f"checking fc-agent at {self.context.url}", self.check_agent, hint=hint),
+            Step("install-firecracker", "checking Firecracker on the agent's machine", self.install_firecracker),
+            Step("install-images", "checking the guest images the agent serves", self.install_images),
+        ]
+
+    def check_agent(self) -> str:
+        version = self.agent.health().get("version")
+        self.info = self.agent.info()
+        if version != __version__:
+            self.progress.info(f"fc-agent {version} differs from fc-macos {__version__}: on {self.context.host}, "
+                               "'pip install -U fc-macos' and restart fc-agent")
+        return f"fc-agent {version} ({self.info.get('arch', '?')}) at {self.context.url}, certificate pinned, token accepted"
+
+    def install_firecracker(self) -> str:
+        binary = self.info.get("firecracker_bin", "?")
+        if self.options.firecracker_bin is not None:
+            raise SetupError("install-firecracker", f"fc-agent cannot take a Firecracker binary over its API "
+                             f"(it runs {binary} on {self.context.host})",
+                             hint=f"copy it to {self.context.host} and run fc-agent with --firecracker-bin PATH "
+                             "(sudo fc-agent install-service --tls --firecracker-bin PATH ...)")
+        raise Skipped(f"fc-agent runs {binary} on {self.context.host} (installed there)")
+
+    def install_images(self) -> str:
+        given = [p for p in (self.options.images, self.options.kernel, self.options.initrd, self.options.rootfs) if p]
+        if given:
+            openapi = self.agent.run(lambda c: c.openapi())
+            paths = openapi.get("paths", {}) if isinstance(openapi, dict) else {}
+            has_upload = any(str(p).startswith(UPLOAD_PATH_PREFIX) for p in paths)
+            why = ("this fc-macos does not upload images yet" if has_upload else
+                   f"fc-agent {self.info.get('version', '?')} on {self.context.host} has no image upload endpoint "
+                   f"(no {UPLOAD_PATH_PREFIX} in its /openapi.json)")
+            raise SetupError("install-images", f"cannot install {', '.join(str(p) for p in given)}: {why}",
+                             hint=_images_fix(self.context.host, self.info))
+        if self.options.skip_assets:
+            raise Skipped("--skip-assets")
+        missing = _missing_images(self.info)
+        if missing:
+            raise SetupError("install-images", f"fc-agent on {self.context.host} has no {', '.join(missing)}",
+                             hint=_images_fix(self.context.host, self.info))
+        raise Skipped(_images_detail(self.info))
+
+
+def _missing_images(info: dict[str, Any]) -> list[str]:
+    images = info.get("images") or {}
+    return [key for key in ("kernel", "rootfs") if not images.get(key)]
+
+
+def _images_detail(info: dict[str, Any]) -> str:
+    images = info.get("images") or {}
+    return ", ".join(f"{key} {images.get(key) or 'missing'}" for key in IMAGE_KEYS)
+
+
+def _images_fix(host: str, info: dict[str, Any]) -> str:
+    where = (info.get("image_dirs") or ["/var/lib/fc-agent/images"])[0]
+    return (f"put them on {host} in {where}: build them there with 'fc-macos images build --source debian "
+            f"--out {where}', or copy a set made here: 'scp ./images/* {host}:{where}/'")
+
+
+__all__ = ["RemoteProvider"]
