@@ -257,7 +257,7 @@ def test_context_flag_env_and_use_choose_the_agent(home: Path, agent: RemoteAgen
     assert ContextStore(home).current_name() is None
 
 
-def test_setup_and_doctor_on_a_context_check_the_agent_and_say_what_is_missing(
+def test_setup_and_doctor_on_a_context_check_the_agent_upload_images_and_say_what_is_missing(
         home: Path, agent: RemoteAgent, tmp_path: Path) -> None:
     assert add(home, agent, "lab", "--fingerprint", agent.fingerprint or "").exit_code == 0
     setup = invoke(home, "--context", "lab", "setup")
@@ -265,11 +265,14 @@ def test_setup_and_doctor_on_a_context_check_the_agent_and_say_what_is_missing(
     assert_refused(setup, "setup step 'install-images' failed", "has no kernel, rootfs", "images build")
     kernel = tmp_path / "vmlinux"
     kernel.write_bytes(b"\0")
-    upload = invoke(home, "--context", "lab", "setup", "--kernel", str(kernel))
-    assert_refused(upload, "has no image upload endpoint", str(kernel))
+    upload = invoke(home, "--context", "lab", "setup", "--kernel", str(kernel))  # uploaded through the agent
+    assert upload.exit_code == 0 and "vmlinux uploaded" in upload.output, upload.output
+    again = invoke(home, "--context", "lab", "setup", "--kernel", str(kernel))
+    assert again.exit_code == 0 and "vmlinux up to date" in again.output, again.output
     doctor = invoke(home, "--context", "lab", "doctor", "--json")
     checks = {c["name"]: c for c in json.loads(doctor.output)["checks"]}
-    assert checks["agent"]["ok"] and checks["token"]["ok"] and not checks["images"]["ok"]
+    assert checks["agent"]["ok"] and checks["token"]["ok"] and not checks["images"]["ok"]  # still no rootfs
+    assert "kernel vmlinux" in checks["images"]["detail"] or "vmlinux" in checks["images"]["detail"], checks
 
 
 def test_the_python_api_connects_to_a_context(home: Path, agent: RemoteAgent, monkeypatch: pytest.MonkeyPatch) -> None:

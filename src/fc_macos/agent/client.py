@@ -47,6 +47,7 @@ from fc_macos.errors import (
     BootError,
     ConflictError,
     ExecError,
+    NoSpaceError,
     FcMacosError,
     FirecrackerAPIError,
     FirecrackerUnavailable,
@@ -539,6 +540,10 @@ class AgentClient(ImagesMixin):
         if status == 404 and code == "not_found":
             # The agent's hint speaks HTTP; the host's user wants the command.
             return NotFoundError(message, hint="run 'fc-macos microvm list'")
+        if status == 404:  # image_not_found, drive_not_found ...: the agent's own hint
+            return NotFoundError(message, hint=hint, code=code)
+        if status == 507:
+            return NoSpaceError(message, hint=hint)
         if status == 409:
             return ConflictError(message, hint=hint, code=code)
         if code == "boot_failed":

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from fc_macos.errors import AgentError, AgentUnreachable, FcMacosError
+from fc_macos.errors import AgentError, FcMacosError
 from fc_macos.progress import NullProgress, Progress
 
 CHUNK = 1024 * 1024
@@ -64,7 +64,7 @@ class ImagesMixin:
         async def _request(self, method: str, path: str, **kwargs: Any) -> Any: ...
         def _need_session(self) -> aiohttp.ClientSession: ...
         def _error(self, status: int, text: str) -> FcMacosError: ...
-        def _unreachable(self, exc: BaseException) -> AgentUnreachable: ...
+        def _connection_error(self, exc: BaseException) -> AgentError: ...
         @staticmethod
         def _vm_path(name: str) -> str: ...
 
@@ -157,7 +157,7 @@ class ImagesMixin:
             raise AgentError(f"the download of drive {drive_id!r} of {name!r} broke off: {exc}",
                              hint="try again") from exc  # fmt: skip
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise self._unreachable(exc) from exc
+            raise self._connection_error(exc) from exc
         except OSError as exc:
             raise FcMacosError(f"cannot write {out}: {exc.strerror}", hint="pick another --out") from exc
         finally:

@@ -43,7 +43,7 @@ def setup_command(images: Path) -> str:
     return f"fc-macos setup --images {images}"
 
 
-def _given(options: SetupOptions) -> tuple[dict[str, Path], Path | None]:
+def given_images(options: SetupOptions) -> tuple[dict[str, Path], Path | None]:
     """The files to install by kind, and the manifest that describes them (for --images)."""
     if options.images is not None:
         if any(getattr(options, kind) for kind in BY_KIND):
@@ -85,7 +85,7 @@ def _exists(host: Host, path: str) -> bool:
 def install_images(host: Host, options: SetupOptions, progress: Progress) -> str:
     """The body of step ``install-images`` (see the module docstring)."""
     images = host.layout.images_dir
-    files, manifest = _given(options)
+    files, manifest = given_images(options)
     if files:
         changed = [BY_KIND[kind] for kind, path in files.items()
                    if host.put_file(path, f"{images}/{BY_KIND[kind]}")]

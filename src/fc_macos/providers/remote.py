@@ -13,9 +13,11 @@ over what can be done through the agent's API:
     check-agent          /healthz and /v1/info over the pinned TLS with the token
     install-firecracker  reports the Firecracker the agent runs; a --firecracker-bin
                          cannot be sent (fc-agent has no endpoint for it)
-    install-images       reports the images the agent serves; given images
-                         (--images/--kernel/--initrd/--rootfs) need an upload
-                         endpoint, which this fc-agent's API lacks: the step
+    install-images       given images (--images/--kernel/--initrd/--rootfs) are
+                         uploaded into the agent's image directory under their
+                         standard names (PUT /v1/images; content it has is not
+                         sent again); otherwise reports the images it serves.
+                         An older fc-agent without the upload endpoint: the step
                          says so and how to put them on the server instead
 """
 
@@ -23,19 +25,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fc_macos._version import __version__
 from fc_macos.agent_sync import PROBE_TIMEOUT_S, BlockingAgent
 from fc_macos.config import AgentEndpoint, Config
 from fc_macos.contexts import REMOTE_PROVIDER, Context
-from fc_macos.errors import FcMacosError, ProviderError, SetupError
+from fc_macos.errors import FcMacosError, NotFoundError, ProviderError, SetupError
+from fc_macos.image_names import BY_KIND, INITRD, MANIFEST
 from fc_macos.progress import Progress
 from fc_macos.providers.base import Check, Host, SetupOptions, StopReport, VMStatus
+from fc_macos.providers.image_install import given_images
 from fc_macos.providers.setup_steps import Skipped, Step, run_steps, setup_lock
 
+if TYPE_CHECKING:
+    from fc_macos.agent.client import AgentClient
+
 IMAGE_KEYS = ("kernel", "initrd", "rootfs")
-#: Where fc-agent's API would take images, when it has the endpoint (its /openapi.json says).
+#: Where fc-agent's API takes images (an older agent's /openapi.json lacks it).
 UPLOAD_PATH_PREFIX = "/v1/images"
 
 
@@ -165,16 +172,10 @@ class _RemoteSetup:
         raise Skipped(f"fc-agent runs {binary} on {self.context.host} (installed there)")
 
     def install_images(self) -> str:
-        given = [p for p in (self.options.images, self.options.kernel, self.options.initrd, self.options.rootfs) if p]
-        if given:
-            openapi = self.agent.run(lambda c: c.openapi())
-            paths = openapi.get("paths", {}) if isinstance(openapi, dict) else {}
-            has_upload = any(str(p).startswith(UPLOAD_PATH_PREFIX) for p in paths)
-            why = ("this fc-macos does not upload images yet" if has_upload else
-                   f"fc-agent {self.info.get('version', '?')} on {self.context.host} has no image upload endpoint "
-                   f"(no {UPLOAD_PATH_PREFIX} in its /openapi.json)")
-            raise SetupError("install-images", f"cannot install {', '.join(str(p) for p in given)}: {why}",
-                             hint=_images_fix(self.context.host, self.info))
+        files, manifest = given_images(self.options)
+        if files:
+            self._need_upload_endpoint(files)
+            return self.agent.run(lambda c: self._upload(c, files, manifest))
         if self.options.skip_assets:
             raise Skipped("--skip-assets")
         missing = _missing_images(self.info)
@@ -182,6 +183,42 @@ class _RemoteSetup:
             raise SetupError("install-images", f"fc-agent on {self.context.host} has no {', '.join(missing)}",
                              hint=_images_fix(self.context.host, self.info))
         raise Skipped(_images_detail(self.info))
+
+    def _need_upload_endpoint(self, files: dict[str, Path]) -> None:
+        openapi = self.agent.run(lambda c: c.openapi())
+        paths = openapi.get("paths", {}) if isinstance(openapi, dict) else {}
+        if not any(str(p).startswith(UPLOAD_PATH_PREFIX) for p in paths):
+            raise SetupError("install-images", f"cannot install {', '.join(str(p) for p in files.values())}: "
+                             f"fc-agent {self.info.get('version', '?')} on {self.context.host} has no image upload "
+                             f"endpoint (no {UPLOAD_PATH_PREFIX} in its /openapi.json)",
+                             hint=f"upgrade fc-agent on {self.context.host} ('pip install -U fc-macos', restart it), "
+                             "or " + _images_fix(self.context.host, self.info))
+
+    async def _upload(self, client: AgentClient, files: dict[str, Path], manifest: Path | None) -> str:
+        """Upload ``files`` (by kind) as the image set's standard names; an initrd
+        the agent has is removed when a kernel comes without one (it belongs to
+        the old kernel), and so is a manifest that no longer describes the set."""
+        changed = []
+        for kind, path in files.items():
+            answer = await client.upload_image(path, BY_KIND[kind], replace=True, progress=self.progress)
+            if answer.get("outcome") != "present":
+                changed.append(BY_KIND[kind])
+        removed = []
+        stale = [INITRD] if "initrd" not in files else []
+        if manifest is not None:
+            if (await client.upload_image(manifest, MANIFEST, replace=True)).get("outcome") != "present":
+                changed.append(MANIFEST)
+        elif changed or stale:
+            stale.append(MANIFEST)
+        for name in stale:
+            try:
+                await client.delete_image(name)
+            except NotFoundError:
+                continue
+            removed.append(name)
+        if not changed and not removed:
+            raise Skipped(f"{', '.join(BY_KIND[k] for k in files)} up to date on {self.context.host}")
+        return ", ".join([*(f"{name} uploaded" for name in changed), *(f"{name} removed" for name in removed)])
 
 
 def _missing_images(info: dict[str, Any]) -> list[str]:
