@@ -18,6 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from fc_macos import __version__
 from fc_macos.agent import guest_routes, host_stats, logs, nat, network, openapi, relay
 from fc_macos.agent.auth import token_middleware
+from fc_macos.agent.contract import Contract, contract_middleware
 from fc_macos.agent.console import ConsoleBroker, Viewer
 from fc_macos.agent.http_errors import error_middleware, read_json
 from fc_macos.agent.manager import MicroVMManager
@@ -31,6 +32,7 @@ log = logging.getLogger("fc_agent.app")
 MANAGER: web.AppKey[MicroVMManager] = web.AppKey("manager", MicroVMManager)
 SETTINGS: web.AppKey[AgentSettings] = web.AppKey("settings", AgentSettings)
 RELAY_CLIENTS: web.AppKey[relay.RelayClients] = web.AppKey("relay_clients", relay.RelayClients)
+CONTRACT: web.AppKey[Contract] = web.AppKey("contract", Contract)
 MAX_STOP_TIMEOUT_S = 3600.0
 WS_MAX_MESSAGE = 1024 * 1024
 
@@ -44,7 +46,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(openapi.document())
+    return web.json_response(request.app[CONTRACT].doc)
 
 
 async def info(request: web.Request) -> web.Response:
@@ -229,10 +231,12 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
 def create_app(settings: AgentSettings, *, manager: MicroVMManager | None = None) -> web.Application:
     """The fc-agent application. The manager starts on app startup and
     detaches (leaving microVMs running) on shutdown."""
+    contract = Contract(openapi.document())  # requests are checked against what /openapi.json says
     app = web.Application(
-        middlewares=[error_middleware, token_middleware(settings.token)],
+        middlewares=[error_middleware, token_middleware(settings.token), contract_middleware(contract)],
         client_max_size=settings.max_body_bytes,
     )
+    app[CONTRACT] = contract
     app[SETTINGS] = settings
     app[MANAGER] = manager or MicroVMManager(settings)
     app[RELAY_CLIENTS] = relay.RelayClients()

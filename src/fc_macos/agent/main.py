@@ -22,6 +22,7 @@ from aiohttp import web
 
 from fc_macos import __version__
 from fc_macos.agent.app import create_app
+from fc_macos.agent.protocol_errors import AgentRunner
 from fc_macos.agent.auth import load_or_create_token
 from fc_macos.agent.settings import (
     DEFAULT_FIRECRACKER_BIN,
@@ -60,7 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def serve(settings: AgentSettings, host: str, port: int) -> None:
     """Run until SIGTERM/SIGINT, then shut down in the documented order."""
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None)
+    runner = AgentRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None)
     try:
         await runner.setup()  # starts the manager: reads state.json, reattaches
     except OSError as exc:

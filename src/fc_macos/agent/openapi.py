@@ -92,7 +92,8 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["id", "path"],
         "properties": {
-            "id": {"type": "string", "pattern": DRIVE_ID_PATTERN.pattern, "not": {"const": "rootfs"}},
+            "id": {"type": "string", "pattern": DRIVE_ID_PATTERN.pattern, "not": {"const": "rootfs"},
+                   "description": "'rootfs' is the root drive's"},
             "path": {"type": "string", "minLength": 1},
             "read_only": {"type": "boolean", "default": False},
         },
@@ -327,10 +328,11 @@ PATHS: dict[str, Any] = {
 
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy each call), with the guest channel's
-    part (:mod:`fc_macos.agent.openapi_guest`) merged in."""
-    from fc_macos.agent import openapi_guest
+    part (:mod:`fc_macos.agent.openapi_guest`) merged in and the answers every
+    operation may give (400, 401, 413, 500: :func:`contract.complete_responses`)."""
+    from fc_macos.agent import contract, openapi_guest
 
-    return openapi_guest.merge({
+    return contract.complete_responses(openapi_guest.merge({
         "openapi": "3.1.0",
         "info": {
             "title": "fc-agent",
@@ -343,4 +345,4 @@ def document() -> dict[str, Any]:
             "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-    })
+    }))
