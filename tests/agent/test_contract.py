@@ -25,7 +25,7 @@ async def refusal(client: TestClient, method: str, url: str, **kwargs: Any) -> d
     [
         ("/v1/microvms/a/logs?follow=banana", "query parameter follow must be an integer, got 'banana'", "follow: one of 0, 1"),
         ("/v1/microvms/a/logs?follow=7", "query parameter follow must be one of [0, 1], got 7", "follow: one of 0, 1"),
-        ("/v1/microvms/a/logs?tail=-3", "query parameter tail must be bigger than or equal to 0", "tail: an integer of at least 0"),
+        ("/v1/microvms/a/logs?tail=-3", "query parameter tail must be bigger than or equal to 0", "tail: an integer from 0 to 10000000"),
         ("/v1/microvms/a/logs?source=dmesg", "query parameter source must be one of", "serial, firecracker, metrics"),
         ("/v1/microvms/a/console?scrollback=yes", "query parameter scrollback must be an integer", "one of 0, 1"),
         ("/v1/microvms/a/tunnel", "query parameter port is required", "port: an integer from 1 to 65535"),

@@ -224,7 +224,8 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/v1/microvms/{name}/stop", stop_microvm),
     ("GET", "/v1/microvms/{name}/console", console),
     ("GET", "/v1/microvms/{name}/logs", microvm_logs),
-    ("*", "/v1/microvms/{name}/firecracker/{path:.*}", firecracker_relay),
+    # The methods Firecracker's API has (others are 405, as for every route).
+    *((m.upper(), "/v1/microvms/{name}/firecracker/{path:.*}", firecracker_relay) for m in openapi.RELAY_METHODS),
 )
 
 

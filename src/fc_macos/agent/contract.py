@@ -44,6 +44,7 @@ A route served but not documented is not checked (and a test fails:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -158,13 +159,16 @@ def _refused(
         kinds = definition.get("type")
         words = [_TYPE_WORDS.get(str(k), str(k)) for k in (kinds if isinstance(kinds, list) else [kinds])]
         rest = "must be " + " or ".join(words)
+    elif exc.rule == "const":
+        rest = f"must be {json.dumps(definition.get('const'))}"
     elif exc.rule == "not" and isinstance(definition.get("not"), dict):
         rest = f"must not be {describe(definition['not'], schemas)}"
     else:
         rest = exc.message.removeprefix(exc.name or "data").strip()
     shown = repr(exc.value)
     got = f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"
-    return ValidationError(f"{what} {rest}{got}", hint=f"{name or field or where}: {describe(definition, schemas)}")
+    hint = definition.get("description") if exc.rule == "const" else None
+    return ValidationError(f"{what} {rest}{got}", hint=hint or f"{name or field or where}: {describe(definition, schemas)}")
 
 
 @dataclass(frozen=True)
@@ -212,13 +216,13 @@ class Operation:
                 raise _refused(label, exc, self.components, name=param.name) from None
         if self.body_check is None:
             return
-        body = await read_json(request)
-        if body is None:
+        if not (await request.read()).strip():
             if self.body_required:
                 raise ValidationError(
                     "this request needs a JSON body", hint=f"send {describe(self.body_schema, self.schemas)}"
                 )
             return
+        body = await read_json(request)  # JSON null is a body too (and no object)
         try:
             self.body_check(body)
         except fastjsonschema.JsonSchemaValueException as exc:

@@ -12,7 +12,10 @@ from typing import Any
 
 from fc_macos import __version__
 from fc_macos.agent import host_stats
-from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MAX_MEMORY_MIB, MAX_VCPUS, NAME_PATTERN, STATES, DRIVE_ID_PATTERN
+from fc_macos.agent.wire import (
+    BOOT_FIELDS, DEFAULT_BOOT_ARGS, DRIVE_ID_PATTERN, MAX_MEMORY_MIB, MAX_TAIL_LINES, MAX_VCPUS, NAME_PATTERN, STATES,
+    MicroVMSpec,
+)  # fmt: skip
 
 #: Methods the raw relay accepts (documented one by one).
 RELAY_METHODS = ("get", "put", "patch", "post", "delete")
@@ -40,6 +43,21 @@ NAME_PARAM = {
     "required": True,
     "description": "the microVM's name",
     "schema": {"type": "string", "pattern": NAME_PATTERN.pattern},
+}
+
+def _restore_rule() -> dict[str, Any]:
+    """A snapshot brings its own machine: the boot fields (and network, vsock,
+    start) keep their defaults (:meth:`MicroVMSpec._check_restore`)."""
+    defaults = MicroVMSpec().to_dict()
+    kept = {f: {"const": defaults[f], "description": f"with a snapshot, {f} comes from it: leave {f} out"}
+            for f in (*BOOT_FIELDS, "network", "vsock", "start")}  # fmt: skip
+    return {"if": {"required": ["snapshot"], "properties": {"snapshot": {"type": "object"}}}, "then": {"properties": kept}}
+
+
+#: wait: guest_agent reaches the guest agent over vsock.
+WAIT_RULE = {
+    "if": {"required": ["wait"], "properties": {"wait": {"const": "guest_agent"}}},
+    "then": {"properties": {"vsock": {"const": True, "description": 'wait: "guest_agent" needs vsock (the default)'}}},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -113,13 +131,15 @@ SCHEMAS: dict[str, Any] = {
     "MicroVMSpec": {
         "type": "object",
         "additionalProperties": False,
+        "allOf": [_restore_rule(), WAIT_RULE],
         "properties": {
             "name": _nullable("string") | {"pattern": NAME_PATTERN.pattern},
             "vcpus": {"type": "integer", "minimum": 1, "maximum": MAX_VCPUS, "default": 1},
             "memory_mib": {"type": "integer", "minimum": 16, "maximum": MAX_MEMORY_MIB, "default": 256},
-            "kernel": _nullable("string") | {"description": "bare name in an image dir, or absolute path inside one"},
-            "initrd": _nullable("string"),
-            "rootfs": _nullable("string") | {"description": "copied into the microVM's work directory"},
+            "kernel": _nullable("string") | {"minLength": 1,
+                                             "description": "bare name in an image dir, or absolute path inside one"},
+            "initrd": _nullable("string") | {"minLength": 1},
+            "rootfs": _nullable("string") | {"minLength": 1, "description": "copied into the microVM's work directory"},
             "boot_args": {"type": "string", "default": DEFAULT_BOOT_ARGS},
             "drives": {"type": "array", "items": _ref("DriveSpec")},
             "start": {"type": "boolean", "default": True,
@@ -194,8 +214,9 @@ def _relay_operation(method: str) -> dict[str, Any]:
         "summary": f"{method.upper()} relayed verbatim to the microVM's Firecracker API socket",
         "parameters": [
             NAME_PARAM,
-            {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
-             "description": "the Firecracker API path, e.g. machine-config or drives/rootfs"},
+            {"name": "path", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": r"^([A-Za-z0-9_.~-]+(/[A-Za-z0-9_.~-]+)*)?$"},
+             "description": "the Firecracker API path, e.g. machine-config or drives/rootfs (empty: GET /)"},
         ],  # fmt: skip
         "responses": {
             "default": {"description": "Firecracker's own status and body, unchanged"},
@@ -311,7 +332,7 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 NAME_PARAM,
                 {"name": "source", "in": "query", "schema": {"enum": ["serial", "firecracker", "metrics"], "default": "serial"}},
-                {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TAIL_LINES}},
                 {"name": "follow", "in": "query", "schema": {"type": "integer", "enum": [0, 1], "default": 0},
                  "description": "keep streaming until the microVM stops"},
             ],  # fmt: skip
