@@ -22,7 +22,7 @@ same schema the document states, so the document and the check cannot drift.
 :func:`complete_responses` adds to the document the answers the agent's
 machinery gives for every operation: 400 where the operation has parameters
 or a body, 401 unless it is public (``security: []``), 413 where it takes a
-body, and 500 (``internal``: the agent failed unexpectedly), all with the
+JSON body (read whole, up to the app's ``client_max_size``), and 500 (``internal``: the agent failed unexpectedly), all with the
 ``Error`` schema.
 
 A new route declares itself in the OpenAPI document only (``PATHS`` of
@@ -87,8 +87,8 @@ def complete_responses(doc: dict[str, Any]) -> dict[str, Any]:
                 wanted.append("400")
             if op.get("security", doc.get("security")) != []:
                 wanted.append("401")
-            if "requestBody" in op:
-                wanted.append("413")
+            if JSON in op.get("requestBody", {}).get("content", {}):
+                wanted.append("413")  # read whole (client_max_size); a streamed body has no such limit
             for status in wanted:
                 responses.setdefault(status, COMMON_RESPONSES[status])
     return doc

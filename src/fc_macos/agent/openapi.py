@@ -2,7 +2,10 @@
 
 It lists exactly the routes :mod:`fc_macos.agent.app` serves (a test checks
 both directions) and describes bodies with JSON Schema, generated from the
-limits in :mod:`fc_macos.agent.wire` so the two cannot drift.
+limits in :mod:`fc_macos.agent.wire` so the two cannot drift. The agent
+checks every request against this document (:mod:`fc_macos.agent.contract`,
+which also adds the 400/401/413/500 every operation may answer); a new route
+declares its parameters, body and statuses here (see that module's docstring).
 """
 
 from __future__ import annotations

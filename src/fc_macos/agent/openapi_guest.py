@@ -126,7 +126,8 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("ExecResult"), "the command ended (127: not found, its message on stderr)"),
                 "400": _error("invalid request"),
                 **GUEST_ERRORS,
-                "413": _error("output_too_large: more than 16 MiB on a stream (the command was killed)"),
+                "413": _error("output_too_large: more than 16 MiB on a stream (the command was killed), or too_large: "
+                              "the request body is too large"),
             },
         },
         "get": {
