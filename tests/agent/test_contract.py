@@ -31,7 +31,7 @@ async def refusal(client: TestClient, method: str, url: str, **kwargs: Any) -> d
         ("/v1/microvms/a/tunnel", "query parameter port is required", "port: an integer from 1 to 65535"),
         ("/v1/microvms/a/tunnel?port=70000", "query parameter port must be smaller than or equal to 65535", "65535"),
         ("/v1/microvms/a/files/stat?path=etc", "query parameter path must match pattern ^/", "path: a string"),
-        ("/v1/microvms/Not_A_Name", "path parameter name must match pattern", "name: a string matching"),
+        ("/v1/microvms/Not_A_Name", "path parameter name must match pattern", "1-63 lower-case letters"),
     ],
 )
 async def test_parameters_of_the_wrong_type_are_400(client: TestClient, url: str, words: str, hint: str) -> None:

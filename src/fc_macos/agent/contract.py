@@ -167,7 +167,7 @@ def _refused(
         rest = exc.message.removeprefix(exc.name or "data").strip()
     shown = repr(exc.value)
     got = f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"
-    hint = definition.get("description") if exc.rule == "const" else None
+    hint = definition.get("description") if exc.rule in ("const", "pattern") else None
     return ValidationError(f"{what} {rest}{got}", hint=hint or f"{name or field or where}: {describe(definition, schemas)}")
 
 

@@ -16,8 +16,8 @@ from typing import Any
 from fc_macos import __version__
 from fc_macos.agent import host_stats
 from fc_macos.agent.wire import (
-    BOOT_FIELDS, DEFAULT_BOOT_ARGS, DRIVE_ID_PATTERN, MAX_MEMORY_MIB, MAX_TAIL_LINES, MAX_VCPUS, NAME_PATTERN, STATES,
-    MicroVMSpec,
+    BOOT_FIELDS, DEFAULT_BOOT_ARGS, DRIVE_ID_PATTERN, MAX_MEMORY_MIB, MAX_STOP_TIMEOUT_S, MAX_TAIL_LINES, MAX_VCPUS,
+    NAME_PATTERN, STATES, MicroVMSpec,
 )  # fmt: skip
 
 #: Methods the raw relay accepts (documented one by one).
@@ -45,7 +45,8 @@ NAME_PARAM = {
     "in": "path",
     "required": True,
     "description": "the microVM's name",
-    "schema": {"type": "string", "pattern": NAME_PATTERN.pattern},
+    "schema": {"type": "string", "pattern": NAME_PATTERN.pattern,
+               "description": "1-63 lower-case letters, digits or '-', starting and ending with a letter or digit"},
 }
 
 def _restore_rule() -> dict[str, Any]:
@@ -202,7 +203,7 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "force": {"type": "boolean", "default": False},
-            "timeout_s": {"type": "number", "minimum": 0, "maximum": 3600, "default": 10},
+            "timeout_s": {"type": "number", "minimum": 0, "maximum": MAX_STOP_TIMEOUT_S, "default": 10},
         },
     },
 }

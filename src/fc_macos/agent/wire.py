@@ -35,6 +35,8 @@ DEFAULT_WAIT_TIMEOUT_S = 60.0
 MAX_WAIT_TIMEOUT_S = 3600.0
 #: The guest agent's states as ``MicroVMInfo.guest_agent["state"]`` reports them.
 GUEST_AGENT_STATES = ("absent", "starting", "ready", "unresponsive")
+#: The longest graceful stop ``POST /v1/microvms/{name}/stop`` waits before SIGKILL.
+MAX_STOP_TIMEOUT_S = 3600.0
 #: The most lines ``GET /v1/microvms/{name}/logs?tail=N`` takes.
 MAX_TAIL_LINES = 10_000_000
 DEFAULT_HOST_ADDR = "0.0.0.0"
