@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -14,7 +15,7 @@ from aiohttp import web
 from fc_macos.agent.app import create_app
 from fc_macos.agent.protocol_errors import AgentRunner
 from fc_macos.agent.settings import AgentSettings
-from tests.helpers.agent import TOKEN
+from tests.helpers.agent import TOKEN, agent_process
 
 
 @pytest.fixture
@@ -82,3 +83,11 @@ async def test_a_well_formed_raw_request_is_served(port: int) -> None:
 async def test_errors_inside_the_app_keep_their_codes(port: int) -> None:
     status, _, body = await raw(port, b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + AUTH_LINE + b"\r\n")
     assert status == 404 and json.loads(body)["error"] == "not_found"
+
+
+async def test_fc_agent_itself_serves_through_the_json_runner(short_tmp: Path) -> None:
+    with agent_process(short_tmp) as agent:
+        port = int(agent.url.rsplit(":", 1)[1])
+        status, headers, body = await raw(port, REFUSED["NUL in a header"])
+    assert status == 400 and headers["content-type"].startswith("application/json")
+    assert json.loads(body)["error"] == "bad_http_request"

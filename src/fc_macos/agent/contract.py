@@ -13,17 +13,20 @@ document ``GET /openapi.json`` serves and, before the handler runs, checks:
   false``, out of range ...).
 
 A failed check is a 400 ``ValidationError`` that names the parameter or field
-and says what it accepts (``follow must be one of [0, 1], got 'banana'``;
-hint ``follow: integer, one of 0, 1``). Handlers still parse what they get
+and says what it accepts (``query parameter follow must be an integer, got
+'banana'``, hint ``follow: one of 0, 1``; an unknown field is
+``unknown_field``). The schemas are compiled with fastjsonschema (JSON Schema
+draft 7, the subset the document uses). Handlers still parse what they get
 (:mod:`fc_macos.agent.wire`) for the rules a schema cannot state (unique drive
-ids, fields a snapshot forbids); the types are checked here, once, from the
-same schema the document states, so the document and the check cannot drift.
+ids, paths inside the image directories); the types are checked here, once,
+from the same schema the document states, so the document and the check
+cannot drift.
 
 :func:`complete_responses` adds to the document the answers the agent's
 machinery gives for every operation: 400 where the operation has parameters
 or a body, 401 unless it is public (``security: []``), 413 where it takes a
-JSON body (read whole, up to the app's ``client_max_size``), and 500 (``internal``: the agent failed unexpectedly), all with the
-``Error`` schema.
+JSON body (read whole, up to the app's ``client_max_size``), and 500
+(``internal``: the agent failed unexpectedly), all with the ``Error`` schema.
 
 A new route declares itself in the OpenAPI document only (``PATHS`` of
 :mod:`fc_macos.agent.openapi` or a module merged into it):
@@ -36,7 +39,11 @@ A new route declares itself in the OpenAPI document only (``PATHS`` of
   :func:`fc_macos.agent.http_errors.read_json` (already parsed and checked); a
   body of another media type (a tar stream) is left alone;
 * ``responses``: the statuses the handler itself answers (201, 404, 409 ...)
-  with ``_error(...)``; the common ones above are added for it.
+  with ``_error(...)``; the common ones above are added for it. A rule across
+  fields goes into the schema too where JSON Schema can say it (``if``/``then``,
+  as ``MicroVMSpec``'s snapshot rule): schemathesis
+  (``tests/agent/test_contract_fuzz.py``) sends every request the schema
+  allows and fails on a 400 for one of them.
 
 A route served but not documented is not checked (and a test fails:
 ``tests/agent/test_openapi.py`` compares the two).
