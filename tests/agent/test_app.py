@@ -52,7 +52,7 @@ async def test_unknown_field_is_400_and_names_it(client: TestClient) -> None:
         ({"memory_mib": 10**12}, "memory_mib"),
         ({"memory_mib": "lots"}, "memory_mib"),
         ({"name": "Not A Name"}, "name"),
-        ({"drives": [{"id": "rootfs", "path": "x"}]}, "drive id"),
+        ({"drives": [{"id": "rootfs", "path": "x"}]}, "drives[0].id"),
     ],
 )
 async def test_bad_sizes_and_names_are_400(client: TestClient, spec: dict[str, Any], words: str) -> None:

@@ -97,7 +97,7 @@ async def test_other_agent_errors_keep_status_and_code(agent: str) -> None:
             async for _ in client.logs("a", source="bogus"):
                 pass
     assert (info.value.status, info.value.code) == (400, "invalid")
-    assert info.value.hint == "use source=serial, source=firecracker or source=metrics"
+    assert info.value.hint == "source: one of serial, firecracker, metrics"  # the agent's, verbatim
 
 
 async def test_unreachable_agent_says_how_to_check_and_start_it() -> None:

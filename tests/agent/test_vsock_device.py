@@ -105,7 +105,7 @@ async def test_published_ports_of_a_microvm(client: TestClient, settings: AgentS
     for bad, status, code in (
         ({"host_port": 0, "guest_port": 80}, 400, "invalid"),
         ({"host_port": other, "guest_port": 80, "host_addr": "not-an-ip"}, 400, "invalid"),
-        ({"host_port": other, "guest_port": 80, "host_addr": "192.0.2.1"}, 400, "bad_host_addr"),
+        ({"host_port": other, "guest_port": 80, "host_addr": "192.0.2.1"}, 409, "bad_host_addr"),
         ({"guest_port": 80}, 400, "invalid"),
     ):
         body = await error_of(await client.post("/v1/microvms/web/ports", json=bad, headers=AUTH), status)

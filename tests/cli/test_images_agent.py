@@ -103,7 +103,7 @@ def test_names_that_are_paths_are_refused(agent: AgentProcess, tmp_path: Path) -
     disk = tmp_path / "d.img"
     disk.write_bytes(b"x")
     result = invoke(agent, "images", "add", str(disk), "--name", ".secret")
-    assert result.exit_code == 1 and "not a plain file name" in result.stderr and "Hint:" in result.stderr
+    assert result.exit_code == 2 and "not a plain file name" in result.stderr and "Hint:" in result.stderr  # bad input
 
 
 def test_run_and_drives_add_upload_local_files_and_drives_get_returns_the_copy(

@@ -18,6 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from fc_macos import __version__
 from fc_macos.agent import guest_routes, host_stats, image_routes, logs, nat, network, openapi, relay
 from fc_macos.agent.auth import token_middleware
+from fc_macos.agent.contract import Contract, contract_middleware
 from fc_macos.agent.console import ConsoleBroker, Viewer
 from fc_macos.agent.http_errors import error_middleware, read_json
 from fc_macos.agent.image_store import ImageStore
@@ -26,14 +27,14 @@ from fc_macos import image_names
 from fc_macos.agent.paths import find_default
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.wire import MicroVMSpec
-from fc_macos.errors import FcMacosError, ValidationError
+from fc_macos.errors import FcMacosError
 
 log = logging.getLogger("fc_agent.app")
 
 MANAGER: web.AppKey[MicroVMManager] = web.AppKey("manager", MicroVMManager)
 SETTINGS: web.AppKey[AgentSettings] = web.AppKey("settings", AgentSettings)
 RELAY_CLIENTS: web.AppKey[relay.RelayClients] = web.AppKey("relay_clients", relay.RelayClients)
-MAX_STOP_TIMEOUT_S = 3600.0
+CONTRACT: web.AppKey[Contract] = web.AppKey("contract", Contract)
 WS_MAX_MESSAGE = 1024 * 1024
 
 
@@ -46,7 +47,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(openapi.document())
+    return web.json_response(request.app[CONTRACT].doc)
 
 
 async def info(request: web.Request) -> web.Response:
@@ -86,27 +87,11 @@ async def get_microvm(request: web.Request) -> web.Response:
     return web.json_response(_manager(request).get(request.match_info["name"]).to_dict())
 
 
-def _parse_stop(body: Any) -> tuple[bool, float]:
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise ValidationError("the stop request must be a JSON object", hint='e.g. {"force": false, "timeout_s": 10}')
-    unknown = sorted(set(body) - {"force", "timeout_s"})
-    if unknown:
-        raise ValidationError(
-            f"unknown field(s) in stop request: {', '.join(unknown)}",
-            hint="allowed fields: force, timeout_s",
-            code="unknown_field",
-        )
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise ValidationError(f"force must be true or false, got {force!r}")
-    timeout_s = body.get("timeout_s", 10.0)
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 <= timeout_s <= MAX_STOP_TIMEOUT_S:
-        raise ValidationError(
-            f"timeout_s must be a number of seconds between 0 and {MAX_STOP_TIMEOUT_S:g}, got {timeout_s!r}"
-        )
-    return force, float(timeout_s)
+def _parse_stop(body: dict[str, Any] | None) -> tuple[bool, float]:
+    """``(force, timeout_s)`` of a stop request the contract middleware has
+    checked against the ``StopRequest`` schema (types, fields, range)."""
+    body = body or {}
+    return bool(body.get("force", False)), float(body.get("timeout_s", 10.0))
 
 
 async def stop_microvm(request: web.Request) -> web.Response:
@@ -116,10 +101,8 @@ async def stop_microvm(request: web.Request) -> web.Response:
 
 
 def _flag(request: web.Request, key: str) -> bool:
-    raw = request.query.get(key, "false").lower()
-    if raw not in ("1", "true", "0", "false", ""):
-        raise ValidationError(f"{key} must be true or false, got {raw!r}")
-    return raw in ("1", "true")
+    """A boolean query parameter (its type checked by the contract middleware)."""
+    return request.query.get(key, "false").lower() in ("1", "true")
 
 
 async def delete_microvm(request: web.Request) -> web.Response:
@@ -220,17 +203,20 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/v1/microvms/{name}/stop", stop_microvm),
     ("GET", "/v1/microvms/{name}/console", console),
     ("GET", "/v1/microvms/{name}/logs", microvm_logs),
-    ("*", "/v1/microvms/{name}/firecracker/{path:.*}", firecracker_relay),
+    # The methods Firecracker's API has (others are 405, as for every route).
+    *((m.upper(), "/v1/microvms/{name}/firecracker/{path:.*}", firecracker_relay) for m in openapi.RELAY_METHODS),
 )
 
 
 def create_app(settings: AgentSettings, *, manager: MicroVMManager | None = None) -> web.Application:
     """The fc-agent application. The manager starts on app startup and
     detaches (leaving microVMs running) on shutdown."""
+    contract = Contract(openapi.document())  # requests are checked against what /openapi.json says
     app = web.Application(
-        middlewares=[error_middleware, token_middleware(settings.token)],
+        middlewares=[error_middleware, token_middleware(settings.token), contract_middleware(contract)],
         client_max_size=settings.max_body_bytes,
     )
+    app[CONTRACT] = contract
     app[SETTINGS] = settings
     app[MANAGER] = manager or MicroVMManager(settings)
     app[RELAY_CLIENTS] = relay.RelayClients()

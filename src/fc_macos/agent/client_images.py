@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from fc_macos.agent.image_store import check_name, safe_name
 from fc_macos.errors import AgentError, FcMacosError
 from fc_macos.progress import NullProgress, Progress
 
@@ -81,14 +82,15 @@ class ImagesMixin:
     async def upload_image(self, path: Path, name: str | None = None, *, replace: bool = False,
                            progress: Progress | None = None, known: LocalFile | None = None) -> dict[str, Any]:
         """Put local file ``path`` into the agent's image directory as ``name``
-        (default: its file name). Returns the agent's answer: ``outcome`` is
+        (default: its file name, other characters than letters, digits and ``._+-`` made '-'). Returns the agent's answer: ``outcome`` is
         ``uploaded``, ``present`` (already there under that name) or
         ``linked`` (there under ``linked_from``: not sent again). ConflictError
         ``image_exists`` for other content under that name (unless
-        ``replace``); the agent's 507 ``no_space`` says how much
+        ``replace``); the agent's 413 ``no_space`` says how much
         is free. Idempotent."""
         progress = progress or NullProgress()
-        name = name or path.name
+        # Checked here, to say it in the words of a file name; a local file's own name made fit.
+        name = check_name(name) if name is not None else safe_name(path.name)
         local = known if known is not None else await asyncio.to_thread(hash_local, path, progress)
         params = {"size": str(local.size), "sha256": local.sha256}
         if replace:

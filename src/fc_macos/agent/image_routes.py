@@ -73,7 +73,8 @@ def _replace_query(request: web.Request) -> bool:
 async def list_images(request: web.Request) -> web.Response:
     store = _store(request)
     if "sha256" in request.query or "size" in request.query:
-        images = await store.find(_sha_query(request), _size_query(request))
+        images = await store.find(request.query.get("sha256"),
+                                  _size_query(request) if "size" in request.query else None)
     else:
         images = store.files()
     store.directory.mkdir(parents=True, exist_ok=True)

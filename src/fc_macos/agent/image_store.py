@@ -39,14 +39,25 @@ INDEX_NAME = ".sha256.json"
 UPLOAD_PREFIX = ".upload-"
 MAX_NAME = 255
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+#: An image name: portable file-name characters (the OpenAPI document states the same pattern).
+NAME_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+-]*$")
+
+
+def safe_name(name: str) -> str:
+    """``name`` (a local file's) made into an image name: other characters become '-'."""
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]", "-", name).lstrip(".-")[:MAX_NAME]
+    return cleaned or "image"
 HASH_CHUNK = 1024 * 1024
 
 FreeBytes = Callable[[Path], int]
 
 
 class InsufficientStorage(NoSpaceError):
-    """An upload does not fit on the agent's disk (HTTP 507 ``no_space``, with
-    ``needed`` and ``free`` in bytes)."""
+    """An upload does not fit on the agent's disk: ``no_space``, with
+    ``needed`` and ``free`` in bytes; HTTP 413 (the request is too large for
+    this disk: the client's to change), unlike a create's 507."""
+
+    http_status = 413
 
     def __init__(self, name: str, needed: int, free: int, directory: Path) -> None:
         super().__init__(
@@ -88,15 +99,13 @@ class Stored:
 
 
 def check_name(name: str) -> str:
-    """``name`` if it is a plain file name for the store; ValidationError otherwise."""
-    bad = (
-        not name or len(name.encode()) > MAX_NAME or "/" in name or "\\" in name or "\0" in name
-        or name.startswith(".") or name.strip() != name or any(ord(c) < 32 for c in name)
-    )  # fmt: skip
-    if bad:
+    """``name`` if it is a plain file name for the store (:data:`NAME_RE`);
+    ValidationError otherwise."""
+    if len(name) > MAX_NAME or not NAME_RE.match(name):
         raise ValidationError(
             f"image name {name!r} is not a plain file name in the agent's image directory",
-            hint="use a name without '/', not starting with '.', such as 'rootfs-web.ext4'",
+            hint="use letters, digits, '.', '_', '+' and '-', not starting with '.' or '-', "
+            "such as 'rootfs-web.ext4'",
             code="invalid_image_name",
         )
     return name
@@ -196,14 +205,20 @@ class ImageStore:
             await asyncio.to_thread(self._save_index, index)
         return ImageFile(image.name, image.path, image.size, sha)
 
-    async def find(self, sha256: str, size: int) -> list[ImageFile]:
-        """The files holding exactly this content (hashing, once, the files of
-        that size whose sha256 is not known yet)."""
-        check_sha256(sha256)
+    async def find(self, sha256: str | None, size: int | None) -> list[ImageFile]:
+        """The files of that size and/or holding that sha256 (hashing, once,
+        the candidates whose sha256 is not known yet)."""
+        if sha256 is not None:
+            check_sha256(sha256)
         found = []
         for image in self.files():
-            if image.size == size and (await self._hashed(image)).sha256 == sha256:
-                found.append(ImageFile(image.name, image.path, image.size, sha256))
+            if size is not None and image.size != size:
+                continue
+            if sha256 is not None:
+                image = await self._hashed(image)
+                if image.sha256 != sha256:
+                    continue
+            found.append(image)
         return found
 
     # -- writing ----------------------------------------------------------------------
@@ -248,7 +263,7 @@ class ImageStore:
         return None
 
     async def _link(self, source: ImageFile, name: str, sha256: str) -> Stored:
-        tmp = self.directory / f"{UPLOAD_PREFIX}{name}.{secrets.token_hex(4)}"
+        tmp = self.directory / f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
         try:
             os.link(source.path, tmp)
             os.replace(tmp, self.directory / name)
@@ -273,7 +288,7 @@ class ImageStore:
         this ``sha256`` (call :meth:`prepare` first). ValidationError
         ``body_incomplete`` / ``body_too_long`` / ``checksum_mismatch``,
         InsufficientStorage when the disk fills: nothing is left behind."""
-        tmp = self.directory / f"{UPLOAD_PREFIX}{name}.{secrets.token_hex(4)}"
+        tmp = self.directory / f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
         digest = hashlib.sha256()
         done = 0
         try:
@@ -335,4 +350,4 @@ def _flush(fh: Any) -> None:
     os.fsync(fh.fileno())
 
 
-__all__ = ["ImageFile", "ImageStore", "InsufficientStorage", "Stored", "check_name"]
+__all__ = ["NAME_RE", "ImageFile", "ImageStore", "InsufficientStorage", "Stored", "check_name", "safe_name"]

@@ -16,6 +16,7 @@ from typing import Mapping
 from aiohttp import web
 
 from fc_macos.agent.manager import MicroVMManager
+from fc_macos.agent.wire import MAX_TAIL_LINES
 from fc_macos.errors import ValidationError
 
 SOURCES = {"serial": "serial_log", "firecracker": "log", "metrics": "metrics"}
@@ -31,7 +32,7 @@ def parse_query(query: Mapping[str, str]) -> tuple[str, int | None, bool]:
     tail_raw = query.get("tail")
     tail: int | None = None
     if tail_raw is not None:
-        if not tail_raw.isdigit() or int(tail_raw) > 10_000_000:
+        if not tail_raw.isdigit() or int(tail_raw) > MAX_TAIL_LINES:
             raise ValidationError(f"tail must be a whole number of lines, got {tail_raw!r}", hint="e.g. tail=100")
         tail = int(tail_raw)
     follow_raw = query.get("follow", "0").lower()

@@ -32,6 +32,7 @@ from aiohttp import web
 from fc_macos import __version__
 from fc_macos.agent import service, tls
 from fc_macos.agent.app import create_app
+from fc_macos.agent.protocol_errors import AgentRunner
 from fc_macos.agent.auth import load_or_create_token
 from fc_macos.agent.settings import (
     DEFAULT_FIRECRACKER_BIN,
@@ -121,7 +122,7 @@ def agent_args(args: argparse.Namespace) -> list[str]:
 async def serve(settings: AgentSettings, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
     """Run until SIGTERM/SIGINT, then shut down in the documented order."""
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None)
+    runner = AgentRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None)
     try:
         await runner.setup()  # starts the manager: reads the microVM records, reattaches
     except OSError as exc:

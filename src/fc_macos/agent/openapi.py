@@ -2,7 +2,10 @@
 
 It lists exactly the routes :mod:`fc_macos.agent.app` serves (a test checks
 both directions) and describes bodies with JSON Schema, generated from the
-limits in :mod:`fc_macos.agent.wire` so the two cannot drift.
+limits in :mod:`fc_macos.agent.wire` so the two cannot drift. The agent
+checks every request against this document (:mod:`fc_macos.agent.contract`,
+which also adds the 400/401/413/500 every operation may answer); a new route
+declares its parameters, body and statuses here (see that module's docstring).
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from typing import Any
 
 from fc_macos import __version__
 from fc_macos.agent import host_stats
-from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, MAX_MEMORY_MIB, MAX_VCPUS, NAME_PATTERN, STATES, DRIVE_ID_PATTERN
+from fc_macos.agent.wire import (
+    BOOT_FIELDS, DEFAULT_BOOT_ARGS, DRIVE_ID_PATTERN, MAX_MEMORY_MIB, MAX_STOP_TIMEOUT_S, MAX_TAIL_LINES, MAX_VCPUS,
+    NAME_PATTERN, STATES, MicroVMSpec,
+)  # fmt: skip
 
 #: Methods the raw relay accepts (documented one by one).
 RELAY_METHODS = ("get", "put", "patch", "post", "delete")
@@ -39,7 +45,23 @@ NAME_PARAM = {
     "in": "path",
     "required": True,
     "description": "the microVM's name",
-    "schema": {"type": "string", "pattern": NAME_PATTERN.pattern},
+    "schema": {"type": "string", "pattern": NAME_PATTERN.pattern,
+               "description": "1-63 lower-case letters, digits or '-', starting and ending with a letter or digit"},
+}
+
+def _restore_rule() -> dict[str, Any]:
+    """A snapshot brings its own machine: the boot fields (and network, vsock,
+    start) keep their defaults (:meth:`MicroVMSpec._check_restore`)."""
+    defaults = MicroVMSpec().to_dict()
+    kept = {f: {"const": defaults[f], "description": f"with a snapshot, {f} comes from it: leave {f} out"}
+            for f in (*BOOT_FIELDS, "network", "vsock", "start")}  # fmt: skip
+    return {"if": {"required": ["snapshot"], "properties": {"snapshot": {"type": "object"}}}, "then": {"properties": kept}}
+
+
+#: wait: guest_agent reaches the guest agent over vsock.
+WAIT_RULE = {
+    "if": {"required": ["wait"], "properties": {"wait": {"const": "guest_agent"}}},
+    "then": {"properties": {"vsock": {"const": True, "description": 'wait: "guest_agent" needs vsock (the default)'}}},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -92,7 +114,8 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["id", "path"],
         "properties": {
-            "id": {"type": "string", "pattern": DRIVE_ID_PATTERN.pattern, "not": {"const": "rootfs"}},
+            "id": {"type": "string", "pattern": DRIVE_ID_PATTERN.pattern, "not": {"const": "rootfs"},
+                   "description": "'rootfs' is the root drive's"},
             "path": {"type": "string", "minLength": 1},
             "read_only": {"type": "boolean", "default": False},
         },
@@ -112,13 +135,15 @@ SCHEMAS: dict[str, Any] = {
     "MicroVMSpec": {
         "type": "object",
         "additionalProperties": False,
+        "allOf": [_restore_rule(), WAIT_RULE],
         "properties": {
             "name": _nullable("string") | {"pattern": NAME_PATTERN.pattern},
             "vcpus": {"type": "integer", "minimum": 1, "maximum": MAX_VCPUS, "default": 1},
             "memory_mib": {"type": "integer", "minimum": 16, "maximum": MAX_MEMORY_MIB, "default": 256},
-            "kernel": _nullable("string") | {"description": "bare name in an image dir, or absolute path inside one"},
-            "initrd": _nullable("string"),
-            "rootfs": _nullable("string") | {"description": "copied into the microVM's work directory"},
+            "kernel": _nullable("string") | {"minLength": 1,
+                                             "description": "bare name in an image dir, or absolute path inside one"},
+            "initrd": _nullable("string") | {"minLength": 1},
+            "rootfs": _nullable("string") | {"minLength": 1, "description": "copied into the microVM's work directory"},
             "boot_args": {"type": "string", "default": DEFAULT_BOOT_ARGS},
             "drives": {"type": "array", "items": _ref("DriveSpec")},
             "start": {"type": "boolean", "default": True,
@@ -178,7 +203,7 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "force": {"type": "boolean", "default": False},
-            "timeout_s": {"type": "number", "minimum": 0, "maximum": 3600, "default": 10},
+            "timeout_s": {"type": "number", "minimum": 0, "maximum": MAX_STOP_TIMEOUT_S, "default": 10},
         },
     },
 }
@@ -193,8 +218,9 @@ def _relay_operation(method: str) -> dict[str, Any]:
         "summary": f"{method.upper()} relayed verbatim to the microVM's Firecracker API socket",
         "parameters": [
             NAME_PARAM,
-            {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
-             "description": "the Firecracker API path, e.g. machine-config or drives/rootfs"},
+            {"name": "path", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": r"^([A-Za-z0-9_.~-]+(/[A-Za-z0-9_.~-]+)*)?$"},
+             "description": "the Firecracker API path, e.g. machine-config or drives/rootfs (empty: GET /)"},
         ],  # fmt: skip
         "responses": {
             "default": {"description": "Firecracker's own status and body, unchanged"},
@@ -311,7 +337,7 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 NAME_PARAM,
                 {"name": "source", "in": "query", "schema": {"enum": ["serial", "firecracker", "metrics"], "default": "serial"}},
-                {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TAIL_LINES}},
                 {"name": "follow", "in": "query", "schema": {"type": "integer", "enum": [0, 1], "default": 0},
                  "description": "keep streaming until the microVM stops"},
             ],  # fmt: skip
@@ -329,10 +355,11 @@ PATHS: dict[str, Any] = {
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy each call), with the guest channel's
     part (:mod:`fc_macos.agent.openapi_guest`) and the image directory's
-    (:mod:`fc_macos.agent.openapi_images`) merged in."""
-    from fc_macos.agent import openapi_guest, openapi_images
+    (:mod:`fc_macos.agent.openapi_images`) merged in, and the answers every
+    operation may give (400, 401, 413, 500: :func:`contract.complete_responses`)."""
+    from fc_macos.agent import contract, openapi_guest, openapi_images
 
-    return openapi_images.merge(openapi_guest.merge({
+    return contract.complete_responses(openapi_images.merge(openapi_guest.merge({
         "openapi": "3.1.0",
         "info": {
             "title": "fc-agent",
@@ -345,4 +372,4 @@ def document() -> dict[str, Any]:
             "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-    }))
+    })))

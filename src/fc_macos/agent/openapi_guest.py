@@ -11,6 +11,9 @@ from fc_macos.agent.openapi import NAME_PARAM, _error, _json, _nullable, _ref
 from fc_macos.agent.wire import DEFAULT_WAIT_TIMEOUT_S, GUEST_AGENT_STATES, MAX_WAIT_TIMEOUT_S, WAIT_FOR
 
 
+#: An IPv4 or IPv6 address (what :func:`fc_macos.agent.wire.parse_host_addr` takes).
+IP_ADDRESS: dict[str, Any] = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
+
 PATH_PARAM = {"name": "path", "in": "query", "required": True, "description": "an absolute path inside the guest",
               "schema": {"type": "string", "pattern": "^/"}}  # fmt: skip
 
@@ -56,7 +59,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "host_port": {"type": "integer", "minimum": 1, "maximum": 65535},
             "guest_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "host_addr": {"type": "string", "default": "0.0.0.0", "description": "an address of the agent's machine"},
+            "host_addr": IP_ADDRESS | {"default": "0.0.0.0", "description": "an address of the agent's machine"},
         },
     },
     "PortList": {"type": "object", "required": ["ports"], "properties": {"ports": {"type": "array", "items": _ref("PortSpec")}}},
@@ -123,7 +126,8 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("ExecResult"), "the command ended (127: not found, its message on stderr)"),
                 "400": _error("invalid request"),
                 **GUEST_ERRORS,
-                "413": _error("output_too_large: more than 16 MiB on a stream (the command was killed)"),
+                "413": _error("output_too_large: more than 16 MiB on a stream (the command was killed), or too_large: "
+                              "the request body is too large"),
             },
         },
         "get": {
@@ -213,7 +217,8 @@ PATHS: dict[str, Any] = {
                 "201": _json(_ref("PortList"), "the ports published now"),
                 "400": _error("invalid port, or an address not of the agent's machine"),
                 **GUEST_ERRORS,
-                "409": _error("port_in_use (naming host_addr:host_port), or the microVM is not running"),
+                "409": _error("port_in_use (naming host_addr:host_port), bad_host_addr (not an address of the agent's "
+                              "machine), port_not_allowed (a low port without the right), or the microVM is not running"),
             },
         },
     },
@@ -222,8 +227,9 @@ PATHS: dict[str, Any] = {
             "operationId": "removePort",
             "parameters": [
                 NAME_PARAM,
-                {"name": "host_port", "in": "path", "required": True, "schema": {"type": "integer"}},
-                {"name": "host_addr", "in": "query", "schema": {"type": "string"},
+                {"name": "host_port", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 65535}},
+                {"name": "host_addr", "in": "query", "schema": IP_ADDRESS,
                  "description": "only this address (default: every address of that port)"},
             ],  # fmt: skip
             "responses": {
@@ -236,7 +242,8 @@ PATHS: dict[str, Any] = {
 }
 
 CREATE_ERRORS = {
-    "409": _error("a microVM of that name exists, port_in_use, or guest_agent_absent with wait (the microVM runs)"),
+    "409": _error("a microVM of that name exists, port_in_use, bad_host_addr, port_not_allowed, or guest_agent_absent "
+                  "with wait (the microVM runs)"),
     "504": _error("guest_agent_timeout: wait: guest_agent and it was not ready in time (the microVM keeps running)"),
 }
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fc_macos.agent.image_store import MAX_NAME, SHA256_RE
+from fc_macos.agent.image_store import MAX_NAME, NAME_RE, SHA256_RE
 from fc_macos.agent.openapi import NAME_PARAM, _error, _json, _ref
 from fc_macos.agent.wire import DRIVE_ID_PATTERN
 
+IMAGE_NAME_RULE = ("a plain file name in the agent's image directory: letters, digits, '.', '_', '+', '-', "
+                   "not starting with '.' or '-' (e.g. rootfs-web.ext4)")
 IMAGE_NAME_PARAM = {
     "name": "name", "in": "path", "required": True,
-    "description": "a plain file name in the agent's image directory: no '/', not '..', not starting with '.'",
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": "^[^./][^/]*$"},
+    "description": IMAGE_NAME_RULE,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": NAME_RE.pattern,
+               "description": IMAGE_NAME_RULE},
 }  # fmt: skip
 SHA256_PARAM = {"name": "sha256", "in": "query", "description": "sha256 of the whole file (hex)",
                 "schema": {"type": "string", "pattern": SHA256_RE.pattern}}  # fmt: skip
@@ -90,8 +93,8 @@ PATHS: dict[str, Any] = {
     "/v1/images": {
         "get": {
             "operationId": "listImages",
-            "summary": "the files of the agent's image directory; with sha256 and size, only those holding "
-            "exactly that content (hashing files of that size whose sha256 is not known yet)",
+            "summary": "the files of the agent's image directory; with sha256 and/or size, only those holding "
+            "that content or size (hashing, once, candidates whose sha256 is not known yet)",
             "parameters": [SHA256_PARAM, SIZE_PARAM],
             "responses": {
                 "200": _json(_ref("ImageList"), "the files"),
@@ -116,12 +119,12 @@ PATHS: dict[str, Any] = {
                 "201": _json(_ref("StoredImage"), "uploaded"),
                 "200": _json(_ref("StoredImage"), "nothing needed sending: present (this name holds this content) "
                              "or linked (another name did); the body is not read"),
-                "400": _error("invalid_image_name (a path, '..', hidden), invalid_sha256, invalid_size, "
-                              "body_incomplete (shorter than size, or cut off), body_too_long, checksum_mismatch: "
+                "400": _error("invalid (a parameter the schema refuses: a path, a hidden name, a bad sha256 "
+                              "or size), body_incomplete (shorter than size, or cut off), body_too_long, checksum_mismatch: "
                               "nothing is kept"),
                 **AUTH_ERRORS,
                 "409": _error("image_exists (other content under that name, no replace) or image_in_use"),
-                "507": _json(_ref("InsufficientStorage"), "no_space: size is beyond the free space "
+                "413": _json(_ref("InsufficientStorage"), "no_space: size is beyond the free space "
                              "(needed and free in bytes; the hint says how to grow the disk)"),
             },
         },
@@ -130,7 +133,7 @@ PATHS: dict[str, Any] = {
             "parameters": [IMAGE_NAME_PARAM],
             "responses": {
                 "204": {"description": "deleted"},
-                "400": _error("invalid_image_name"),
+                "400": _error("invalid: not a plain file name"),
                 **AUTH_ERRORS,
                 "404": _error("image_not_found"),
                 "409": _error("image_in_use: a microVM's spec names it (the message lists them)"),
@@ -147,7 +150,7 @@ PATHS: dict[str, Any] = {
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("DriveAttach")}}},
             "responses": {
                 "200": _json(_ref("AttachedDrive"), "attached"),
-                "400": _error("invalid_drive, unknown_field, malformed_json, path_outside_image_dirs, or "
+                "400": _error("invalid or unknown_field (the body against DriveAttach), malformed_json, path_outside_image_dirs, or "
                               "drive_refused (Firecracker's own refusal, in the message)"),
                 **AUTH_ERRORS,
                 "404": _error("no microVM of that name, or file_not_found"),

@@ -24,7 +24,7 @@ from fc_macos.agent.guest_agent import GuestAgent
 from fc_macos.agent.guest_errors import translate
 from fc_macos.agent.tasks import cancel_until_done
 from fc_macos.agent.wire import PortSpec
-from fc_macos.errors import ConflictError, FcMacosError, UsageError
+from fc_macos.errors import ConflictError, FcMacosError
 from fc_macos.guest.errors import GuestAgentError, GuestConnectionRefused
 from fc_macos.guest.protocol import GuestConnection
 
@@ -97,8 +97,10 @@ class PortPublisher:
 
     async def publish(self, name: str, port: PortSpec) -> None:
         """Listen on ``port.address`` for microVM ``name``. ConflictError
-        ``port_in_use`` naming the address when it is taken; UsageError when
-        the address is not one of the agent machine's. Idempotent for a port
+        ``port_in_use`` naming the address when it is taken, ``port_not_allowed``
+        or ``bad_host_addr`` when the machine refuses it (a low port without
+        the right, an address it does not have): like a taken port, these
+        depend on the machine, not on the request's form. Idempotent for a port
         ``name`` already publishes."""
         if port in self._servers.get(name, {}):
             return
@@ -130,12 +132,12 @@ class PortPublisher:
                 code="port_in_use",
             )
         if exc.errno == errno.EACCES:
-            return UsageError(
+            return ConflictError(
                 f"the agent may not listen on {port.address}: {exc.strerror}",
                 hint="ports below 1024 need root (or CAP_NET_BIND_SERVICE): pick a port >= 1024",
                 code="port_not_allowed",
             )
-        return UsageError(
+        return ConflictError(
             f"cannot listen on {port.address}: {exc.strerror or exc}",
             hint="host_addr must be an address of the agent's machine (0.0.0.0: all of them)",
             code="bad_host_addr",

@@ -41,6 +41,10 @@ DEFAULT_WAIT_TIMEOUT_S = 60.0
 MAX_WAIT_TIMEOUT_S = 3600.0
 #: The guest agent's states as ``MicroVMInfo.guest_agent["state"]`` reports them.
 GUEST_AGENT_STATES = ("absent", "starting", "ready", "unresponsive")
+#: The longest graceful stop ``POST /v1/microvms/{name}/stop`` waits before SIGKILL.
+MAX_STOP_TIMEOUT_S = 3600.0
+#: The most lines ``GET /v1/microvms/{name}/logs?tail=N`` takes.
+MAX_TAIL_LINES = 10_000_000
 DEFAULT_HOST_ADDR = "0.0.0.0"
 
 
@@ -69,6 +73,8 @@ def _check_fields(kind: str, data: Any, allowed: set[str]) -> dict[str, Any]:
 
 
 def _int(kind: str, name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON (and JSON Schema) make no difference between 80 and 80.0
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"{kind}.{name} must be an integer, got {value!r}")
     if not lo <= value <= hi:

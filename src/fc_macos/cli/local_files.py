@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fc_macos import image_names
+from fc_macos.agent.image_store import safe_name
 from fc_macos.errors import ConflictError, NotFoundError
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def _inside(path: str, dirs: list[str]) -> bool:
 
 
 def _fallback_name(path: Path, sha256: str) -> str:
-    stem, ext = os.path.splitext(path.name)
+    stem, ext = os.path.splitext(safe_name(path.name))
     return f"{stem}-{sha256[:12]}{ext}"
 
 
@@ -100,7 +101,7 @@ async def agent_file(client: AgentClient, value: str, progress: Progress | None 
     if _inside(str(path), dirs):  # the agent runs on this machine and serves it already
         return Resolved(value, str(path), "as_given")
     local = hash_local(path, progress)
-    name = _fallback_name(path, local.sha256) if path.name in DEFAULT_NAMES else path.name
+    name = _fallback_name(path, local.sha256) if path.name in DEFAULT_NAMES else safe_name(path.name)
     try:
         answer = await client.upload_image(path, name, progress=progress, known=local)
     except ConflictError as exc:
