@@ -328,11 +328,12 @@ PATHS: dict[str, Any] = {
 
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy each call), with the guest channel's
-    part (:mod:`fc_macos.agent.openapi_guest`) and the image directory's
-    (:mod:`fc_macos.agent.openapi_images`) merged in."""
-    from fc_macos.agent import openapi_guest, openapi_images
+    part (:mod:`fc_macos.agent.openapi_guest`), the image directory's
+    (:mod:`fc_macos.agent.openapi_images`) and the lifecycle's
+    (:mod:`fc_macos.agent.openapi_lifecycle`) merged in."""
+    from fc_macos.agent import openapi_guest, openapi_images, openapi_lifecycle
 
-    return openapi_images.merge(openapi_guest.merge({
+    return openapi_lifecycle.merge(openapi_images.merge(openapi_guest.merge({
         "openapi": "3.1.0",
         "info": {
             "title": "fc-agent",
@@ -345,4 +346,4 @@ def document() -> dict[str, Any]:
             "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-    }))
+    })))
