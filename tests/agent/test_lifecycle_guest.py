@@ -1,5 +1,6 @@
 """A microVM's lifecycle with real guests (the test VMM, QEMU underneath): a
-stopped microVM starts again on its own disk (what it wrote is still there),
+stopped microVM starts again on its own disk and its writable drive's copy
+(what it wrote is still there),
 a running one is refused a start and restarts; a snapshot of it is listed
 with its maker and its restore refused while the maker runs; and a guest whose
 kernel cannot mount its root panics and is reported failed with the console's
@@ -32,13 +33,20 @@ async def exec_out(client: TestClient, name: str, command: str) -> str:
     return str(body["stdout"])
 
 
-async def test_stop_start_restart_on_its_own_disk(guest_settings: AgentSettings) -> None:
-    async with served(guest_settings) as client:
-        resp = await client.post("/v1/microvms", headers=AUTH,
-                                 json={"name": "life", "memory_mib": 128, "boot_args": GUEST_BOOT_ARGS, **WAIT})
+async def test_stop_start_restart_on_its_own_disk(guest_settings: AgentSettings, short_tmp: Path) -> None:
+    extra = short_tmp / "extra"
+    extra.mkdir()
+    (extra / "data.img").write_bytes(b"\0" * (1024 * 1024))
+    settings = replace(guest_settings, image_dirs=(*guest_settings.image_dirs, extra))
+    async with served(settings) as client:
+        resp = await client.post("/v1/microvms", headers=AUTH, json={
+            "name": "life", "memory_mib": 128, "boot_args": GUEST_BOOT_ARGS,
+            "drives": [{"id": "data", "path": "data.img"}], **WAIT})  # fmt: skip
         first = await resp.json()
         assert resp.status == 201, first
-        await exec_out(client, "life", "echo kept > /root/mark && sync")
+        await exec_out(client, "life", "echo kept > /root/mark && printf drive-kept > /dev/vdb && sync")
+        copy = guest_settings.microvms_dir / "life" / "drive-data.img"
+        assert first["spec"]["drives"] == [{"id": "data", "path": str(copy), "read_only": False}]
 
         # a snapshot of the paused guest: listed with its maker; its restore refused while the maker runs
         relay = "/v1/microvms/life/firecracker"
@@ -74,6 +82,8 @@ async def test_stop_start_restart_on_its_own_disk(guest_settings: AgentSettings)
         assert again["pid"] != first["pid"] and again["started_at"] > first["started_at"]
         assert again["vsock"] == first["vsock"] and again["spec"]["boot_args"] == first["spec"]["boot_args"]
         assert await exec_out(client, "life", "cat /root/mark") == "kept\n"  # its own disk, kept
+        assert await exec_out(client, "life", "head -c 10 /dev/vdb") == "drive-kept"  # and its drive's copy
+        assert (extra / "data.img").read_bytes() == b"\0" * (1024 * 1024)  # the user's image untouched
         assert (guest_settings.microvms_dir / "life" / "serial.log.1").stat().st_size > 0  # the first boot's console
 
         resp = await client.post("/v1/microvms/life/restart", json={"force": True, "wait_timeout_s": 300}, headers=AUTH)
