@@ -126,3 +126,29 @@ def test_the_sync_api_with_an_explicit_url_and_token(guest_world: GuestWorld) ->
             assert fetch(f"http://127.0.0.1:{local}/index.html") == INDEX
         assert all(p["host_port"] != port for p in vm.unpublish(port))
     assert fc._loop.loop.is_closed()  # the facade's loop thread ended with the block
+
+
+def test_start_and_restart_reach_the_agent(short_tmp: Path) -> None:
+    """A stopped microVM whose disk is gone: start and restart (sync and async)
+    come back as the agent's ConflictError, with its reason and hint."""
+    from fc_macos.agent.settings import AgentSettings
+    from fc_macos.errors import ConflictError
+    from tests.agent.test_app import seed_stopped
+    from tests.helpers.agent import agent_process
+
+    seed_stopped(AgentSettings(token="-", state_dir=short_tmp / "state"), "old")
+    with agent_process(short_tmp) as agent:
+        with fc_macos.connect(agent.url, agent.token) as fc:
+            vm = fc.microvm("old")
+            for call in (vm.start, vm.restart):
+                with pytest.raises(ConflictError) as refused:
+                    call()
+                assert "rootfs copy" in refused.value.message and "microvm rm --name old" in str(refused.value.hint)
+
+        async def aio_start() -> None:
+            async with fc_macos.aio.connect(agent.url, agent.token) as fc:
+                vm = await fc.microvm("old")
+                with pytest.raises(ConflictError, match="rootfs copy"):
+                    await vm.start(wait=False)
+
+        asyncio.run(aio_start())

@@ -122,6 +122,18 @@ class MicroVM:
         self.info = await self._agent.stop_microvm(self.name, force=force, timeout_s=timeout)
         return self.info
 
+    async def start(self, *, wait: bool = True, wait_timeout: float = 60.0) -> MicroVMInfo:
+        """Boot it again after :meth:`stop`, from its own disk with its own spec
+        (with ``wait``, once its guest agent answers). ConflictError if it runs."""
+        self.info = await self._agent.start_microvm(self.name, wait=wait, wait_timeout_s=wait_timeout)
+        return self.info
+
+    async def restart(self, *, force: bool = False, timeout: float = 10.0, wait_timeout: float = 60.0) -> MicroVMInfo:
+        """Stop it (at once with ``force``) and start it again on its own disk."""
+        self.info = await self._agent.restart_microvm(self.name, force=force, timeout_s=timeout,
+                                                      wait_timeout_s=wait_timeout)  # fmt: skip
+        return self.info
+
     async def delete(self, *, force: bool = True) -> None:
         """Delete it and its files (stopping it first unless ``force=False``)."""
         await self._agent.delete_microvm(self.name, force=force)

@@ -145,6 +145,12 @@ class MicroVM:
     def stop(self, *, force: bool = False, timeout: float = 10.0) -> MicroVMInfo:
         return self._loop.run(self._vm.stop(force=force, timeout=timeout))
 
+    def start(self, *, wait: bool = True, wait_timeout: float = 60.0) -> MicroVMInfo:
+        return self._loop.run(self._vm.start(wait=wait, wait_timeout=wait_timeout))
+
+    def restart(self, *, force: bool = False, timeout: float = 10.0, wait_timeout: float = 60.0) -> MicroVMInfo:
+        return self._loop.run(self._vm.restart(force=force, timeout=timeout, wait_timeout=wait_timeout))
+
     def delete(self, *, force: bool = True) -> None:
         self._loop.run(self._vm.delete(force=force))
 

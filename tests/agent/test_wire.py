@@ -31,8 +31,20 @@ def test_round_trip_keeps_every_field() -> None:
         "ports": [{"host_port": 8080, "guest_port": 80, "host_addr": "127.0.0.1"}],
         "wait": None,
         "wait_timeout_s": 30.0,
+        "balloon_mib": 64,
     }
     assert MicroVMSpec.from_dict(data).to_dict() == data
+
+
+def test_a_balloon_is_at_most_the_memory_and_not_for_snapshots() -> None:
+    assert MicroVMSpec.from_dict({}).balloon_mib is None
+    assert MicroVMSpec.from_dict({"memory_mib": 128, "balloon_mib": 128}).balloon_mib == 128
+    with pytest.raises(ValidationError, match=r"balloon_mib \(300\) is larger than its memory_mib \(256\)"):
+        MicroVMSpec.from_dict({"balloon_mib": 300})
+    with pytest.raises(ValidationError, match="balloon_mib must be an integer"):
+        MicroVMSpec.from_dict({"balloon_mib": "64"})
+    with pytest.raises(ValidationError, match="balloon_mib cannot be set with a snapshot"):
+        MicroVMSpec.from_dict({"balloon_mib": 8, "snapshot": {"snapshot_path": "s", "mem_path": "m"}})
 
 
 def test_network_is_a_boolean_and_not_for_snapshots() -> None:

@@ -125,7 +125,7 @@ def test_run_background_list_json_and_status(home: Path) -> None:
         assert {"name", "state", "vcpus", "memory_mib", "pid"} <= set(row)
     assert (rows[0]["state"], rows[0]["vcpus"], rows[0]["memory_mib"]) == ("running", 2, 512)
     table = invoke(home, "microvm", "ls").output.splitlines()
-    assert table[0].split() == ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "UPTIME", "AGENT", "PORTS"]
+    assert table[0].split() == ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "UPTIME", "ADDRESS", "AGENT", "PORTS"]
     assert table[1].split()[:3] == ["web", "running", "2"]
     one = json.loads(invoke(home, "microvm", "status", "--name", "web", "--json").output)
     assert one["name"] == "web" and one["pid"] == rows[0]["pid"]
@@ -247,7 +247,7 @@ def test_completion_prints_a_script_for_each_shell() -> None:
 def test_completion_answers_through_the_environment_variable() -> None:
     env = {**os.environ, "_FC_MACOS_COMPLETE": "bash_complete", "COMP_WORDS": "fc-macos microvm s", "COMP_CWORD": "2"}
     out = subprocess.run([sys.executable, "-m", "fc_macos.cli.main"], env=env, capture_output=True, text=True).stdout
-    assert out.split() == ["plain,shell", "plain,status", "plain,stop"]
+    assert out.split() == ["plain,shell", "plain,start", "plain,status", "plain,stop"]
 
 
 def test_version_flag() -> None:

@@ -1,7 +1,7 @@
 """``fc-macos run --network`` in-process (CliRunner) against a real fc-agent process
 (started with --no-nat: this machine's firewall is never touched) with the test
 VMM: the JSON and text output carry the network block, the TAP exists on this
-machine, and 'microvm rm' removes it. Needs root for the TAP; starts a guest
+machine, 'microvm list' shows the guest address, and 'microvm rm' removes it. Needs root for the TAP; starts a guest
 under QEMU without waiting for it (marked ``guest``)."""
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from fc_macos.agent.network import tap_exists
-from fc_macos.cli.main import cli
-from fc_macos.config import AgentEndpoint
-from tests.helpers.agent import GUEST_BOOT_ARGS, agent_process, needs_net_admin
-from tests.helpers.guest_images import build_test_images
+from tests.helpers.agent import GUEST_BOOT_ARGS, needs_net_admin
+from tests.helpers.cli_agent import agent_home as serving_home
+from tests.helpers.cli_agent import invoke
 
 pytestmark = [
     pytest.mark.guest,
@@ -29,15 +27,8 @@ pytestmark = [
 
 @pytest.fixture
 def agent_home(short_tmp: Path) -> Iterator[Path]:
-    """A real fc-agent (--no-nat) serving the offline guest images; its endpoint saved in a home."""
-    images = build_test_images()
-    with agent_process(short_tmp, (images.kernel.parent,)) as agent:
-        AgentEndpoint(agent.url, agent.token).save(short_tmp / "home")
-        yield short_tmp / "home"
-
-
-def invoke(home: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--home", str(home), *args])
+    with serving_home(short_tmp) as home:
+        yield home
 
 
 def test_run_network_reports_the_network_and_rm_removes_the_tap(agent_home: Path) -> None:
@@ -53,6 +44,8 @@ def test_run_network_reports_the_network_and_rm_removes_the_tap(agent_home: Path
         assert net["nat"] is None and "--no-nat" in net["nat_hint"]
         status = invoke(agent_home, "microvm", "status", "--name", "netcli")
         assert f"Network:   guest {net['guest_ip']} (mac {net['mac']}), host {net['host_ip']} on {net['tap']}" in status.output
+        header, row = invoke(agent_home, "microvm", "list").output.splitlines()[:2]
+        assert row[header.index("ADDRESS"):].split()[0] == net["guest_ip"]  # the list's address column
         assert invoke(agent_home, "microvm", "rm", "--name", "netcli", "--force").exit_code == 0
         assert not tap_exists(net["tap"])
     finally:

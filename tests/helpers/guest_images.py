@@ -101,3 +101,16 @@ def build_test_images(cache_dir: Path | None = None) -> ImageSet:
 def guest_images() -> ImageSet:
     """The offline test image set (see :func:`build_test_images`)."""
     return build_test_images()
+
+
+def images_without_initrd(dest: Path) -> Path:
+    """``dest``, made an image directory with the test kernel and rootfs (links)
+    but no initrd: the Debian kernel then has no virtio-blk driver, cannot
+    mount its root and panics ("VFS: Unable to mount root fs")."""
+    from fc_macos import image_names
+
+    images = build_test_images().kernel.parent
+    dest.mkdir()
+    for name in (image_names.KERNEL, image_names.ROOTFS):
+        (dest / name).symlink_to(images / name)
+    return dest

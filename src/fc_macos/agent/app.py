@@ -16,7 +16,7 @@ from typing import Any, TypeGuard
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from fc_macos import __version__
-from fc_macos.agent import guest_routes, host_stats, image_routes, logs, nat, network, openapi, relay
+from fc_macos.agent import guest_routes, host_stats, image_routes, lifecycle_routes, logs, nat, network, openapi, relay
 from fc_macos.agent.auth import token_middleware
 from fc_macos.agent.contract import Contract, contract_middleware
 from fc_macos.agent.console import ConsoleBroker, Viewer
@@ -224,6 +224,7 @@ def create_app(settings: AgentSettings, *, manager: MicroVMManager | None = None
         app.router.add_route(method, path, handler)
     guest_routes.add_routes(app, app[MANAGER])
     image_routes.add_routes(app, app[MANAGER], ImageStore(settings.all_image_dirs[0]))
+    lifecycle_routes.add_routes(app, app[MANAGER])
 
     async def start_manager(app: web.Application) -> None:
         await app[MANAGER].start()

@@ -17,7 +17,8 @@ it (insert a network step ...). :func:`plan` edits it for a spec: without
 place of the configuration steps and ``start_instance``; with ``network=True``
 ``attach_network`` is inserted before ``configure_boot_source``; with
 ``vsock=True`` (the default) ``install_guest_agent`` follows
-``prepare_workdir`` and ``attach_vsock`` precedes ``start_instance``.
+``prepare_workdir`` and ``attach_vsock`` precedes ``start_instance``; with
+``balloon_mib`` ``attach_balloon`` follows ``attach_drives``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 from fc_macos import image_names
+from fc_macos.agent import boot_diagnosis as diagnosis
 from fc_macos.agent import disk_space, drive_copies, guest_install, nat
 from fc_macos.agent import network as guest_net
 from fc_macos.agent import paths as image_paths
@@ -221,8 +223,8 @@ async def wait_api_socket(ctx: BootContext) -> None:
         assert ctx.vmm is not None
         if not ctx.vmm.is_alive():
             raise FcMacosError(
-                f"Firecracker exited before its API socket answered: {_tail(ctx.paths.stderr)}",
-                hint=f"see {ctx.paths.stderr} and {ctx.paths.log}",
+                "Firecracker exited before its API socket answered",
+                hint="its last lines follow; check the Firecracker binary fc-agent runs (fc-agent --firecracker-bin)",
             ) from None
         raise
 
@@ -275,6 +277,13 @@ async def attach_vsock(ctx: BootContext) -> None:
     device = ctx.vsock
     assert device is not None, "attach_vsock needs the manager's vsock device"
     await ctx.need_client().put_vsock(guest_cid=device["guest_cid"], uds_path=device["uds_path"])
+
+
+async def attach_balloon(ctx: BootContext) -> None:
+    """``PUT /balloon`` with the spec's target size (before InstanceStart, the
+    only time Firecracker takes one), deflated on OOM, statistics every second."""
+    assert ctx.spec.balloon_mib is not None, "attach_balloon needs spec.balloon_mib"
+    await ctx.need_client().put_balloon(amount_mib=ctx.spec.balloon_mib, deflate_on_oom=True, stats_polling_interval_s=1)
 
 
 async def start_instance(ctx: BootContext) -> None:
@@ -413,6 +422,7 @@ LOAD_SNAPSHOT = BootStep("load_snapshot", load_snapshot)
 ATTACH_NETWORK = BootStep("attach_network", attach_network)
 INSTALL_GUEST_AGENT = BootStep("install_guest_agent", install_guest_agent)
 ATTACH_VSOCK = BootStep("attach_vsock", attach_vsock)
+ATTACH_BALLOON = BootStep("attach_balloon", attach_balloon)
 
 
 def _insert(steps: tuple[BootStep, ...], step: BootStep, *, after: str | None = None, before: str | None = None) -> tuple[BootStep, ...]:
@@ -437,27 +447,22 @@ def plan(spec: MicroVMSpec, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> tupl
     ``configure_boot_source`` (it adds ``ip=`` to the boot arguments); with
     ``spec.vsock`` (not for a snapshot, which brings its own devices),
     ``install_guest_agent`` after ``prepare_workdir`` and ``attach_vsock`` after
-    ``attach_drives`` (so before ``start_instance``). Steps of other names are
+    ``attach_drives`` (so before ``start_instance``); with ``spec.balloon_mib``,
+    ``attach_balloon`` after ``attach_drives``. Steps of other names are
     kept where they are."""
     if spec.network and spec.snapshot is None:
         steps = _insert(steps, ATTACH_NETWORK, before="configure_boot_source")
     if spec.vsock and spec.snapshot is None:
         steps = _insert(steps, INSTALL_GUEST_AGENT, after="prepare_workdir")
         steps = _insert(steps, ATTACH_VSOCK, after="attach_drives", before="start_instance")
+    if spec.balloon_mib is not None and spec.snapshot is None:
+        steps = _insert(steps, ATTACH_BALLOON, after="attach_drives", before="start_instance")
     if spec.snapshot is not None:
         swap = {"resolve_images": RESOLVE_SNAPSHOT, "start_instance": LOAD_SNAPSHOT}
         return tuple(swap.get(s.name, s) for s in steps if s.name not in CONFIGURE_STEPS)
     if not spec.start:
         return tuple(s for s in steps if s.name != "start_instance")
     return steps
-
-
-def _tail(path: Path, limit: int = 500) -> str:
-    try:
-        text = path.read_text(errors="replace").strip()
-    except OSError:
-        return "(no output)"
-    return text[-limit:] or "(no output)"
 
 
 async def run_boot(ctx: BootContext, steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> None:
@@ -470,13 +475,14 @@ async def run_boot(ctx: BootContext, steps: tuple[BootStep, ...] = DEFAULT_STEPS
         try:
             await step.run(ctx)
         except BaseException as exc:
+            output = diagnosis.capture(ctx.paths)  # before the cleanups remove the work directory
             await _undo(ctx)
             if isinstance(exc, (UsageError, NotFoundError, ConflictError, NoSpaceError)):
                 log.info("%s: boot step %s refused: %s", ctx.name, step.name, exc.message)
                 raise
             if not isinstance(exc, Exception):
                 raise
-            error = _boot_error(step.name, exc, ctx)
+            error = _boot_error(step.name, exc, ctx, output)
             log.warning("%s: %s", ctx.name, error.message)
             raise error from exc
     log.info("%s: booted", ctx.name)
@@ -497,19 +503,22 @@ REFUSAL_HINTS = {
 }
 
 
-def _boot_error(step: str, exc: Exception, ctx: BootContext) -> BootError:
+def _boot_error(step: str, exc: Exception, ctx: BootContext, output: diagnosis.BootOutput) -> BootError:
+    """The BootError for ``exc`` in ``step``: its message keeps ``output`` (the
+    console's and the VMM's last lines; the work directory is gone by now) and
+    its hint fits the cause (:func:`boot_diagnosis.hint_for`)."""
+    memory = ctx.spec.memory_mib
     if isinstance(exc, FirecrackerAPIError):
-        return BootError(
-            step,
-            f"Firecracker refused it ({exc.status}): {exc.fault_message}",
-            hint=REFUSAL_HINTS.get(
-                step,
-                "check the microVM spec against Firecracker's message (kernel, initrd and rootfs must suit each other)",
-            ),
-        )
-    if isinstance(exc, FcMacosError):
-        return BootError(step, exc.message, hint=exc.hint)
-    return BootError(step, f"{type(exc).__name__}: {exc}", hint="see fc-agent's log")
+        default = REFUSAL_HINTS.get(step, diagnosis.DEFAULT_HINT)
+        hint = diagnosis.hint_for(output, memory, fault=exc.fault_message, default=default)
+        message = f"Firecracker refused it ({exc.status}): {exc.fault_message}"
+    elif isinstance(exc, FcMacosError):
+        hint = diagnosis.hint_for(output, memory, fault=exc.message, default=exc.hint or "see fc-agent's log")
+        message = exc.message
+    else:
+        hint = diagnosis.hint_for(output, memory, default="see fc-agent's log")
+        message = f"{type(exc).__name__}: {exc}"
+    return BootError(step, diagnosis.with_output(message, output), hint=hint)
 
 
 def describe(steps: tuple[BootStep, ...] = DEFAULT_STEPS) -> list[str]:

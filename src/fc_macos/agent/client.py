@@ -203,6 +203,30 @@ class AgentClient(ImagesMixin):
         params = {"force": "true"} if force else None
         await self._request("DELETE", self._vm_path(name), params=params)
 
+    async def start_microvm(self, name: str, *, wait: bool = True, wait_timeout_s: float = 60.0) -> MicroVMInfo:
+        """Boot the stopped microVM ``name`` again from its own disk with its
+        own spec (``POST /start``); with ``wait`` once its guest agent answers.
+        ConflictError if it runs or its disk is gone; BootError if the boot fails."""
+        body = {"wait": "guest_agent" if wait else None, "wait_timeout_s": wait_timeout_s}
+        return MicroVMInfo.from_dict(await self._json("POST", self._vm_path(name) + "/start", body=body))
+
+    async def restart_microvm(self, name: str, *, force: bool = False, timeout_s: float = 10.0, wait: bool = True,
+                              wait_timeout_s: float = 60.0) -> MicroVMInfo:  # fmt: skip
+        """Stop ``name`` if it runs (at once with ``force``), then start it again (``POST /restart``)."""
+        body = {"force": force, "timeout_s": timeout_s, "wait": "guest_agent" if wait else None,
+                "wait_timeout_s": wait_timeout_s}  # fmt: skip
+        return MicroVMInfo.from_dict(await self._json("POST", self._vm_path(name) + "/restart", body=body))
+
+    async def list_snapshots(self) -> dict[str, Any]:
+        """``GET /v1/snapshots``: ``{"directory", "snapshots": [{"snapshot_path", "mem_path",
+        "microvm", "created_at", "disk", "disk_exists", "snapshot_bytes", "mem_bytes"}]}``."""
+        return await self._json("GET", "/v1/snapshots")
+
+    async def delete_snapshot(self, path: str) -> list[str]:
+        """Remove the snapshot whose state file is ``path`` (a bare name or a
+        listed path) and its memory file; returns the files removed."""
+        return list((await self._json("DELETE", "/v1/snapshots", params={"path": path})).get("removed", []))
+
     async def firecracker(
         self, name: str, method: str, path: str, body: Any = None
     ) -> tuple[int, Any]:
@@ -538,8 +562,9 @@ class AgentClient(ImagesMixin):
                 hint=f"the token in {token_file} does not match the agent's; run 'fc-macos setup' again",
             )
         if status == 404 and code == "not_found":
-            # The agent's hint speaks HTTP; the host's user wants the command.
-            return NotFoundError(message, hint="run 'fc-macos microvm list'")
+            # The agent's hint speaks HTTP; the host's user wants the command (and the agent's guess).
+            guess = str(hint).split("?")[0] + "? " if str(hint).startswith("did you mean") else ""
+            return NotFoundError(message, hint=f"{guess}run 'fc-macos microvm list'")
         if status == 404:  # image_not_found, drive_not_found ...: the agent's own hint
             return NotFoundError(message, hint=hint, code=code)
         if status == 507:

@@ -23,6 +23,9 @@ Each running microVM with a vsock device has a :class:`GuestAgent` (its
 guest agent's state, and the way into the guest); its published ports are
 listeners of the manager's :class:`PortPublisher`, recorded with it in
 its record so that they come back after an agent restart.
+
+Starting a stopped microVM again, restarting it, the ``failed`` verdict for a
+guest that panics, and the snapshot index are in :mod:`manager_lifecycle`.
 """
 
 from __future__ import annotations
@@ -45,12 +48,14 @@ from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_
 from fc_macos.agent.console import ConsoleBroker
 from fc_macos.agent.guest_agent import GuestAgent
 from fc_macos.agent.manager_guest import GuestAccess
+from fc_macos.agent.manager_lifecycle import Lifecycle
 from fc_macos.agent.microvm import RUNNING_STATES, MicroVM, damaged_microvm, wait_exit
 from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.settings import AgentSettings
+from fc_macos.agent.snapshots import SnapshotIndex
 from fc_macos.agent.state import RecordStore
 from fc_macos.agent.wire import CREATED, DAMAGED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec
-from fc_macos.errors import ConflictError, FcMacosError, NoSpaceError, NotFoundError
+from fc_macos.errors import ConflictError, FcMacosError, NoSpaceError
 from fc_macos.firecracker.client import FirecrackerClient
 from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, read_exit_status, wait_gone
 
@@ -60,7 +65,7 @@ EXIT_STATUS_WAIT_S = 5.0
 KILL_WAIT_S = 30.0
 
 
-class MicroVMManager(GuestAccess):
+class MicroVMManager(GuestAccess, Lifecycle):
     """Create, list, inspect, stop and delete microVMs. Use from one event loop.
 
     ``steps`` is the boot step list (default :data:`boot.DEFAULT_STEPS`);
@@ -82,6 +87,7 @@ class MicroVMManager(GuestAccess):
         self._vms: dict[str, MicroVM] = {}
         self._next_index = 1
         self.ports = PortPublisher(self.guest)
+        self.snapshots = SnapshotIndex(settings.state_dir / "snapshots.json", settings.snapshots_dir)
 
     # -- lifecycle of the manager ------------------------------------------------
 
@@ -183,10 +189,7 @@ class MicroVMManager(GuestAccess):
     def _get(self, name: str) -> MicroVM:
         vm = self._vms.get(name)
         if vm is None:
-            raise NotFoundError(
-                f"no microVM named {name!r}",
-                hint="list them: 'fc-macos microvm list' (GET /v1/microvms)",
-            )
+            raise self._not_found(name)
         return vm
 
     def list(self) -> list[MicroVMInfo]:
@@ -251,6 +254,8 @@ class MicroVMManager(GuestAccess):
             if new_state is not None and new_state != vm.state:
                 vm.state = new_state
                 self._save()
+        elif method == "PUT" and path == "/snapshot/create":
+            self._record_snapshot(vm, fields)
         elif method == "PUT" and path == "/actions" and fields.get("action_type") == "InstanceStart":
             if vm.state == CREATED:
                 vm.state = RUNNING
@@ -312,6 +317,8 @@ class MicroVMManager(GuestAccess):
                 hint="pick another name, or remove the old one first ('fc-macos microvm rm --name NAME', DELETE /v1/microvms/NAME)",
                 code="already_exists",
             )
+        if spec.snapshot is not None:
+            self._refuse_shared_disk(spec.snapshot)
         net = None
         if spec.network:
             used = (lease.index for v in self._vms.values() if (lease := guest_net.Lease.from_record(v.network)))
@@ -418,6 +425,7 @@ class MicroVMManager(GuestAccess):
         vmm.kill_leftovers()
         await self._release_guest(vm)
         self._mark_stopped(vm, STOPPED)
+        self._judge_exit(vm)
         vmm.paths.api_sock.unlink(missing_ok=True)
         log.info("%s stopped (exit status %s)", vm.name, vm.exit_status)
         self._save(vm)

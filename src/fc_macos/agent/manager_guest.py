@@ -32,6 +32,7 @@ class GuestAccess:
         def running(self, name: str) -> MicroVM: ...
         def _save(self) -> None: ...
         def paths(self, name: str) -> VMMPaths: ...
+        async def _guest_up(self, vm: MicroVM, timeout_s: float) -> bool: ...
 
     def guest(self, name: str) -> GuestAgent:
         """The guest agent of ``name`` if the guest runs: NotFoundError, or
@@ -98,9 +99,11 @@ class GuestAccess:
     async def _wait_for_guest_agent(self, vm: MicroVM, timeout_s: float) -> None:
         """Return once ``vm``'s guest agent is ready; else GuestChannelError
         504 ``guest_agent_timeout`` (409 ``guest_agent_absent`` when there is
-        none to wait for). The microVM keeps running either way."""
+        none to wait for). The microVM keeps running either way, unless its
+        guest dies or panics first: then it is ``failed`` and the error is a
+        BootError with the console's last lines (``Lifecycle._guest_up``)."""
         guest = vm.guest
-        if guest is not None and await guest.wait_ready(timeout_s):
+        if guest is not None and await self._guest_up(vm, timeout_s):
             return
         serial = self.paths(vm.name).serial_log
         if guest is None or guest.uds is None:

@@ -354,12 +354,13 @@ PATHS: dict[str, Any] = {
 
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy each call), with the guest channel's
-    part (:mod:`fc_macos.agent.openapi_guest`) and the image directory's
-    (:mod:`fc_macos.agent.openapi_images`) merged in, and the answers every
+    part (:mod:`fc_macos.agent.openapi_guest`), the image directory's
+    (:mod:`fc_macos.agent.openapi_images`) and the lifecycle's
+    (:mod:`fc_macos.agent.openapi_lifecycle`) merged in, and the answers every
     operation may give (400, 401, 413, 500: :func:`contract.complete_responses`)."""
-    from fc_macos.agent import contract, openapi_guest, openapi_images
+    from fc_macos.agent import contract, openapi_guest, openapi_images, openapi_lifecycle
 
-    return contract.complete_responses(openapi_images.merge(openapi_guest.merge({
+    return contract.complete_responses(openapi_lifecycle.merge(openapi_images.merge(openapi_guest.merge({
         "openapi": "3.1.0",
         "info": {
             "title": "fc-agent",
@@ -372,4 +373,4 @@ def document() -> dict[str, Any]:
             "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-    })))
+    }))))

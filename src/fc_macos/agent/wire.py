@@ -34,7 +34,7 @@ STATES = (STARTING, CREATED, RUNNING, PAUSED, STOPPING, STOPPED, FAILED, DAMAGED
 #: Firecracker process is gone (stopped, failed), or its record is (damaged).
 ENDED_STATES = (STOPPED, FAILED, DAMAGED)
 #: Spec fields that describe a fresh boot; a snapshot brings its own.
-BOOT_FIELDS = ("vcpus", "memory_mib", "kernel", "initrd", "rootfs", "boot_args", "drives")
+BOOT_FIELDS = ("vcpus", "memory_mib", "kernel", "initrd", "rootfs", "boot_args", "drives", "balloon_mib")
 #: What ``MicroVMSpec.wait`` may name: create answers once that is ready.
 WAIT_FOR = ("guest_agent",)
 DEFAULT_WAIT_TIMEOUT_S = 60.0
@@ -201,7 +201,10 @@ class MicroVMSpec:
     ``vsock`` (default on) gives the guest a vsock device (a CID unique on the
     agent, ``<workdir>/vsock.sock``) and writes the guest agent into the rootfs
     copy; a snapshot brings its own devices, so it stays at its default there.
-    ``ports`` are published by the agent while the microVM runs. ``wait:
+    ``ports`` are published by the agent while the microVM runs.
+    ``balloon_mib`` installs a memory balloon (``PUT /balloon`` before
+    ``InstanceStart``, deflated on OOM, statistics every second) with that
+    target size; a balloon can only be added before the start. ``wait:
     "guest_agent"`` makes create answer only once the guest agent is ready
     (504 ``guest_agent_timeout`` after ``wait_timeout_s``; the microVM keeps
     running)."""
@@ -221,6 +224,7 @@ class MicroVMSpec:
     ports: tuple[PortSpec, ...] = field(default_factory=tuple)
     wait: str | None = None
     wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
+    balloon_mib: int | None = None
 
     _FIELDS = frozenset({"name", *BOOT_FIELDS, "start", "snapshot", "network", "vsock", "ports", "wait", "wait_timeout_s"})
 
@@ -275,6 +279,7 @@ class MicroVMSpec:
             ports=ports,
             wait=wait,
             wait_timeout_s=float(wait_timeout_s),
+            balloon_mib=_balloon(data.get("balloon_mib"), data.get("memory_mib", 256)),
         )
         if snapshot is not None:
             spec._check_restore()
@@ -323,6 +328,19 @@ class MicroVMSpec:
         every spec that does not use it (the agent fills in the defaults)."""
         defaults = MicroVMSpec().to_dict()
         return {k: v for k, v in self.to_dict().items() if v != defaults[k]}
+
+
+def _balloon(raw: Any, memory_mib: Any) -> int | None:
+    """``balloon_mib``: None, or a size in MiB up to the microVM's memory."""
+    if raw is None:
+        return None
+    size = _int("microVM spec", "balloon_mib", raw, 0, MAX_MEMORY_MIB)
+    if isinstance(memory_mib, int) and size > memory_mib:
+        raise ValidationError(
+            f"microVM spec.balloon_mib ({size}) is larger than its memory_mib ({memory_mib})",
+            hint="a balloon takes memory back from the guest: give at most the microVM's memory",
+        )
+    return size
 
 
 def _ports(raw: Any) -> tuple[PortSpec, ...]:

@@ -3,13 +3,16 @@ interfaces and the balloon (relayed through the agent, validated here first)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from fc_macos.cli.common import AppState, json_option, pass_state
 from fc_macos.cli.drive_commands import add_drive, drives_get
 from fc_macos.cli.fc_relay import (
-    config_section, drop_none, fc_call, get_from, json_arg, name_option, report, show_command,
+    config_section, drop_none, fc_call, json_arg, name_option, report, show_command,
 )
+from fc_macos.errors import FirecrackerAPIError
 
 # -- boot-source ------------------------------------------------------------
 
@@ -184,14 +187,44 @@ def network_remove(state: AppState, name: str, iface_id: str) -> None:
 
 # -- balloon ----------------------------------------------------------------
 
+BALLOON_HINT = (
+    "a balloon is added before the microVM starts: 'fc-macos run --name {name} --balloon MiB', or "
+    "'fc-macos run --name {name} --no-start', 'fc-macos balloon set --name {name} --amount-mib N', "
+    "'fc-macos actions start --name {name}'"
+)
+#: Firecracker's faults that mean "no balloon here" or "too late for one".
+BALLOON_FAULTS = ("No balloon device", "not supported after starting", "not supported before starting")
+
+
+def balloon_call(state: AppState, name: str, method: str, path: str, body: Any = None) -> Any:
+    """:func:`fc_call` whose refusals for a missing balloon, or one set after
+    the start, say how a balloon is added (before the start)."""
+    try:
+        return fc_call(state, name, method, path, body)
+    except FirecrackerAPIError as exc:
+        if not any(fault in exc.fault_message for fault in BALLOON_FAULTS):
+            raise
+        hint = BALLOON_HINT.format(name=name)
+        if "before starting" in exc.fault_message:
+            hint = f"this works once the microVM runs: 'fc-macos actions start --name {name}'"
+        raise FirecrackerAPIError(exc.status, exc.fault_message, body=exc.body, hint=hint) from exc
+
+
 @click.group("balloon")
 def balloon_group() -> None:
     """The memory balloon device of a microVM.
 
+    A balloon is added before the microVM starts: 'run --balloon MiB', or
+    'run --no-start' then 'balloon set' and 'actions start'. Once it runs,
+    'balloon update' changes the target size and 'balloon stats' reports.
+
     \b
     Examples:
-      fc-macos balloon set --name web --amount-mib 64 --deflate-on-oom
+      fc-macos run --name web --memory 512 --balloon 64 --background
+      fc-macos balloon update --name web --amount-mib 128
       fc-macos balloon stats --name web
+      fc-macos run --name cfg --no-start && fc-macos balloon set --name cfg --amount-mib 64 --deflate-on-oom
+      fc-macos actions start --name cfg
     """
 
 
@@ -203,14 +236,19 @@ def balloon_group() -> None:
 @json_option
 @pass_state
 def balloon_set(state: AppState, name: str, amount_mib: int, deflate_on_oom: bool, stats_interval: int | None) -> None:
-    """Install the balloon (PUT /balloon), before start.
+    """Install the balloon (PUT /balloon) on a microVM made with 'run --no-start'.
+
+    Firecracker takes a balloon only before the start; on a running microVM
+    use 'run --balloon MiB' next time, or 'balloon update' for one it has.
 
     \b
     Example:
+      fc-macos run --name web --no-start
       fc-macos balloon set --name web --amount-mib 64 --stats-interval 1
+      fc-macos actions start --name web
     """
     body = drop_none(amount_mib=amount_mib, deflate_on_oom=deflate_on_oom, stats_polling_interval_s=stats_interval)
-    report(state, fc_call(state, name, "PUT", "/balloon", body), "Balloon set.")
+    report(state, balloon_call(state, name, "PUT", "/balloon", body), "Balloon set.")
 
 
 @balloon_group.command("update")
@@ -225,7 +263,7 @@ def balloon_update(state: AppState, name: str, amount_mib: int) -> None:
     Example:
       fc-macos balloon update --name web --amount-mib 128
     """
-    report(state, fc_call(state, name, "PATCH", "/balloon", {"amount_mib": amount_mib}), "Balloon updated.")
+    report(state, balloon_call(state, name, "PATCH", "/balloon", {"amount_mib": amount_mib}), "Balloon updated.")
 
 
 boot_group.add_command(show_command("get", "Show the boot source (from GET /vm/config).",
@@ -235,10 +273,12 @@ drives_group.add_command(show_command("list", "List drives (from GET /vm/config)
 network_group.add_command(show_command("list", "List network interfaces (from GET /vm/config).",
                                        "fc-macos network list --name web", config_section("network-interfaces", [])))
 balloon_group.add_command(show_command("get", "Show the balloon configuration (GET /balloon).",
-                                       "fc-macos balloon get --name web", get_from("/balloon")))
+                                       "fc-macos balloon get --name web",
+                                       lambda state, name: balloon_call(state, name, "GET", "/balloon")))
 balloon_group.add_command(show_command("stats", "Show balloon statistics (GET /balloon/statistics; needs "
-                                       "--stats-interval > 0).", "fc-macos balloon stats --name web --json",
-                                       get_from("/balloon/statistics")))
+                                       "--stats-interval > 0, which 'run --balloon' sets).",
+                                       "fc-macos balloon stats --name web --json",
+                                       lambda state, name: balloon_call(state, name, "GET", "/balloon/statistics")))
 
 drives_group.add_command(drives_get)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from fc_macos.cli import snapshot_files
 from fc_macos.cli.common import AppState, emit, json_option, pass_state
 from fc_macos.cli.fc_relay import drop_none, fc_call, get_from, name_option, report, show_command
 
@@ -114,7 +115,9 @@ def snapshots_group() -> None:
     """Snapshots of a paused microVM, and new microVMs restored from them.
 
     Bare names (and relative paths) live in the agent's snapshot directory
-    (<state-dir>/snapshots on the agent's machine).
+    (<state-dir>/snapshots on the agent's machine). A restored guest boots on
+    the disk of the microVM that made the snapshot, so a load is refused while
+    that microVM (or another restore of it) runs.
 
     \b
     Example:
@@ -122,6 +125,8 @@ def snapshots_group() -> None:
       fc-macos snapshots create --name web --snapshot-path web.snap --mem-path web.mem
       fc-macos microvm stop --name web     # the restored guest uses web's disk
       fc-macos snapshots load --name web2 --snapshot-path web.snap --mem-path web.mem
+      fc-macos snapshots list
+      fc-macos snapshots rm --snapshot-path web.snap
     """
 
 
@@ -167,7 +172,8 @@ def snapshots_load(state: AppState, name: str, snapshot_path: str, mem_path: str
     """Create the microVM NAME from a snapshot (a fresh Firecracker, PUT /snapshot/load).
 
     Its vCPUs, memory, kernel and drives come from the snapshot; the drives
-    are the original's files, so stop the original first.
+    are the original's files, so the load is refused while the original (or
+    another restore of the snapshot) runs or is paused: stop it first.
 
     \b
     Examples:
@@ -218,5 +224,8 @@ def metrics_get(state: AppState, name: str) -> None:
         record = {"raw": line}
     emit(state, record)
 
+
+for _command in snapshot_files.COMMANDS:
+    snapshots_group.add_command(_command)
 
 GROUPS = (machine_group, actions_group, snapshots_group, metrics_group)

@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fc_macos.agent.wire import DEFAULT_BOOT_ARGS, ENDED_STATES, MAX_MEMORY_MIB, MAX_VCPUS, RUNNING, MicroVMInfo, MicroVMSpec
+from fc_macos.agent.wire import (
+    DEFAULT_BOOT_ARGS, ENDED_STATES, FAILED, MAX_MEMORY_MIB, MAX_VCPUS, RUNNING, MicroVMInfo, MicroVMSpec,
+)
 from fc_macos.cli.common import AppState, emit, format_duration, json_option, pass_state, table
 from fc_macos.cli.drive_commands import transfer_progress
 from fc_macos.cli.local_files import create_microvm
 from fc_macos.cli.ports import agent_host, parse_publish, ports_cmd, ports_text, reach_at
-from fc_macos.errors import UsageError
+from fc_macos.cli.microvm_lifecycle import restart_cmd, start_cmd
+from fc_macos.errors import ConflictError, UsageError
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
@@ -37,10 +40,10 @@ def _print_table(infos: list[MicroVMInfo]) -> None:
         return
     rows = [
         [i.name, i.state, str(i.vcpus), f"{i.memory_mib} MiB", str(i.pid or "-"), format_duration(_uptime(i)),
-         _agent_state(i), ports_text(i.ports)]
+         str((i.network or {}).get("guest_ip") or "-"), _agent_state(i), ports_text(i.ports)]
         for i in infos
     ]
-    click.echo(table(rows, ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "UPTIME", "AGENT", "PORTS"]))
+    click.echo(table(rows, ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "UPTIME", "ADDRESS", "AGENT", "PORTS"]))
 
 
 def _agent_state(info: MicroVMInfo) -> str:
@@ -113,6 +116,9 @@ def _network_line(net: dict[str, object]) -> str:
 @click.option("-p", "--publish", "publish", multiple=True, metavar="[ADDR:]HOST_PORT:GUEST_PORT",
               help="Publish a guest port on the agent's machine while the microVM runs (repeatable): the Mac "
               "reaches <vm address>:HOST_PORT (see 'fc-macos vm status').")
+@click.option("--balloon", "balloon_mib", type=click.IntRange(0, MAX_MEMORY_MIB), metavar="MiB",
+              help="Add a memory balloon with this target size (a balloon can only be added before the start; "
+              "resize it later with 'fc-macos balloon update').")
 @click.option("--vsock/--no-vsock", default=True, show_default=True,
               help="The vsock device and the guest agent (exec, cp, ports); --no-vsock boots without them.")
 @click.option("--wait/--no-wait", "wait", default=None,
@@ -141,6 +147,7 @@ def run_cmd(state: AppState, background: bool, publish: tuple[str, ...], wait: b
       fc-macos run --name job-1 --background --json
       fc-macos run --name web --network --background   # prints: Network: guest 172.16.0.2 ...
       fc-macos run --name web -p 8080:80 --background  # <vm address>:8080 reaches the guest's :80
+      fc-macos run --name web --memory 512 --balloon 64 --background
       fc-macos run --name web --no-start
       fc-macos network add --name web --id eth0 --host-dev tap0
       fc-macos actions start --name web
@@ -202,6 +209,23 @@ def _attach(state: AppState, name: str) -> None:
                    err=True)
     else:
         click.echo(f"The console of {name} closed (the microVM stopped or the agent went away).", err=True)
+        _say_if_failed(state, name)
+
+
+def _say_if_failed(state: AppState, name: str) -> None:
+    """After the console closed: an error (exit 1) when the microVM failed (a guest kernel panic ...)."""
+    from fc_macos.errors import FcMacosError
+
+    try:
+        info = state.call_agent(lambda client: client.get_microvm(name))
+    except FcMacosError:
+        return
+    if info.state == FAILED:
+        raise FcMacosError(
+            f"microVM {name} failed: {info.error or 'see its console'}",
+            hint=f"read its console with 'fc-macos microvm logs --name {name}'; remove it with "
+            f"'fc-macos microvm rm --name {name}', or boot it again with 'fc-macos microvm start --name {name}'",
+        )
 
 
 @click.group("microvm")
@@ -212,7 +236,9 @@ def microvm_group() -> None:
     Examples:
       fc-macos microvm list
       fc-macos microvm shell --name web
-      fc-macos microvm stop --name web && fc-macos microvm rm --name web
+      fc-macos microvm stop --name web && fc-macos microvm start --name web
+      fc-macos microvm restart --name web
+      fc-macos microvm rm --all --force
     """
 
 
@@ -329,22 +355,53 @@ def stop_cmd(state: AppState, name: str | None, stop_all: bool, force: bool, tim
 
 
 @microvm_group.command("rm")
-@name_option
-@click.option("--force", is_flag=True, help="Stop it first if it runs.")
+@click.option("--name", help="The microVM to remove.")
+@click.option("--all", "rm_all", is_flag=True, help="Remove every microVM (refused while any runs, unless --force).")
+@click.option("--force", is_flag=True, help="Stop it (them) first if it runs.")
 @json_option
 @pass_state
-def rm_cmd(state: AppState, name: str, force: bool) -> None:
-    """Remove a stopped microVM and its files (--force: stop it first).
+def rm_cmd(state: AppState, name: str | None, rm_all: bool, force: bool) -> None:
+    """Remove a stopped microVM (--name) or every microVM (--all) and their files.
+
+    Without --force a running microVM is refused (with --all: nothing is
+    removed, and the running ones are named); --force stops it first.
 
     \b
-    Example:
+    Examples:
       fc-macos microvm rm --name web --force
+      fc-macos microvm rm --all
     """
-    state.call_agent(lambda client: client.delete_microvm(name, force=force))
-    emit(state, {"name": name, "removed": True}, f"Removed {name}.")
+    if bool(name) == rm_all:
+        raise UsageError("give either --name NAME or --all", hint="see 'fc-macos microvm rm --help'")
+
+    async def remove(client: AgentClient) -> list[str]:
+        if name:
+            names = [name]
+        else:
+            every = await client.list_microvms()
+            names = [i.name for i in every]
+            running = [i.name for i in every if i.state not in ENDED_STATES]
+            if running and not force:
+                raise ConflictError(
+                    f"{len(running)} microVM(s) still run: {', '.join(running)}; nothing was removed",
+                    hint="stop them first ('fc-macos microvm stop --all'), or add --force to stop and remove them",
+                    code="running",
+                )
+        for each in names:
+            await client.delete_microvm(each, force=force)
+        return names
+
+    removed = state.call_agent(remove)
+    if name:
+        emit(state, {"name": name, "removed": True}, f"Removed {name}.")
+    else:
+        emit(state, [{"name": n, "removed": True} for n in removed],
+             "\n".join(f"Removed {n}." for n in removed) or "No microVMs to remove.")
 
 
 _ls_alias = copy.copy(list_cmd)
 _ls_alias.hidden = True  # 'ls' works; the help lists 'list' once
 microvm_group.add_command(_ls_alias, "ls")
 microvm_group.add_command(ports_cmd)
+microvm_group.add_command(start_cmd)
+microvm_group.add_command(restart_cmd)
