@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from fc_macos.agent.image_store import check_name, safe_name
+from fc_macos.agent.image_store import check_name
+from fc_macos.image_names import safe_name
 from fc_macos.errors import AgentError, FcMacosError
 from fc_macos.progress import NullProgress, Progress
 

@@ -32,21 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from fc_macos.agent.disk_space import GROW_HINT, free_bytes
+from fc_macos.image_names import MAX_NAME, NAME_RE, safe_name
 from fc_macos.errors import ConflictError, FcMacosError, NoSpaceError, NotFoundError, ValidationError
 from fc_macos.fsutil import write_json_atomic
 
 INDEX_NAME = ".sha256.json"
 UPLOAD_PREFIX = ".upload-"
-MAX_NAME = 255
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-#: An image name: portable file-name characters (the OpenAPI document states the same pattern).
-NAME_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9._+-]*$")
 
-
-def safe_name(name: str) -> str:
-    """``name`` (a local file's) made into an image name: other characters become '-'."""
-    cleaned = re.sub(r"[^A-Za-z0-9._+-]", "-", name).lstrip(".-")[:MAX_NAME]
-    return cleaned or "image"
 HASH_CHUNK = 1024 * 1024
 
 FreeBytes = Callable[[Path], int]
@@ -350,4 +343,4 @@ def _flush(fh: Any) -> None:
     os.fsync(fh.fileno())
 
 
-__all__ = ["NAME_RE", "ImageFile", "ImageStore", "InsufficientStorage", "Stored", "check_name", "safe_name"]
+__all__ = ["ImageFile", "ImageStore", "InsufficientStorage", "Stored", "check_name"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fc_macos.agent.image_store import MAX_NAME, NAME_RE, SHA256_RE
+from fc_macos.agent.image_store import SHA256_RE
+from fc_macos.image_names import MAX_NAME, NAME_RE
 from fc_macos.agent.openapi import NAME_PARAM, _error, _json, _ref
 from fc_macos.agent.wire import DRIVE_ID_PATTERN
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fc_macos import image_names
-from fc_macos.agent.image_store import safe_name
+from fc_macos.image_names import safe_name
 from fc_macos.errors import ConflictError, NotFoundError
 
 if TYPE_CHECKING:

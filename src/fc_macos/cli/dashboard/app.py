@@ -18,6 +18,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Log, Static
@@ -147,8 +148,12 @@ class DashboardApp(App[None]):
         self.draw()
 
     def draw(self) -> None:
+        try:
+            vm = self.query_one("#vm", Static)
+        except NoMatches:  # quitting: a last tick or poll after the widgets were removed
+            return
         snap = self.source.snapshot
-        self.query_one("#vm", Static).update(Text("\n".join(model.vm_lines(snap))))
+        vm.update(Text("\n".join(model.vm_lines(snap))))
         self.query_one("#agent", Static).update(self._styled(model.agent_lines(snap)))
         alert = self.query_one("#alert", Static)
         alert_lines = model.alert_lines(snap)
