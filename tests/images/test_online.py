@@ -4,10 +4,8 @@ table, and the real pin table refusing bytes whose checksum does not match."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from fc_macos.images.online import PINS, Pin, build_online, download, extract_ro
 from fc_macos.progress import NullProgress
 from tests.helpers.progress import RecordingProgress
 from tests.helpers.guest_images import guest_agent_binary
+from tests.helpers.http_files import serving
 from tests.images.test_rootfs import debugfs
 
 BUSYBOX = Path("/bin/busybox")
@@ -30,22 +29,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """An HTTP server on 127.0.0.1 serving the files under the returned directory."""
     root = tmp_path / "www"
     root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(root) as base_url:
+        yield base_url, root
 
 
 def publish(root: Path, path: str, data: bytes) -> Pin:

@@ -19,8 +19,12 @@ from fc_macos.agent_sync import BlockingAgent
 from fc_macos.config import AgentEndpoint, Config
 from fc_macos.errors import AgentAuthError, ConfigError, ConflictError, SetupError
 from fc_macos.providers import get_provider
+from fc_macos.images.digest import sha256_file
 from fc_macos.providers.base import SetupOptions
+from fc_macos.providers.firecracker_release import FIRECRACKER_SHA256
 from fc_macos.providers.local import LocalProvider, check_kvm
+from tests.helpers.firecracker_mirror import publish_release
+from tests.helpers.http_files import serving
 from tests.helpers.progress import RecordingProgress
 
 REPO = Path(__file__).resolve().parents[2]
@@ -333,3 +337,39 @@ def test_without_firecracker_bin_the_one_on_path_is_installed_once(
     again = RecordingProgress()
     provider.setup(SetupOptions(kernel=images["kernel"], rootfs=images["rootfs"]), again)
     assert "install-firecracker" in again.of("skip")
+
+
+def test_without_firecracker_anywhere_setup_downloads_the_release_with_progress(
+    provider: LocalProvider, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release path end to end, from a local mirror: a tarball whose sha256 is not
+    the pinned one installs nothing (through the CLI, the mirror from the environment);
+    with the pinned sum it is installed, its bytes reported, and kept for the next setup."""
+    paths = os.environ["PATH"].split(os.pathsep)
+    monkeypatch.setenv("PATH", os.pathsep.join(d for d in paths if not (Path(d) / "firecracker").exists()))
+    arch = os.uname().machine
+    tarball = publish_release(tmp_path / "www", TEST_VMM, arch)
+    installed = provider.run_dir / "bin" / "firecracker"
+    with serving(tmp_path / "www") as mirror:
+        result = CliRunner().invoke(
+            cli, ["--home", str(provider.home), "--provider", "local", "setup", "--kernel", str(images["kernel"]),
+                  "--rootfs", str(images["rootfs"])], env={"FC_MACOS_FIRECRACKER_MIRROR": mirror})
+        assert result.exit_code == 1, result.output
+        assert f"checksum mismatch for {mirror}/{tarball.parent.name}/{tarball.name}" in result.output
+        assert "Hint: pass --firecracker-bin" in result.output
+        assert not installed.exists() and not (provider.home / "downloads" / tarball.name).exists()
+
+        monkeypatch.setitem(FIRECRACKER_SHA256, arch, sha256_file(tarball))
+        progress = RecordingProgress()
+        options = SetupOptions(firecracker_mirror=mirror, kernel=images["kernel"], rootfs=images["rootfs"])
+        provider.setup(options, progress)
+    done = {name: detail for kind, name, detail in progress.events if kind == "done"}
+    assert done["install-firecracker"].endswith(f"sha256 verified, in {installed}")
+    assert installed.read_bytes() == TEST_VMM.read_bytes() and installed.stat().st_mode & 0o777 == 0o755
+    size, binary_size = tarball.stat().st_size, TEST_VMM.stat().st_size
+    assert (tarball.name, size, size) in progress.transfers
+    assert ("firecracker", binary_size, binary_size) in progress.transfers
+    assert sha256_file(provider.home / "downloads" / tarball.name) == sha256_file(tarball)
+    again = RecordingProgress()  # installed already: no download (the mirror is gone)
+    provider.setup(options, again)
+    assert "install-firecracker" in again.of("skip") and again.transfers == []

@@ -17,11 +17,15 @@ import pytest
 from fc_macos.config import AgentEndpoint, Config
 from fc_macos.errors import ConflictError, SetupError
 from fc_macos.images.digest import sha256_file
-from fc_macos.providers import pipeline, tart_checks, tart_host
+from fc_macos.providers import tart_checks, tart_host
 from fc_macos.providers.base import SetupOptions
+from fc_macos.providers.firecracker_release import FIRECRACKER_SHA256, firecracker_release, install_release
 from fc_macos.providers.tart import TartProvider
+from fc_macos.providers.tart_guest import Guest
 from tests.doubles.tart_double.fixtures import TartDouble
 from tests.doubles.tart_double.state import pid_alive
+from tests.helpers.firecracker_mirror import publish_release
+from tests.helpers.http_files import serving
 from tests.helpers.progress import RecordingProgress
 from tests.providers.tart_world import TEST_VMM, World, agent_health, agent_info, tart_world
 
@@ -128,30 +132,48 @@ def test_stop_then_start_brings_the_agent_back(world: World) -> None:
     agent_info(endpoint.url, endpoint.token)
 
 
-def test_the_release_installer_checks_the_tarball_before_installing(world: World, tmp_path: Path) -> None:
-    """The script that installs the pinned Firecracker release, fed a local tarball
-    (this machine cannot reach GitHub): it installs the member only when the
-    tarball's sha256 is the expected one."""
-    import tarfile
+def test_the_release_is_downloaded_here_checked_then_installed_in_the_vm(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pinned Firecracker release from a local mirror (this machine cannot reach
+    GitHub): downloaded on this machine with its bytes reported, installed in the
+    VM only when its sha256 is the pinned one, and not downloaded a second time."""
+    progress = RecordingProgress()
+    host = world.provider.open_host(world.options, progress)
+    try:
+        arch = host.arch()
+        binary = tmp_path / "fc"
+        binary.write_text("#!/bin/sh\necho Firecracker v1.16.1\n")
+        tarball = publish_release(tmp_path / "www", binary, arch)
+        downloads = tmp_path / "downloads"
+        probe = "/usr/local/bin/fc-probe"
+        with serving(tmp_path / "www") as mirror:
+            url = f"{mirror}/{tarball.parent.name}/{tarball.name}"
+            with pytest.raises(SetupError) as bad:
+                install_release(host, probe, download_dir=downloads, progress=progress, mirror=mirror)
+            assert bad.value.step == "install-firecracker" and f"checksum mismatch for {url}" in bad.value.message
+            assert "--firecracker-bin" in (bad.value.hint or "") and "--firecracker-mirror" in (bad.value.hint or "")
+            assert not (world.root / "usr-local-bin" / "fc-probe").exists() and list(downloads.iterdir()) == []
+            with pytest.raises(SetupError) as missing:
+                install_release(host, probe, download_dir=downloads, progress=progress, mirror=f"{mirror}/nothing")
+            assert f"cannot download {mirror}/nothing/" in missing.value.message and "https_proxy" in (missing.value.hint or "")
 
-    from fc_macos.providers.fileserver import FileServer
-    from fc_macos.providers.tart_guest import Guest
+            monkeypatch.setitem(FIRECRACKER_SHA256, arch, sha256_file(tarball))
+            detail = install_release(host, probe, download_dir=downloads, progress=progress, mirror=mirror)
+        assert detail == f"Firecracker v1.16.1 ({arch}) from {url}, sha256 verified, in {probe}"
+        guest = Guest(world.provider.tart, world.provider.vm_name)
+        assert guest.output(probe) == "Firecracker v1.16.1"
+        size = tarball.stat().st_size
+        assert (tarball.name, size, size) in progress.transfers  # the download, here
+        assert ("fc-probe", binary.stat().st_size, binary.stat().st_size) in progress.transfers  # the copy to the VM
+        assert sha256_file(downloads / tarball.name) == sha256_file(tarball)
 
-    member = "release-v1.16.1-x86_64/firecracker-v1.16.1-x86_64"
-    binary = tmp_path / "fc"
-    binary.write_text("#!/bin/sh\necho Firecracker v1.16.1\n")
-    tarball = tmp_path / "firecracker-v1.16.1-x86_64.tgz"
-    with tarfile.open(tarball, "w:gz") as tar:
-        tar.add(binary, arcname=member)
-    guest = Guest(world.provider.tart, world.provider.vm_name)
-    gateway = guest.output("ip route show default").split()[2]
-    with FileServer(gateway) as server:
-        url = server.add(tarball).url
-        bad = guest.sh(pipeline.INSTALL_RELEASE, url, "0" * 64, member, "/usr/local/bin/fc-probe",
-                       sudo=True, check=False)
-        assert bad.returncode != 0 and not (world.root / "usr-local-bin" / "fc-probe").exists()
-        guest.sh(pipeline.INSTALL_RELEASE, url, sha256_file(tarball), member, "/usr/local/bin/fc-probe", sudo=True)
-    assert guest.output("/usr/local/bin/fc-probe") == "Firecracker v1.16.1"
+        again = RecordingProgress()  # the mirror is gone: the kept tarball serves
+        install_release(host, probe, download_dir=downloads, progress=again)
+        assert ("info", "", f"{tarball.name}: already downloaded") in again.events
+        assert tarball.name not in {name for name, _, _ in again.transfers}
+    finally:
+        host.close()
 
 
 # -- failures (each on its own fresh Tart home) ------------------------------------------------------
@@ -195,12 +217,14 @@ def test_a_host_without_nested_virtualization_gets_a_clear_error(tart_double: Ta
 
 
 def test_firecracker_release_is_pinned_per_architecture() -> None:
-    url, sha, member = pipeline.firecracker_release("aarch64")
+    url, sha, member = firecracker_release("aarch64")
     assert url == ("https://github.com/firecracker-microvm/firecracker/releases/download/v1.16.1/"
                    "firecracker-v1.16.1-aarch64.tgz")
     assert len(sha) == 64 and member == "release-v1.16.1-aarch64/firecracker-v1.16.1-aarch64"
+    assert firecracker_release("aarch64", "http://mirror.lan/fc/")[0] == (
+        "http://mirror.lan/fc/v1.16.1/firecracker-v1.16.1-aarch64.tgz")
     with pytest.raises(SetupError) as err:
-        pipeline.firecracker_release("riscv64")
+        firecracker_release("riscv64")
     assert "--firecracker-bin" in (err.value.hint or "")
 
 

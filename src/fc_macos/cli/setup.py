@@ -21,6 +21,10 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--vm-name", help="Name of the Linux VM (tart).")
 @click.option("--image", metavar="OCI", help="OCI image of the Linux VM (tart).")
 @click.option("--firecracker-bin", type=_file, help="Firecracker binary to use (default: 'firecracker' on PATH).")
+@click.option("--firecracker-mirror", metavar="URL", envvar="FC_MACOS_FIRECRACKER_MIRROR",
+              help="Fetch the pinned Firecracker release from this mirror instead of GitHub's releases "
+              "(the same paths: URL/VERSION/firecracker-VERSION-ARCH.tgz; the pinned sha256 still applies; "
+              "env FC_MACOS_FIRECRACKER_MIRROR).")
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="Install the image set 'fc-macos images build --out DIR' made (kernel, initrd, rootfs).")
 @click.option("--kernel", type=_file, help="Guest kernel (uncompressed vmlinux) to install.")
@@ -39,6 +43,10 @@ def setup_cmd(state: AppState, memory_mib: int | None, **options: object) -> Non
     --kernel/--initrd/--rootfs install single files (a kernel built with an
     initrd needs its --initrd); with neither, setup builds them from the online
     source. Re-running with other images replaces the old ones.
+
+    Firecracker: --firecracker-bin, else the one installed, else 'firecracker'
+    on the machine's PATH, else the pinned release: --firecracker-mirror or
+    GitHub, downloaded on this machine, sha256-checked, kept in <home>/downloads/.
 
     \b
     Examples:

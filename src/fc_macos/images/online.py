@@ -91,7 +91,9 @@ def download(url: str, dest: Path, sha256: str, progress: Progress, *, timeout: 
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        # A new opener per call: it reads the proxy settings now (urlopen's global one keeps the first call's).
+        opener = urllib.request.build_opener()
+        with os.fdopen(fd, "wb") as out, opener.open(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0)
             done = 0
             while chunk := response.read(CHUNK):

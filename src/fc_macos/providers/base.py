@@ -40,6 +40,7 @@ class SetupOptions:
     vm_name: str | None = None
     image: str | None = None
     firecracker_bin: Path | None = None
+    firecracker_mirror: str | None = None  # replaces the release host (firecracker_release)
     images: Path | None = None  # an image set made by 'fc-macos images build'
     kernel: Path | None = None
     initrd: Path | None = None

@@ -5,7 +5,9 @@ check-host, clone-vm, configure-vm, start-vm, wait-ip, wait-exec, check-kvm,
 inspect-vm; ``local``: check-kvm), then the same steps for every provider:
 
     install-firecracker  --firecracker-bin; else the one installed; else 'firecracker' on the
-                         machine's PATH; else the pinned release (sha256-checked)
+                         machine's PATH; else the pinned release, downloaded here into
+                         <home>/downloads/ (sha256-checked; --firecracker-mirror), see
+                         :mod:`fc_macos.providers.firecracker_release`
     install-agent        fc-agent runnable on the machine (the host's own way)
     install-images       see :mod:`fc_macos.providers.image_install`
     write-token          a new token, unless the machine holds the saved one
@@ -30,29 +32,10 @@ from fc_macos.errors import FcMacosError, SetupError
 from fc_macos.progress import Progress
 from fc_macos.providers import image_install
 from fc_macos.providers.base import Host, Provider, SetupOptions
+from fc_macos.providers.firecracker_release import install_release
 from fc_macos.providers.setup_steps import Skipped, Step, run_steps, setup_lock
 
 AGENT_TIMEOUT_S = 60.0
-
-FIRECRACKER_VERSION = "v1.16.1"
-#: Published SHA-256 of the release tarballs (firecracker-<v>-<arch>.tgz).
-FIRECRACKER_SHA256 = {
-    "x86_64": "382a02a869e4d6d5cb14c40577f9545e8458021ea8b0b2d3fc10ec14d9c242e6",
-    "aarch64": "8d0e69f6d6f9a1724551f607f18504052c16c1828ee3d4d7b6e6c73380871e0e",
-}
-
-# $1 tarball URL, $2 sha256, $3 member, $4 destination.
-INSTALL_RELEASE = r"""
-set -e
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-curl -fsSL --retry 3 --connect-timeout 20 -o "$work/fc.tgz" "$1"
-echo "$2  $work/fc.tgz" | sha256sum -c - >/dev/null
-tar -xzf "$work/fc.tgz" -C "$work" "$3"
-mkdir -p "$(dirname "$4")"
-install -m 0755 "$work/$3" "$4.tmp"
-mv -f "$4.tmp" "$4"
-"""
 
 # $1 destination: copy the 'firecracker' on the machine's PATH there (exit 1 if
 # there is none, or if it is the destination itself).
@@ -65,16 +48,6 @@ install -m 0755 "$src" "$1.tmp"
 mv -f "$1.tmp" "$1"
 echo "$src"
 """
-
-
-def firecracker_release(arch: str) -> tuple[str, str, str]:
-    """(tarball URL, its sha256, the binary's path inside the tarball) for ``arch``."""
-    if arch not in FIRECRACKER_SHA256:
-        raise SetupError("install-firecracker", f"no Firecracker release for the architecture {arch!r}",
-                         hint="pass --firecracker-bin with a Firecracker built for it")
-    v = FIRECRACKER_VERSION
-    url = f"https://github.com/firecracker-microvm/firecracker/releases/download/{v}/firecracker-{v}-{arch}.tgz"
-    return url, FIRECRACKER_SHA256[arch], f"release-{v}-{arch}/firecracker-{v}-{arch}"
 
 
 class SetupRun:
@@ -108,9 +81,8 @@ class SetupRun:
         code, out, _ = self.host.run(INSTALL_FROM_PATH, dest, check=False)
         if code == 0:
             return f"{out.strip()} (on PATH) -> {dest}"
-        url, sha, member = firecracker_release(self.host.arch())
-        self.host.run(INSTALL_RELEASE, url, sha, member, dest, timeout=900)
-        return f"Firecracker {FIRECRACKER_VERSION} ({self.host.arch()}), sha256 verified, in {dest}"
+        return install_release(self.host, dest, download_dir=self.provider.home / "downloads",
+                               progress=self.progress, mirror=self.options.firecracker_mirror)
 
     def _firecracker_version(self, path: str) -> str:
         """What ``path --version`` says; SetupError when it is not a Firecracker that runs here."""
