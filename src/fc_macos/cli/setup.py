@@ -20,7 +20,8 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--skip-assets", is_flag=True, help="Do not install guest kernel/rootfs images.")
 @click.option("--vm-name", help="Name of the Linux VM (tart).")
 @click.option("--image", metavar="OCI", help="OCI image of the Linux VM (tart).")
-@click.option("--firecracker-bin", type=_file, help="Firecracker binary to use (default: 'firecracker' on PATH).")
+@click.option("--firecracker-bin", type=_file, help="Firecracker binary to use (default: 'firecracker' on PATH; on a "
+              "remote context, uploaded to its fc-agent, which runs it for new microVMs).")
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="Install the image set 'fc-macos images build --out DIR' made (kernel, initrd, rootfs).")
 @click.option("--kernel", type=_file, help="Guest kernel (uncompressed vmlinux) to install.")
