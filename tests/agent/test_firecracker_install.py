@@ -7,10 +7,12 @@ is refused with what went wrong and nothing is replaced."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from fc_macos.agent.settings import AgentSettings
@@ -72,13 +74,16 @@ async def test_a_binary_that_does_not_answer_replaces_nothing(client: TestClient
 
 
 async def test_new_microvms_run_the_installed_binary_also_after_a_restart(
-        client: TestClient, settings: AgentSettings, short_tmp: Path) -> None:
+        client: TestClient, settings: AgentSettings, caplog: pytest.LogCaptureFixture) -> None:
     copy = TEST_VMM.read_bytes() + b"\n# the installed copy\n"  # other content than --firecracker-bin's
     status, body = await install(client, copy)
     assert status == 201, body
     await client.close()
+    caplog.set_level(logging.INFO, logger="fc_agent.firecracker")
     async with served(settings) as again:  # a restart: --firecracker-bin is still the test VMM
         target = str(settings.state_dir / "bin" / "firecracker")
+        assert f"new microVMs run {target} (installed through PUT /v1/firecracker; it wins over " \
+               f"--firecracker-bin {TEST_VMM})" in caplog.text
         assert (await info(again))["firecracker_bin"] == target
         resp = await again.post("/v1/microvms", json={"name": "fresh", "start": False}, headers=AUTH)
         created = await resp.json()

@@ -63,7 +63,7 @@ async def info(request: web.Request) -> web.Response:
             "version": __version__,
             "arch": settings.arch,
             "firecracker_bin": settings.firecracker,  # an installed one (PUT /v1/firecracker) wins
-            "firecracker_source": "installed" if settings.firecracker != settings.firecracker_bin else "option",
+            "firecracker_source": settings.firecracker_source,
             "state_dir": str(settings.state_dir),
             "image_dirs": [str(d) for d in dirs],
             "snapshot_dir": str(settings.snapshots_dir),

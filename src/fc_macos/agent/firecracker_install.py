@@ -49,16 +49,12 @@ class FirecrackerUnusable(ValidationError):
 
 
 class Installs:
-    """The installs of one agent: its settings, the store on ``<state-dir>/bin``, one at a time."""
+    """The installs of one agent: its settings, the store on ``<state-dir>/bin``, a lock (one at a time)."""
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.store = ImageStore(settings.installed_firecracker.parent)
         self.lock = asyncio.Lock()
-
-    def source(self) -> str:
-        """``installed`` (``<state-dir>/bin/firecracker``) or ``option`` (``--firecracker-bin``)."""
-        return "installed" if self.settings.firecracker == str(self.settings.installed_firecracker) else "option"
 
 
 INSTALLS: web.AppKey[Installs] = web.AppKey("firecracker_installs", Installs)
@@ -97,8 +93,8 @@ def _unusable(binary: Path | str, why: str) -> FirecrackerUnusable:
 async def _describe(installs: Installs) -> dict[str, Any]:
     binary = installs.settings.firecracker
     found = shutil.which(binary)
-    answer: dict[str, Any] = {"path": binary, "source": installs.source(), "size": None, "sha256": None,
-                              "version": None}
+    answer: dict[str, Any] = {"path": binary, "source": installs.settings.firecracker_source,
+                              "size": None, "sha256": None, "version": None}
     if found is not None:
         answer |= {"size": Path(found).stat().st_size, "sha256": await asyncio.to_thread(sha256_file, Path(found))}
         try:
@@ -149,7 +145,7 @@ def add_routes(app: web.Application, settings: AgentSettings) -> None:
         if installs.store.directory.is_dir():
             await asyncio.to_thread(installs.store.remove_leftovers)
             await asyncio.to_thread(_remove, installs.store.directory / STAGING)
-        if installs.source() == "installed":
+        if installs.settings.firecracker_source == "installed":
             log.info("new microVMs run %s (installed through PUT %s; it wins over --firecracker-bin %s)",
                      settings.firecracker, PATH, settings.firecracker_bin)
         else:

@@ -53,6 +53,11 @@ class AgentSettings:
         return str(installed) if installed.is_file() else self.firecracker_bin
 
     @property
+    def firecracker_source(self) -> str:
+        """Where :attr:`firecracker` comes from: ``installed`` or ``option`` (``--firecracker-bin``)."""
+        return "installed" if self.installed_firecracker.is_file() else "option"
+
+    @property
     def images_dir(self) -> Path:
         return self.state_dir / "images"
 
