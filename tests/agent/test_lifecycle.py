@@ -93,7 +93,7 @@ async def test_snapshots_list_and_rm(client: TestClient, settings: AgentSettings
     assert sorted(p.name for p in snaps.iterdir()) == ["stray.bin"]
     body = await error_of(await client.delete("/v1/snapshots", params={"path": "web.snap"}, headers=AUTH), 404)
     assert body["error"] == "snapshot_not_found"
-    body = await error_of(await client.delete("/v1/snapshots", params={"path": "/etc/passwd"}, headers=AUTH), 400)
+    body = await error_of(await client.delete("/v1/snapshots", params={"path": "/etc/passwd"}, headers=AUTH), 404)
     assert body["error"] == "not_a_snapshot"
     await error_of(await client.delete("/v1/snapshots", headers=AUTH), 400)
     assert (await (await client.delete("/v1/snapshots", params={"path": "stray.bin"}, headers=AUTH)).json())["removed"]

@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from fc_macos.agent.wire import MicroVMSpec
 from fc_macos.agent_sync import BlockingAgent
 from fc_macos.cli.main import cli
 from fc_macos.contexts import Context, ContextStore
 from fc_macos.errors import AgentTLSError
 from tests.cli.terminal import Terminal
+from tests.helpers.agent import TEST_VMM
 from tests.helpers.remote_host import RemoteAgent, RemoteHost, needs_netns, remote_host
 
 pytestmark = [needs_netns, pytest.mark.timeout(300)]
@@ -273,6 +275,38 @@ def test_setup_and_doctor_on_a_context_check_the_agent_upload_images_and_say_wha
     checks = {c["name"]: c for c in json.loads(doctor.output)["checks"]}
     assert checks["agent"]["ok"] and checks["token"]["ok"] and not checks["images"]["ok"]  # still no rootfs
     assert "kernel vmlinux" in checks["images"]["detail"] or "vmlinux" in checks["images"]["detail"], checks
+
+
+def test_setup_on_a_context_installs_firecracker_through_the_agent_and_new_microvms_run_it(
+        home: Path, host: RemoteHost, work: Path, tmp_path: Path) -> None:
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\nexit 0\n")
+    silent.chmod(0o755)
+    copy = tmp_path / "firecracker"  # the test VMM, as other content than the agent's --firecracker-bin
+    copy.write_bytes(TEST_VMM.read_bytes() + b"\n# an installed copy\n")
+    (tmp_path / "vmlinux").write_bytes(b"\0")
+    (tmp_path / "rootfs.ext4").write_bytes(b"\0" * 4096)
+    images = ("--kernel", str(tmp_path / "vmlinux"), "--rootfs", str(tmp_path / "rootfs.ext4"))
+    with host.agent(work / "f", "--tls", port=8445) as fc_agent:
+        assert add(home, fc_agent, "lab", "--fingerprint", fc_agent.fingerprint or "").exit_code == 0
+        target = fc_agent.state_dir / "bin" / "firecracker"
+        refused = invoke(home, "--context", "lab", "setup", "--firecracker-bin", str(silent), *images)
+        assert_refused(refused, "setup step 'install-firecracker' failed", "does not run as Firecracker",
+                       "nothing was replaced", "architecture")
+        assert not target.exists()
+        installed = invoke(home, "--context", "lab", "setup", "--firecracker-bin", str(copy), *images)
+        assert installed.exit_code == 0, installed.output
+        assert f"-> {target} on {host.address}: Firecracker v1.16.1" in installed.output, installed.output
+        assert target.read_bytes() == copy.read_bytes()
+        again = invoke(home, "--context", "lab", "setup", "--firecracker-bin", str(copy), *images)
+        assert again.exit_code == 0 and f"already runs {copy} (as {target}" in again.output, again.output
+        with BlockingAgent.from_endpoint(ContextStore(home).get("lab").endpoint(), home=home) as client:
+            assert client.info()["firecracker_bin"] == str(target)
+            spec = MicroVMSpec.from_dict({"name": "fresh", "start": False})
+            created = client.run(lambda c: c.create_microvm(spec))
+            assert created.pid is not None
+            assert str(target).encode() in Path(f"/proc/{created.pid}/cmdline").read_bytes()
+            client.run(lambda c: c.stop_microvm("fresh", force=True))
 
 
 def test_the_python_api_connects_to_a_context(home: Path, agent: RemoteAgent, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from typing import Any, TypeGuard
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from fc_macos import __version__
-from fc_macos.agent import guest_routes, host_stats, image_routes, lifecycle_routes, logs, nat, network, openapi, relay
+from fc_macos.agent import firecracker_install, guest_routes, host_stats, image_routes, lifecycle_routes, logs, nat, network, openapi, relay
 from fc_macos.agent.auth import token_middleware
 from fc_macos.agent.contract import Contract, contract_middleware
 from fc_macos.agent.console import ConsoleBroker, Viewer
@@ -62,7 +62,8 @@ async def info(request: web.Request) -> web.Response:
         {
             "version": __version__,
             "arch": settings.arch,
-            "firecracker_bin": settings.firecracker_bin,
+            "firecracker_bin": settings.firecracker,  # an installed one (PUT /v1/firecracker) wins
+            "firecracker_source": settings.firecracker_source,
             "state_dir": str(settings.state_dir),
             "image_dirs": [str(d) for d in dirs],
             "snapshot_dir": str(settings.snapshots_dir),
@@ -225,6 +226,7 @@ def create_app(settings: AgentSettings, *, manager: MicroVMManager | None = None
     guest_routes.add_routes(app, app[MANAGER])
     image_routes.add_routes(app, app[MANAGER], ImageStore(settings.all_image_dirs[0]))
     lifecycle_routes.add_routes(app, app[MANAGER])
+    firecracker_install.add_routes(app, settings)
 
     async def start_manager(app: web.Application) -> None:
         await app[MANAGER].start()

@@ -101,7 +101,7 @@ class BootStep:
 
 async def validate_spec(ctx: BootContext) -> None:
     """Things wire.py cannot check: the Firecracker binary and the socket path length."""
-    fc = ctx.settings.firecracker_bin
+    fc = ctx.settings.firecracker
     found = shutil.which(fc)
     if found is None:
         raise FcMacosError(
@@ -195,7 +195,7 @@ async def start_vmm(ctx: BootContext) -> None:
     """Launch Firecracker (in its own session, under the exit-status wrapper).
     A work directory too full for its FIFOs and logs is NoSpaceError."""
     try:
-        vmm = await asyncio.to_thread(launch, ctx.settings.firecracker_bin, ctx.name, ctx.paths)
+        vmm = await asyncio.to_thread(launch, ctx.settings.firecracker, ctx.name, ctx.paths)
     except FirecrackerError as exc:
         if isinstance(exc.__cause__, OSError):
             disk_space.raise_if_full(exc.__cause__, f"the files of microVM {ctx.name!r}", ctx.paths.workdir)

@@ -1,5 +1,6 @@
 """The image directory's part of :class:`~fc_macos.agent.client.AgentClient`
-(``/v1/images``, ``/v1/microvms/{name}/drives/{id}``), as a mixin.
+(``/v1/images``, ``/v1/microvms/{name}/drives/{id}``) and the Firecracker
+binary's (``/v1/firecracker``), as a mixin.
 
 Uploads stream the file from disk (never whole in memory) after hashing it,
 and report bytes through :meth:`fc_macos.progress.Progress.transfer`; content
@@ -52,6 +53,22 @@ def hash_local(path: Path, progress: Progress | None = None) -> LocalFile:
     return LocalFile(path, size, digest.hexdigest())
 
 
+def _octets(local: LocalFile) -> dict[str, str]:
+    return {"Content-Type": "application/octet-stream", "Content-Length": str(local.size)}
+
+
+async def _file_body(path: Path, local: LocalFile, label: str, progress: Progress) -> AsyncIterator[bytes]:
+    """``path``'s bytes (``local`` says its size), read as they are sent, reported as transfer ``label``."""
+    done = 0
+    with path.open("rb") as fh:
+        while chunk := await asyncio.to_thread(fh.read, CHUNK):
+            done += len(chunk)
+            progress.transfer(label, min(done, local.size), local.size)
+            yield chunk
+    if local.size == 0:
+        progress.transfer(label, 0, 0)
+
+
 def _image_path(name: str) -> str:
     return "/v1/images/" + quote(name, safe="")
 
@@ -98,21 +115,33 @@ class ImagesMixin:
             params["replace"] = "true"
         if await self.find_image(local.sha256, local.size):  # there already: the agent links it, no bytes sent
             return await self._json("PUT", _image_path(name), params=params, data=b"")
+        body = _file_body(path, local, f"upload {name}", progress)
+        return await self._json("PUT", _image_path(name), params=params, data=body, headers=_octets(local))
 
-        label = f"upload {name}"
+    async def firecracker_binary(self) -> dict[str, Any]:
+        """``GET /v1/firecracker``: the binary new microVMs run, ``{"path",
+        "source" (installed or option), "size", "sha256", "version"}`` (nulls
+        when it is not found or does not answer as Firecracker)."""
+        return await self._json("GET", "/v1/firecracker")
 
-        async def body() -> AsyncIterator[bytes]:
-            done = 0
-            with path.open("rb") as fh:
-                while chunk := await asyncio.to_thread(fh.read, CHUNK):
-                    done += len(chunk)
-                    progress.transfer(label, min(done, local.size), local.size)
-                    yield chunk
-            if local.size == 0:
-                progress.transfer(label, 0, 0)
-
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(local.size)}
-        return await self._json("PUT", _image_path(name), params=params, data=body(), headers=headers)
+    async def install_firecracker(self, path: Path, progress: Progress | None = None, *,
+                                  known: LocalFile | None = None) -> dict[str, Any]:
+        """Install local file ``path`` as the Firecracker new microVMs run
+        (``PUT /v1/firecracker``, streamed; the agent keeps it only if its
+        ``--version`` answers as Firecracker there: else AgentRequestError
+        ``firecracker_unusable``, and nothing changes). Returns what
+        :meth:`firecracker_binary` returns, with ``outcome``: ``installed``, or
+        ``present`` when the agent already runs this content (installed or
+        its ``--firecracker-bin``): then nothing is sent. Idempotent."""
+        progress = progress or NullProgress()
+        local = known if known is not None else await asyncio.to_thread(hash_local, path, progress)
+        params = {"size": str(local.size), "sha256": local.sha256}
+        current = await self.firecracker_binary()
+        if current.get("sha256") == local.sha256:
+            return {**current, "outcome": "present"}
+        body = _file_body(path, local, f"upload {path.name}", progress)
+        answer = await self._json("PUT", "/v1/firecracker", params=params, data=body, headers=_octets(local))
+        return {**answer, "outcome": "installed"}
 
     async def delete_image(self, name: str) -> None:
         """Delete ``name`` from the agent's image directory; ConflictError

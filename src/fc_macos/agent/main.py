@@ -68,7 +68,9 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
                         help=f"state.json, images/ and microvms/ (one directory and record per microVM) live here (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--firecracker-bin", default=DEFAULT_FIRECRACKER_BIN,
-                        help="the Firecracker binary (default: 'firecracker' on PATH)")
+                        help="the Firecracker binary (default: 'firecracker' on PATH); one installed through "
+                        "PUT /v1/firecracker (<state-dir>/bin/firecracker, 'fc-macos setup --firecracker-bin' on "
+                        "a client) wins over it while it exists")
     parser.add_argument("--image-dir", type=Path, action="append", default=[],
                         help="another directory to serve kernels and root filesystems from (repeatable)")
     parser.add_argument("--nat", action=argparse.BooleanOptionalAction, default=True,

@@ -83,11 +83,15 @@ SCHEMAS: dict[str, Any] = {
     },
     "Info": {
         "type": "object",
-        "required": ["version", "arch", "firecracker_bin", "state_dir", "image_dirs", "snapshot_dir", "network", "images"],
+        "required": ["version", "arch", "firecracker_bin", "firecracker_source", "state_dir", "image_dirs",
+                     "snapshot_dir", "network", "images"],
         "properties": {
             "version": {"type": "string"},
             "arch": {"type": "string"},
-            "firecracker_bin": {"type": "string"},
+            "firecracker_bin": {"type": "string", "description": "what new microVMs run"},
+            "firecracker_source": {"enum": ["installed", "option"], "description": "installed: <state-dir>/bin/"
+                                   "firecracker, put there by PUT /v1/firecracker (it wins over --firecracker-bin); "
+                                   "option: fc-agent's --firecracker-bin"},
             "state_dir": {"type": "string"},
             "image_dirs": {"type": "array", "items": {"type": "string"}},
             "snapshot_dir": {"type": "string", "description": "relative snapshot paths resolve here"},
@@ -355,12 +359,14 @@ PATHS: dict[str, Any] = {
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy each call), with the guest channel's
     part (:mod:`fc_macos.agent.openapi_guest`), the image directory's
-    (:mod:`fc_macos.agent.openapi_images`) and the lifecycle's
-    (:mod:`fc_macos.agent.openapi_lifecycle`) merged in, and the answers every
+    (:mod:`fc_macos.agent.openapi_images`), the lifecycle's
+    (:mod:`fc_macos.agent.openapi_lifecycle`) and the Firecracker binary's
+    (:mod:`fc_macos.agent.openapi_firecracker`) merged in, and the answers every
     operation may give (400, 401, 413, 500: :func:`contract.complete_responses`)."""
-    from fc_macos.agent import contract, openapi_guest, openapi_images, openapi_lifecycle
+    from fc_macos.agent import contract, openapi_firecracker, openapi_guest, openapi_images, openapi_lifecycle
 
-    return contract.complete_responses(openapi_lifecycle.merge(openapi_images.merge(openapi_guest.merge({
+    return contract.complete_responses(openapi_firecracker.merge(openapi_lifecycle.merge(openapi_images.merge(
+        openapi_guest.merge({
         "openapi": "3.1.0",
         "info": {
             "title": "fc-agent",
@@ -373,4 +379,4 @@ def document() -> dict[str, Any]:
             "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-    }))))
+    })))))

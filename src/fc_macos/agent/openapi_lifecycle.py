@@ -114,9 +114,10 @@ PATHS: dict[str, Any] = {
             ],  # fmt: skip
             "responses": {
                 "200": _json(_ref("SnapshotRemoved"), "the files removed"),
-                "400": _error("no path, or not_a_snapshot: a file outside the snapshot directory that no record names"),
+                "400": _error("no path"),
                 **AUTH,
-                "404": _error("snapshot_not_found"),
+                "404": _error("snapshot_not_found, or not_a_snapshot: a path outside the snapshot directory that no "
+                              "record names (never removed)"),
             },
         },
     },

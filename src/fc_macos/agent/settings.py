@@ -40,6 +40,24 @@ class AgentSettings:
     nat: bool = True
 
     @property
+    def installed_firecracker(self) -> Path:
+        """Where ``PUT /v1/firecracker`` installs a Firecracker binary: ``<state_dir>/bin/firecracker``."""
+        return self.state_dir / "bin" / "firecracker"
+
+    @property
+    def firecracker(self) -> str:
+        """The Firecracker binary new microVMs run: :attr:`installed_firecracker`
+        while it exists (an installed one wins over ``--firecracker-bin``, also
+        after a restart), else ``firecracker_bin``."""
+        installed = self.installed_firecracker
+        return str(installed) if installed.is_file() else self.firecracker_bin
+
+    @property
+    def firecracker_source(self) -> str:
+        """Where :attr:`firecracker` comes from: ``installed`` or ``option`` (``--firecracker-bin``)."""
+        return "installed" if self.installed_firecracker.is_file() else "option"
+
+    @property
     def images_dir(self) -> Path:
         return self.state_dir / "images"
 

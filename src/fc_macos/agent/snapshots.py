@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fc_macos.errors import NotFoundError, ValidationError
+from fc_macos.errors import NotFoundError
 from fc_macos.fsutil import write_json_atomic
 
 log = logging.getLogger("fc_agent.snapshots")
@@ -110,15 +110,16 @@ class SnapshotIndex:
         """Delete the snapshot whose state file is ``path`` (its memory file
         too) and its record; returns the files removed. A file of the snapshot
         directory that no record names may be removed as well. NotFoundError
-        when there is no such snapshot; ValidationError for a file outside the
-        snapshot directory that is not a recorded snapshot."""
+        when there is no such snapshot: ``snapshot_not_found``, or
+        ``not_a_snapshot`` for a path outside the snapshot directory that is not
+        a recorded snapshot (never removed)."""
         wanted = self.resolve(path)
         records = self._load()
         found = next((r for r in records if r.snapshot_path == wanted), None)
         if found is None:
             inside = os.path.dirname(wanted) == str(self.snapshots_dir)
             if not inside:
-                raise ValidationError(
+                raise NotFoundError(
                     f"{path!r} is not a snapshot fc-agent knows, and it is outside its snapshot directory {self.snapshots_dir}",
                     hint="list the snapshots with 'fc-macos snapshots list' (GET /v1/snapshots)",
                     code="not_a_snapshot",

@@ -20,7 +20,8 @@ _file = click.Path(dir_okay=False, path_type=Path)
 @click.option("--skip-assets", is_flag=True, help="Do not install guest kernel/rootfs images.")
 @click.option("--vm-name", help="Name of the Linux VM (tart).")
 @click.option("--image", metavar="OCI", help="OCI image of the Linux VM (tart).")
-@click.option("--firecracker-bin", type=_file, help="Firecracker binary to use (default: 'firecracker' on PATH).")
+@click.option("--firecracker-bin", type=_file, help="Firecracker binary to use (default: 'firecracker' on PATH; on a "
+              "remote context, uploaded to its fc-agent, which runs it for new microVMs).")
 @click.option("--firecracker-mirror", metavar="URL", envvar="FC_MACOS_FIRECRACKER_MIRROR",
               help="Fetch the pinned Firecracker release from this mirror instead of GitHub's releases "
               "(the same paths: URL/VERSION/firecracker-VERSION-ARCH.tgz; the pinned sha256 still applies; "

@@ -11,8 +11,10 @@ drives no machine: ``vm start`` checks that the agent answers, ``vm stop``,
 over what can be done through the agent's API:
 
     check-agent          /healthz and /v1/info over the pinned TLS with the token
-    install-firecracker  reports the Firecracker the agent runs; a --firecracker-bin
-                         cannot be sent (fc-agent has no endpoint for it)
+    install-firecracker  a --firecracker-bin is uploaded through the agent (PUT
+                         /v1/firecracker: it keeps it once its --version answers,
+                         and new microVMs run it; content it runs already is not
+                         sent again); otherwise reports the Firecracker it runs
     install-images       given images (--images/--kernel/--initrd/--rootfs) are
                          uploaded into the agent's image directory under their
                          standard names (PUT /v1/images; content it has is not
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 IMAGE_KEYS = ("kernel", "initrd", "rootfs")
 #: Where fc-agent's API takes images (an older agent's /openapi.json lacks it).
 UPLOAD_PATH_PREFIX = "/v1/images"
+#: Where fc-agent's API takes a Firecracker binary.
+FIRECRACKER_PATH = "/v1/firecracker"
 
 
 class RemoteProvider:
@@ -150,7 +154,8 @@ class _RemoteSetup:
         hint = f"check the context with 'fc-macos --context {self.context.name} doctor'"
         return [
             Step("check-agent", f"checking fc-agent at {self.context.url}", self.check_agent, hint=hint),
-            Step("install-firecracker", "checking Firecracker on the agent's machine", self.install_firecracker),
+            Step("install-firecracker", "installing Firecracker through fc-agent" if self.options.firecracker_bin
+                 else "checking Firecracker on the agent's machine", self.install_firecracker),
             Step("install-images", "checking the guest images the agent serves", self.install_images),
         ]
 
@@ -164,12 +169,19 @@ class _RemoteSetup:
 
     def install_firecracker(self) -> str:
         binary = self.info.get("firecracker_bin", "?")
-        if self.options.firecracker_bin is not None:
-            raise SetupError("install-firecracker", f"fc-agent cannot take a Firecracker binary over its API "
-                             f"(it runs {binary} on {self.context.host})",
-                             hint=f"copy it to {self.context.host} and run fc-agent with --firecracker-bin PATH "
-                             "(sudo fc-agent install-service --tls --firecracker-bin PATH ...)")
-        raise Skipped(f"fc-agent runs {binary} on {self.context.host} (installed there)")
+        if self.options.firecracker_bin is None:
+            raise Skipped(f"fc-agent runs {binary} on {self.context.host}")
+        given = Path(self.options.firecracker_bin).expanduser()
+        if not given.is_file():
+            raise SetupError("install-firecracker", f"{given} is not a file", hint="check --firecracker-bin")
+        self._need_endpoint("install-firecracker", FIRECRACKER_PATH, f"cannot install {given}",
+                            f"copy it to {self.context.host} and run fc-agent with --firecracker-bin PATH "
+                            "(sudo fc-agent install-service --tls --firecracker-bin PATH ...)")
+        answer = self.agent.run(lambda c: c.install_firecracker(given, self.progress))
+        if answer.get("outcome") == "present":
+            raise Skipped(f"fc-agent on {self.context.host} already runs {given} "
+                          f"(as {answer.get('path')}: {answer.get('version')})")
+        return f"{given} -> {answer.get('path')} on {self.context.host}: {answer.get('version')}; new microVMs run it"
 
     def install_images(self) -> str:
         files, manifest = given_images(self.options)
@@ -185,14 +197,19 @@ class _RemoteSetup:
         raise Skipped(_images_detail(self.info))
 
     def _need_upload_endpoint(self, files: dict[str, Path]) -> None:
+        self._need_endpoint("install-images", UPLOAD_PATH_PREFIX,
+                            f"cannot install {', '.join(str(p) for p in files.values())}",
+                            _images_fix(self.context.host, self.info))
+
+    def _need_endpoint(self, step: str, prefix: str, what: str, instead: str) -> None:
+        """SetupError for ``step`` unless the agent's /openapi.json has a path under ``prefix``."""
         openapi = self.agent.run(lambda c: c.openapi())
         paths = openapi.get("paths", {}) if isinstance(openapi, dict) else {}
-        if not any(str(p).startswith(UPLOAD_PATH_PREFIX) for p in paths):
-            raise SetupError("install-images", f"cannot install {', '.join(str(p) for p in files.values())}: "
-                             f"fc-agent {self.info.get('version', '?')} on {self.context.host} has no image upload "
-                             f"endpoint (no {UPLOAD_PATH_PREFIX} in its /openapi.json)",
+        if not any(str(p).startswith(prefix) for p in paths):
+            raise SetupError(step, f"{what}: fc-agent {self.info.get('version', '?')} on {self.context.host} has "
+                             f"no such endpoint (no {prefix} in its /openapi.json)",
                              hint=f"upgrade fc-agent on {self.context.host} ('pip install -U fc-macos', restart it), "
-                             "or " + _images_fix(self.context.host, self.info))
+                             "or " + instead)
 
     async def _upload(self, client: AgentClient, files: dict[str, Path], manifest: Path | None) -> str:
         """Upload ``files`` (by kind) as the image set's standard names; an initrd
