@@ -67,6 +67,7 @@ START_ERRORS = {
                   "answered (step wait_guest_agent; the microVM is then failed and the message keeps the "
                   "console's last lines)"),
     "504": _error("guest_agent_timeout: its guest agent was not ready within wait_timeout_s (it keeps running)"),
+    "507": _error("no_space: the agent's disk is too full to record or boot it (free and needed in the message)"),
 }  # fmt: skip
 
 PATHS: dict[str, Any] = {
