@@ -18,7 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from fc_macos import __version__
 from fc_macos.agent import firecracker_install, guest_routes, host_stats, image_routes, lifecycle_routes, logs, nat, network, openapi, relay
 from fc_macos.agent.auth import token_middleware
-from fc_macos.agent.contract import Contract, contract_middleware
+from fc_macos.agent.contract import Contract, contract_middleware, query_flag
 from fc_macos.agent.console import ConsoleBroker, Viewer
 from fc_macos.agent.http_errors import error_middleware, read_json
 from fc_macos.agent.image_store import ImageStore
@@ -101,13 +101,8 @@ async def stop_microvm(request: web.Request) -> web.Response:
     return web.json_response(stopped.to_dict())
 
 
-def _flag(request: web.Request, key: str) -> bool:
-    """A boolean query parameter (its type checked by the contract middleware)."""
-    return request.query.get(key, "false").lower() in ("1", "true")
-
-
 async def delete_microvm(request: web.Request) -> web.Response:
-    await _manager(request).delete(request.match_info["name"], force=_flag(request, "force"))
+    await _manager(request).delete(request.match_info["name"], force=query_flag(request, "force"))
     return web.Response(status=204)
 
 

@@ -546,8 +546,6 @@ class AgentClient(ImagesMixin):
             return GuestAgentUnavailable(message, hint=hint, code=code)
         if code in EXEC_EXIT_CODES:
             return ExecError(message, code=code, hint=hint)
-        if code == "guest_path_not_found":
-            return NotFoundError(message, hint=hint, code=code)
         if status == 401 and self.context:
             return AgentAuthError(
                 f"the agent at {self.url} refused the token of context '{self.context}': {message}",

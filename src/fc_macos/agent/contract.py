@@ -254,6 +254,12 @@ def _typed(raw: str, schema: dict[str, Any]) -> Any:
     return raw
 
 
+def query_flag(request: web.Request, key: str) -> bool:
+    """Boolean query parameter ``key`` (absent: false), for a handler whose
+    operation declares it ``boolean``: the middleware has refused any other text."""
+    return request.query.get(key, "false").lower() in _TRUE
+
+
 def _compile(schema: dict[str, Any], components: dict[str, Any]) -> Check:
     return fastjsonschema.compile({**schema, "components": components})  # type: ignore[no-any-return]
 
@@ -297,4 +303,4 @@ def contract_middleware(contract: Contract) -> Callable[..., Any]:
     return check_contract
 
 
-__all__ = ["COMMON_RESPONSES", "Contract", "complete_responses", "contract_middleware", "describe"]
+__all__ = ["COMMON_RESPONSES", "Contract", "complete_responses", "contract_middleware", "describe", "query_flag"]

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from fc_macos.agent import drive_files
+from fc_macos.agent.contract import query_flag
 from fc_macos.agent.image_store import ImageStore, Stored
 from fc_macos.agent.manager import MicroVMManager
 from fc_macos.errors import FcMacosError, ValidationError
@@ -60,16 +61,6 @@ def _sha_query(request: web.Request) -> str:
     return raw
 
 
-BOOLS = {"": False, "0": False, "false": False, "1": True, "true": True}
-
-
-def _replace_query(request: web.Request) -> bool:
-    raw = request.query.get("replace", "false").lower()
-    if raw not in BOOLS:
-        raise ValidationError(f"replace must be true or false, got {raw!r}", hint="e.g. ?replace=true")
-    return BOOLS[raw]
-
-
 async def list_images(request: web.Request) -> web.Response:
     store = _store(request)
     if "sha256" in request.query or "size" in request.query:
@@ -106,7 +97,7 @@ async def put_image(request: web.Request) -> web.Response:
     name, store = request.match_info["name"], _store(request)
     size, sha256 = _size_query(request), _sha_query(request)
     manager = request.app[IMAGES_MANAGER]
-    ready = await store.prepare(name, size, sha256, replace=_replace_query(request),
+    ready = await store.prepare(name, size, sha256, replace=query_flag(request, "replace"),
                                 in_use=lambda p: users_of(manager, p))
     if ready is not None:
         return _answer(ready)
