@@ -91,6 +91,64 @@ async def test_absent_states_say_why(short_tmp: Path) -> None:
     assert skipped.saved() == {"version": None, "ready_s": None, "absent": "the rootfs is not ext4"}
 
 
+async def until(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_next_operation_starts_on_a_spare_connection(
+    vsock: HybridVsock, guest: GuestAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ga, "SPARE_TTL_S", 0.5)
+    await until(lambda: vsock.live == 0)  # ready (the probe's connection closed), nothing kept open
+    before = len(vsock.connects)
+    first = await guest_exec.run_once(guest, {"argv": ["echo", "one"]})
+    assert first["stdout"] == "one\n"
+    # after it: one connection opened ahead (the exec's own has closed)
+    await until(lambda: (len(vsock.connects), vsock.live) == (before + 2, 1))
+    second = await guest_exec.run_once(guest, {"argv": ["echo", "two"]})
+    assert second["stdout"] == "two\n"
+    # the second ran on the spare: the only new CONNECT is the next spare's
+    await until(lambda: (len(vsock.connects), vsock.live) == (before + 3, 1))
+    await asyncio.sleep(0.1)
+    assert len(vsock.connects) == before + 3
+    # back to back (an operation may take the spare still being dialled): each
+    # operation one connection, and one spare left
+    outs = [(await guest_exec.run_once(guest, {"argv": ["echo", str(i)]}))["stdout"] for i in range(8)]
+    assert outs == [f"{i}\n" for i in range(8)]
+    await until(lambda: (len(vsock.connects), vsock.live) == (before + 11, 1))
+    await until(lambda: vsock.live == 0, timeout=3)  # unused, it is closed after SPARE_TTL_S
+
+
+async def test_a_spare_broken_meanwhile_is_not_used(vsock: HybridVsock, guest: GuestAgent) -> None:
+    await guest_exec.run_once(guest, {"argv": ["true"]})
+    await until(lambda: guest._spare is not None and vsock.live == 1)
+    vsock.reset()  # e.g. the guest's connections were reset
+    await until(lambda: guest._spare is not None and guest._spare.reader.at_eof())
+    again = await guest_exec.run_once(guest, {"argv": ["echo", "fresh"]})  # seen closed: not taken
+    assert again["stdout"] == "fresh\n"
+    await until(lambda: guest._spare is not None and vsock.live == 1)
+    before = len(vsock.connects)
+    vsock.reset()  # and used before its end is seen: the request goes again on a new connection
+    assert not guest._spare.reader.at_eof()
+    again = await guest_exec.run_once(guest, {"argv": ["echo", "again"]})
+    assert again["stdout"] == "again\n" and len(vsock.connects) >= before + 1
+
+
+async def test_pause_and_close_drop_the_spare(vsock: HybridVsock, guest: GuestAgent) -> None:
+    await guest_exec.run_once(guest, {"argv": ["true"]})
+    await until(lambda: guest._spare is not None and vsock.live == 1)
+    guest.drop_spare()  # the manager does this when the microVM is paused
+    await until(lambda: vsock.live == 0)
+    await guest_exec.run_once(guest, {"argv": ["true"]})
+    await until(lambda: guest._spare is not None and vsock.live == 1)
+    await guest.close()
+    await until(lambda: vsock.live == 0)
+    assert guest._spare is None and guest._dialing is None and guest._refill_task is None
+
+
 async def test_exec_once_codes_streams_and_stdin(guest: GuestAgent) -> None:
     async def run(**body: object) -> dict:
         return await guest_exec.run_once(guest, body)

@@ -17,13 +17,17 @@ HOST_PORT_BASE = 1 << 30
 
 class HybridVsock:
     """``backends``: guest port -> Unix socket path. ``ok_extra`` is sent in the
-    same write as the OK line (bytes a guest might send at once)."""
+    same write as the OK line (bytes a guest might send at once). ``connects``
+    lists the port of every CONNECT; ``live`` counts the streams spliced now,
+    and :meth:`reset` breaks them all (as a snapshot restore does to the
+    guest's connections)."""
 
     def __init__(self, path: Path, backends: dict[int, Path] | None = None, *, ok_extra: bytes = b"") -> None:
         self.path = path
         self.backends = dict(backends or {})
         self.ok_extra = ok_extra
         self.connects: list[int] = []
+        self._live: set[asyncio.StreamWriter] = set()
         self._server: asyncio.AbstractServer | None = None
         self._next = HOST_PORT_BASE
 
@@ -45,9 +49,20 @@ class HybridVsock:
             self._next += 1
             writer.write(b"OK %d\n" % self._next + self.ok_extra)
             await writer.drain()
+            self._live.add(writer)
             await _splice(reader, writer, b_reader, b_writer)
         finally:
+            self._live.discard(writer)
             writer.close()
+
+    @property
+    def live(self) -> int:
+        return len(self._live)
+
+    def reset(self) -> None:
+        """Break every spliced stream (the host side sees its connection end)."""
+        for writer in list(self._live):
+            writer.transport.abort()
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._serve, str(self.path))

@@ -264,10 +264,7 @@ def _compile(schema: dict[str, Any], components: dict[str, Any]) -> Check:
     return fastjsonschema.compile({**schema, "components": components})  # type: ignore[no-any-return]
 
 
-def _template(route: web.AbstractRoute) -> str | None:
-    resource = route.resource
-    if resource is None:
-        return None
+def _template(resource: web.AbstractResource) -> str:
     return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", resource.canonical)  # {path:.*} -> {path}
 
 
@@ -277,6 +274,7 @@ class Contract:
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
         self._compiled: dict[tuple[str, str], Operation | None] = {}
+        self._templates: dict[web.AbstractResource, str] = {}
 
     def operation(self, method: str, path: str) -> Operation | None:
         key = (method.lower(), path)
@@ -284,6 +282,16 @@ class Contract:
             op = self.doc["paths"].get(path, {}).get(key[0])
             self._compiled[key] = None if op is None else Operation(op, self.doc.get("components", {}))
         return self._compiled[key]
+
+    def for_request(self, request: web.Request) -> Operation | None:
+        """The operation ``request``'s route serves (None: undocumented)."""
+        resource = request.match_info.route.resource
+        if resource is None:
+            return None
+        path = self._templates.get(resource)
+        if path is None:
+            path = self._templates[resource] = _template(resource)
+        return self.operation(request.method, path)
 
 
 def contract_middleware(contract: Contract) -> Callable[..., Any]:
@@ -293,11 +301,9 @@ def contract_middleware(contract: Contract) -> Callable[..., Any]:
 
     @web.middleware
     async def check_contract(request: web.Request, handler: Handler) -> web.StreamResponse:
-        path = _template(request.match_info.route)
-        if path is not None:
-            op = contract.operation(request.method, path)
-            if op is not None:
-                await op.check(request)
+        op = contract.for_request(request)
+        if op is not None:
+            await op.check(request)
         return await handler(request)
 
     return check_contract

@@ -16,6 +16,15 @@ After a snapshot restore or an agent restart the state starts as
 ``starting`` and is re-established by polling. :meth:`GuestAgent.open` is the
 one way into the guest: a connection to the guest agent's port over the
 microVM's hybrid vsock socket, or a 409 that says why there is none.
+
+The protocol serves one operation per connection, and opening one costs a
+round trip into the guest (the hybrid vsock ``CONNECT``) and a fork of the
+guest agent. So after each operation one connection is opened ahead for the
+next (a *spare*): a script's next exec, copy or tunnel starts on a connection
+that is already there. A spare nobody takes is closed after SPARE_TTL_S (the
+guest agent drops a connection that sends no request within 30 s), and when
+the microVM is paused (the guest's clock jumps on resume), so a microVM
+nobody uses has none.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +40,7 @@ from fc_macos.agent import vsock
 from fc_macos.agent.guest_errors import GuestAgentNotReady
 from fc_macos.agent.tasks import cancel_until_done
 from fc_macos.guest import GUEST_AGENT_PORT
-from fc_macos.guest.errors import GuestAgentError
+from fc_macos.guest.errors import GuestAgentError, GuestConnectionClosed
 from fc_macos.guest.protocol import GuestConnection
 
 log = logging.getLogger("fc_agent.guest_agent")
@@ -45,6 +54,8 @@ BOOT_DEADLINE_S = 120.0
 #: How long an operation keeps trying a guest agent that stopped answering
 #: (its supervisor restarts it after 0.1 s, backing off to 2 s).
 OPEN_RETRY_S = 4.0
+#: How long a spare connection is kept for the next operation.
+SPARE_TTL_S = 15.0
 
 
 class GuestAgent:
@@ -80,6 +91,10 @@ class GuestAgent:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # a state change cuts the poller's wait short
         self._closed = False
+        self._spare: GuestConnection | None = None
+        self._spare_expiry: asyncio.TimerHandle | None = None
+        self._dialing: asyncio.Future[GuestConnection] | None = None  # a spare on its way
+        self._refill_task: asyncio.Task[None] | None = None
 
     # -- state --------------------------------------------------------------------
 
@@ -186,9 +201,11 @@ class GuestAgent:
         The poller is cancelled until it has ended: a cancellation swallowed on its
         way out (closing a connection) does not keep it alive."""
         self._closed = True
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_until_done([task])
+        self.drop_spare()
+        tasks = [t for t in (self._task, self._refill_task) if t is not None]
+        self._task = self._refill_task = None
+        if tasks:
+            await cancel_until_done(tasks)
 
     # -- the way in ---------------------------------------------------------------
 
@@ -199,6 +216,11 @@ class GuestAgent:
         agent that stopped answering gets OPEN_RETRY_S to come back."""
         if self.uds is None:
             raise self.not_ready()
+        conn = self._take_spare() or await self._claim_dialing() or await self._dial_for_use()
+        self._refill_after(conn)
+        return conn
+
+    async def _dial_for_use(self) -> GuestConnection:
         if self.state in ("absent", "starting"):
             try:
                 conn = await self._dial(1.0)
@@ -219,6 +241,86 @@ class GuestAgent:
                 continue
             self._answered()
             return conn
+
+    # -- the spare connection -------------------------------------------------------
+
+    def _take_spare(self) -> GuestConnection | None:
+        """The spare, if it is still open (else None; it is dropped either way)."""
+        spare, self._spare = self._spare, None
+        if self._spare_expiry is not None:
+            self._spare_expiry.cancel()
+            self._spare_expiry = None
+        if spare is None:
+            return None
+        if spare.reader.at_eof() or spare.writer.is_closing() or not self.is_running():
+            spare.writer.transport.abort()
+            return None
+        return spare
+
+    async def _claim_dialing(self) -> GuestConnection | None:
+        """The spare being dialled right now, once it is there (None if there is
+        none on its way, or its dial failed)."""
+        dial, self._dialing = self._dialing, None
+        if dial is None:
+            return None
+        try:
+            return await asyncio.shield(dial)
+        except vsock.VsockDialError:
+            return None
+        except asyncio.CancelledError:
+            dial.add_done_callback(_abort_dialled)  # the caller went away: nobody takes it
+            raise
+
+    def drop_spare(self) -> None:
+        """Close the spare connection, if any (the microVM is paused or goes away)."""
+        spare = self._take_spare()
+        if spare is not None:
+            spare.writer.transport.abort()
+        dial, self._dialing = self._dialing, None
+        if dial is not None:
+            dial.cancel()
+            dial.add_done_callback(_abort_dialled)
+
+    def _refill_after(self, conn: GuestConnection) -> None:
+        """Open the next spare once ``conn``'s operation is over (its connection
+        closed), so that opening it does not compete with the operation for the
+        guest. One refill at a time; none once closed."""
+        if self._refill_task is None and not self._closed:
+            self._refill_task = asyncio.get_running_loop().create_task(
+                self._refill(conn), name=f"guest-spare-{self.name}"
+            )
+
+    async def _refill(self, after: GuestConnection) -> None:
+        try:
+            await after.writer.wait_closed()
+        except OSError:
+            pass  # reset by the guest: closed all the same
+        finally:
+            self._refill_task = None
+        if self._closed or self._spare is not None or self._dialing is not None:
+            return
+        dial = self._dialing = asyncio.ensure_future(self._dial_spare())
+        dial.add_done_callback(self._dialled)
+
+    async def _dial_spare(self) -> GuestConnection:
+        conn = await self._dial(PROBE_TIMEOUT_S)
+        return SpareConnection(conn.reader, conn.writer, self._dial_for_use)
+
+    def _dialled(self, dial: asyncio.Future[GuestConnection]) -> None:
+        """A spare's dial ended: keep the connection for the next operation,
+        unless one took it already (:meth:`_claim_dialing`)."""
+        if self._dialing is not dial:
+            return  # claimed, or dropped
+        self._dialing = None
+        if dial.cancelled() or dial.exception() is not None:
+            log.debug("%s: no spare connection: %s", self.name, "cancelled" if dial.cancelled() else dial.exception())
+            return
+        conn = dial.result()
+        if self._closed or self._spare is not None:
+            conn.writer.transport.abort()
+            return
+        self._spare = conn
+        self._spare_expiry = asyncio.get_running_loop().call_later(SPARE_TTL_S, self.drop_spare)
 
     def not_ready(self) -> GuestAgentNotReady:
         """The 409 for the current state."""
@@ -249,6 +351,41 @@ class GuestAgent:
             hint="if it crashed, its supervisor restarts it within seconds: try again; if it stays unresponsive, "
             f"restart the microVM; {logs}",
         )
+
+
+class SpareConnection(GuestConnection):
+    """A connection opened ahead for the next operation. If it ends before the
+    guest agent answers its request at all (the guest's connections were reset,
+    the guest agent's server was restarted: the usual reason is that it was
+    dropped before the request reached the guest), the request is sent once more
+    on a new connection from ``redial``."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        redial: Callable[[], Awaitable[GuestConnection]],
+    ) -> None:  # fmt: skip
+        super().__init__(reader, writer)
+        self._redial: Callable[[], Awaitable[GuestConnection]] | None = redial
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        try:
+            return await super().request(op, **fields)
+        except GuestConnectionClosed:
+            redial, self._redial = self._redial, None
+            if redial is None:
+                raise
+        log.debug("a spare connection was gone; %s goes on a new one", op)
+        fresh = await redial()
+        self.writer.transport.abort()
+        self.reader, self.writer = fresh.reader, fresh.writer
+        self._used = False
+        return await super().request(op, **fields)
+
+
+def _abort_dialled(dial: asyncio.Future[GuestConnection]) -> None:
+    """Done callback: close the connection a dial made, if it made one."""
+    if not dial.cancelled() and dial.exception() is None:
+        dial.result().writer.transport.abort()
 
 
 __all__ = ["GuestAgent"]

@@ -24,7 +24,7 @@ import binascii
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -145,7 +145,7 @@ async def run_once(agent: GuestAgent, body: Any) -> dict[str, Any]:
     encoding = rest.get("encoding") or "utf-8"
     if encoding not in ("utf-8", "base64"):
         raise _fail(f"encoding must be 'utf-8' or 'base64', got {encoding!r}")
-    request = ExecRequest(**{**asdict(request), "stdin": stdin is not None})
+    request = replace(request, stdin=stdin is not None)
     try:
         conn, _ = await start(agent, request)
     except CANNOT_RUN as exc:

@@ -126,17 +126,28 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
+# A typed request key where aiohttp has them (3.14+; a plain name before, which it warns about).
+_PARSED_BODY: Any = web.RequestKey("fc_agent_json_body", object) if hasattr(web, "RequestKey") else "fc_agent.json_body"
+
+
 async def read_json(request: web.Request) -> Any:
-    """The request's JSON body (``None`` when empty). Malformed JSON is a
-    ValidationError; a body over the limit becomes aiohttp's 413."""
+    """The request's JSON body (``None`` when empty), parsed once per request
+    (the contract check and the handler share it: do not change it).
+    Malformed JSON is a ValidationError; a body over the limit becomes
+    aiohttp's 413."""
+    if _PARSED_BODY in request:
+        return request[_PARSED_BODY]
     raw = await request.read()
     if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValidationError(
-            f"request body is not valid JSON: {exc}",
-            hint="send a JSON object with 'Content-Type: application/json'",
-            code="malformed_json",
-        ) from exc
+        body = None
+    else:
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ValidationError(
+                f"request body is not valid JSON: {exc}",
+                hint="send a JSON object with 'Content-Type: application/json'",
+                code="malformed_json",
+            ) from exc
+    request[_PARSED_BODY] = body
+    return body

@@ -254,6 +254,8 @@ class MicroVMManager(GuestAccess, Lifecycle):
             if new_state is not None and new_state != vm.state:
                 vm.state = new_state
                 self._save()
+                if new_state == PAUSED and vm.guest is not None:
+                    vm.guest.drop_spare()  # the guest's clock jumps on resume: it may drop it
         elif method == "PUT" and path == "/snapshot/create":
             self._record_snapshot(vm, fields)
         elif method == "PUT" and path == "/actions" and fields.get("action_type") == "InstanceStart":
