@@ -255,7 +255,7 @@ class MicroVMManager(GuestAccess, Lifecycle):
                 vm.state = new_state
                 self._save()
         elif method == "PUT" and path == "/snapshot/create":
-            self._record_snapshot(vm, fields)
+            await self._record_snapshot(vm, fields)
         elif method == "PUT" and path == "/actions" and fields.get("action_type") == "InstanceStart":
             if vm.state == CREATED:
                 vm.state = RUNNING
@@ -347,6 +347,7 @@ class MicroVMManager(GuestAccess, Lifecycle):
                 ctx = BootContext(
                     name=name, spec=spec, settings=self.settings, paths=self.paths(name), stack=stack,
                     on_vmm_started=record_vmm, network=net, vsock=vm.vsock,
+                    snapshot_vsock=None if spec.snapshot is None else self.snapshots.had_vsock(spec.snapshot.snapshot_path),
                 )  # fmt: skip
                 await run_boot(ctx, plan(spec, self.steps))
             assert ctx.vmm is not None
