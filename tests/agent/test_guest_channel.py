@@ -205,6 +205,10 @@ def digest(root: Path) -> dict[str, tuple[str, int, str]]:
     return out
 
 
+def has_dir(guest: GuestAgent, dest: Path) -> guest_files.HasDir:
+    return guest_files.guest_has_dir(guest.open, str(dest))
+
+
 class Body:
     """Bytes fed like an HTTP body (readexactly/read), optionally cut off after ``cut`` bytes."""
 
@@ -247,7 +251,7 @@ async def test_files_out_and_in_keep_modes_symlinks_and_contents(guest: GuestAge
     (short_tmp / "dest").mkdir()
     conn = await guest.open()
     session = await conn.begin_put(str(short_tmp / "dest"))
-    result = await guest_files.tar_to_tree(guest_files.TarReader(Body(bytes(out))), session)
+    result = await guest_files.tar_to_tree(guest_files.TarReader(Body(bytes(out))), session, has_dir(guest, short_tmp / "dest"))
     await conn.close()
     assert result.entries == 6
     assert digest(short_tmp / "dest") == digest(short_tmp / "src")
@@ -265,7 +269,7 @@ async def test_put_cut_off_midway_leaves_nothing(guest: GuestAgent, short_tmp: P
         conn = await guest.open()
         session = await conn.begin_put(str(short_tmp / "dest"))
         with pytest.raises(ConnectionResetError):
-            await guest_files.tar_to_tree(guest_files.TarReader(Body(data, cut)), session)
+            await guest_files.tar_to_tree(guest_files.TarReader(Body(data, cut)), session, has_dir(guest, short_tmp / "dest"))
         await conn.close()
         await asyncio.sleep(0.3)  # the guest agent notices the closed connection and cleans up
         assert os.listdir(short_tmp / "dest") == []
@@ -287,7 +291,7 @@ async def test_tar_refusals(guest: GuestAgent, short_tmp: Path) -> None:
         conn = await guest.open()
         session = await conn.begin_put(str(short_tmp / "dest"))
         with pytest.raises(guest_files.TarFormatError, match=needle):
-            await guest_files.tar_to_tree(guest_files.TarReader(Body(data)), session)
+            await guest_files.tar_to_tree(guest_files.TarReader(Body(data)), session, has_dir(guest, short_tmp / "dest"))
         await conn.close()
     await asyncio.sleep(0.2)
     assert os.listdir(short_tmp / "dest") == []

@@ -6,18 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from fc_macos.agent.app import MANAGER
 from fc_macos.agent.settings import AgentSettings
 from tests.helpers.agent import AUTH, GUEST_BOOT_ARGS, SHELL_PROMPT, ConsoleReader, kill_recorded_vmms, serve
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900)]
 
 START = {"action_type": "InstanceStart"}
+
+
+def snapshot_loads(client: TestClient, name: str) -> list[str]:
+    """The ``PUT /snapshot/load`` requests in the log of ``name``'s Firecracker (all its processes)."""
+    log = client.app[MANAGER].paths(name).log.read_text()
+    return [line for line in log.splitlines() if 'request on "/snapshot/load"' in line]
 
 
 async def get(client: TestClient, name: str) -> dict:
@@ -123,7 +131,13 @@ async def test_snapshot_round_trip_into_a_new_microvm(guest_settings: AgentSetti
         assert (restored["vcpus"], restored["memory_mib"]) == (1, 128)  # from the snapshot, not the defaults
         assert restored["spec"]["snapshot"]["snapshot_path"] == str(snapshots / "orig.snap")
         assert restored["spec"]["rootfs"].endswith("/orig/rootfs.ext4")
-        assert restored["vsock"] is None  # the snapshot had none (the load's vsock_override is dropped)
+        assert restored["vsock"] is None  # the snapshot had none
+        # The agent's record knew that: one load and no vsock_override, which Firecracker
+        # refuses for a snapshot without a vsock device (and so does the test VMM).
+        listing = await (await client.get("/v1/snapshots", headers=AUTH)).json()
+        assert [s["vsock"] for s in listing["snapshots"] if s["microvm"] == "orig"] == [False]
+        loads = snapshot_loads(client, "restored")
+        assert len(loads) == 1 and "vsock_override" not in loads[0], loads
 
         resp = await client.patch("/v1/microvms/restored/firecracker/vm", json={"state": "Resumed"}, headers=AUTH)
         assert resp.status == 204
@@ -137,6 +151,21 @@ async def test_snapshot_round_trip_into_a_new_microvm(guest_settings: AgentSetti
         resp = await client.put("/v1/microvms/restored/firecracker/actions", json=START, headers=AUTH)
         assert resp.status == 400
         assert (await get(client, "restored"))["state"] == "running"
+
+        # The same files under names no record knows: the agent cannot tell whether the
+        # snapshot has a vsock device, tries the override, and after the refusal loads it in
+        # a new Firecracker without it.
+        resp = await client.post("/v1/microvms/restored/stop", json={"force": True}, headers=AUTH)
+        assert (await resp.json())["state"] == "stopped"
+        shutil.copyfile(snapshots / "orig.snap", snapshots / "byhand.snap")
+        shutil.copyfile(snapshots / "orig.mem", snapshots / "byhand.mem")
+        resp = await client.post("/v1/microvms", headers=AUTH, json={
+            "name": "byhand", "snapshot": {"snapshot_path": "byhand.snap", "mem_path": "byhand.mem", "resume": False}})
+        byhand = await resp.json()
+        assert resp.status == 201, byhand
+        assert byhand["state"] == "paused" and byhand["vsock"] is None
+        loads = snapshot_loads(client, "byhand")
+        assert len(loads) == 2 and "vsock_override" in loads[0] and "vsock_override" not in loads[1], loads
     finally:
         await client.close()
         kill_recorded_vmms(guest_settings.state_dir)

@@ -94,6 +94,20 @@ def test_tar_streams_on_stdin_and_stdout(guest_world: GuestWorld, tmp_path: Path
     assert not_a_dir.returncode == 1 and b"does not exist in microVM box" in not_a_dir.stderr
 
 
+def test_a_tar_of_bare_file_paths_gets_its_directories(guest_world: GuestWorld, tmp_path: Path) -> None:
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "c" / "deep.txt").write_text("deep\n")
+    (tmp_path / "a" / "top.txt").write_text("top\n")
+    data = subprocess.run(["tar", "-C", str(tmp_path), "-cf", "-", "a/b/c/deep.txt", "a/top.txt"],
+                          capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert tar.getnames() == ["a/b/c/deep.txt", "a/top.txt"]  # no directory members
+    guest_world.sh("rm -rf /tmp/cp-bare && mkdir /tmp/cp-bare")
+    guest_world.fc("cp", "-", f"{guest_world.name}:/tmp/cp-bare", input=data)
+    listing = guest_world.sh("cd /tmp/cp-bare && cat a/b/c/deep.txt a/top.txt && stat -c '%n %a' a a/b a/b/c")
+    assert listing.split() == [b"deep", b"top", b"a", b"755", b"a/b", b"755", b"a/b/c", b"755"]
+
+
 def test_an_interrupted_copy_out_leaves_nothing_locally(guest_world: GuestWorld, tmp_path: Path) -> None:
     guest_world.sh("mkdir -p /tmp/cp-int && head -c 64000000 /dev/urandom > /tmp/cp-int/huge", timeout=300)
     proc = subprocess.Popen(guest_world.argv("cp", f"{guest_world.name}:/tmp/cp-int/huge", str(tmp_path / "huge")),

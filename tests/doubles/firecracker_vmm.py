@@ -41,6 +41,8 @@ What is NOT real (honest list):
     RST). Host connections made before the guest driver is up wait, as in Firecracker; a guest
     kernel without vsock never answers them.
   * post-boot hot-plug with --enable-pci is accepted and recorded only.
+  * a refused PUT /snapshot/load (a vsock_override for a snapshot without vsock, files it
+    cannot open ...) answers Firecracker's 400, but the process stays up; Firecracker exits.
   * under TCG the kernel command line gets ``tsc_early_khz=<host rate>`` appended (after
     Firecracker's own ``root=... rw pci=off``): without it a busy host makes the guest's
     timer calibration fail and the boot hang. KVM would tell the guest the rate itself.
@@ -2248,6 +2250,17 @@ class Vmm:
         except (OSError, ValueError) as exc:
             raise ApiError(f"Load snapshot error: Cannot open the snapshot files: {exc}") from None
         config = state["config"]
+        if "vsock_override" in cfg and config["vsock"] is None:
+            # Firecracker (src/vmm/src/persist.rs) looks the snapshot's vsock device up for a
+            # vsock_override and fails with SnapshotStateFromFileError::UnknownVsockDevice
+            # ("Unknown Vsock Device."), wrapped as RestoreFromSnapshotError::File ("Failed to
+            # get snapshot state from file: {0}"), LoadSnapshotError::RestoreFromSnapshot
+            # ("Failed to restore from snapshot: {0}") and VmmActionError::LoadSnapshot ("Load
+            # snapshot error: {0}"). README §3: application errors are 400 with
+            # {"fault_message": ...}; §7: "If the load fails, the process exits; do not reuse
+            # it" (this double stays up after any failed load: a caller must not rely on it).
+            raise ApiError("Load snapshot error: Failed to restore from snapshot: Failed to get "
+                           "snapshot state from file: Unknown Vsock Device.")
         self.machine, self.boot_source = config["machine-config"], config["boot-source"]
         self.drives, self.nets = config["drives"], config["network-interfaces"]
         self.pmems, self.balloon = config["pmem"], config["balloon"]

@@ -337,6 +337,20 @@ def test_snapshot_load_only_on_a_fresh_process(vmm: VmmProcess, workdir: Path) -
     assert reply.fault == "Loading a microVM snapshot not allowed after configuring boot-specific resources."
 
 
+def test_snapshot_load_refuses_a_vsock_override_for_a_snapshot_without_vsock(vmm: VmmProcess, workdir: Path) -> None:
+    config = vmm.call("GET", "/vm/config").body
+    assert config["vsock"] is None
+    state = {"fc_test_vmm_snapshot": 1, "mem_format": "qemu-migration-stream", "config": config, "serial": None}
+    (workdir / "vm.state").write_text(json.dumps(state))  # what the test VMM writes for a guest without vsock
+    (workdir / "vm.mem").write_bytes(b"")
+    body = {"snapshot_path": str(workdir / "vm.state"), "vsock_override": {"uds_path": str(workdir / "v.sock")},
+            "mem_backend": {"backend_type": "File", "backend_path": str(workdir / "vm.mem")}}
+    reply = vmm.call("PUT", "/snapshot/load", body)
+    assert (reply.status, reply.fault) == (400, "Load snapshot error: Failed to restore from snapshot: "
+                                                "Failed to get snapshot state from file: Unknown Vsock Device.")
+    assert qemu_children(vmm.proc.pid) == [] and not (workdir / "v.sock").exists()
+
+
 def test_sigterm_ends_the_vmm_and_leaves_its_socket(vmm: VmmProcess) -> None:
     vmm.proc.terminate()
     assert vmm.proc.wait(timeout=10) != 0

@@ -103,6 +103,7 @@ async def stop_microvm(request: web.Request) -> web.Response:
 
 async def delete_microvm(request: web.Request) -> web.Response:
     await _manager(request).delete(request.match_info["name"], force=query_flag(request, "force"))
+    await request.app[RELAY_CLIENTS].forget(request.match_info["name"])  # its kept-alive client, if relayed to
     return web.Response(status=204)
 
 

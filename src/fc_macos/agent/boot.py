@@ -79,6 +79,9 @@ class BootContext:
     vsock: dict[str, Any] | None = None
     #: Why the guest agent is not in the guest, when ``install_guest_agent`` skipped it.
     guest_agent_absent: str | None = None
+    #: For a restore: whether the snapshot's microVM had a vsock device, from the agent's
+    #: snapshot record (given by the manager); None when no record says.
+    snapshot_vsock: bool | None = None
     _cleanups: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
 
     def on_failure(self, what: str, cleanup: Callable[[], Awaitable[None]]) -> None:
@@ -323,9 +326,11 @@ async def load_snapshot(ctx: BootContext) -> None:
     """``PUT /snapshot/load`` into the fresh Firecracker, then record what the
     snapshot brought (vCPUs, memory, kernel, root drive, vsock device) from
     ``GET /vm/config``. The snapshot's vsock device (if any) gets this
-    microVM's own socket through ``vsock_override``; Firecracker refuses the
-    override for a snapshot without one and a failed load ends its process,
-    so then the load is repeated in a new Firecracker without the override."""
+    microVM's own socket through ``vsock_override``, which Firecracker refuses
+    for a snapshot without one (and a failed load ends its process). A
+    snapshot the agent recorded says whether it has one (``ctx.snapshot_vsock``):
+    then the override is sent only if so. For another snapshot it is tried,
+    and after that refusal the load is repeated in a new Firecracker without it."""
     snapshot = ctx.spec.snapshot
     assert snapshot is not None, "load_snapshot needs a spec with a snapshot"
     own_socket = str(guest_vsock.uds_path(ctx.paths.workdir))
@@ -339,9 +344,9 @@ async def load_snapshot(ctx: BootContext) -> None:
         )
 
     try:
-        await load(override=True)
+        await load(override=ctx.snapshot_vsock is not False)
     except FirecrackerAPIError as exc:
-        if NO_VSOCK_IN_SNAPSHOT not in exc.fault_message:
+        if ctx.snapshot_vsock is not None or NO_VSOCK_IN_SNAPSHOT not in exc.fault_message:
             raise
         log.info("%s: the snapshot has no vsock device; loading it again without vsock_override", ctx.name)
         await _relaunch_vmm(ctx)

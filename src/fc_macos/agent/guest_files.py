@@ -8,7 +8,8 @@ they stream.
   padding goes out only once its check passed, and the end-of-archive blocks
   only after END, so a tree that fails midway never reads as a whole tar.
 * :func:`tar_to_tree` turns a tar stream (ustar, PAX or GNU long names) into
-  a ``put`` (a :class:`PutSession`, which sends each file's sha256); the
+  a ``put`` (a :class:`PutSession`, which sends each file's sha256), adding
+  the directories a tar of bare file paths leaves out (:class:`ParentDirs`); the
   guest agent writes each file under a temporary name and renames it into
   place only after the check, and builds a new top-level directory under a
   temporary name until END, so a stream cut off midway leaves nothing.
@@ -26,7 +27,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from fc_macos.errors import ValidationError
+from fc_macos.guest.errors import GuestNotADirectory, GuestNotFound
 from fc_macos.guest.frames import MAX_FRAME
+from fc_macos.guest.protocol import GuestConnection
 from fc_macos.guest.transfer import GetStream, PutSession
 from fc_macos.guest.tree import TransferResult, TreeEntry
 
@@ -197,33 +200,99 @@ def _entry_path(name: str) -> str | None:
     return path
 
 
-async def tar_to_tree(reader: TarReader, session: PutSession) -> TransferResult:
+#: The mode of a directory made for a tar member whose directory the tar does not list
+#: (what GNU tar gives one under the usual umask 022).
+MADE_DIR_MODE = 0o755
+
+HasDir = Callable[[str], Awaitable[bool]]
+
+
+def guest_has_dir(open_conn: Callable[[], Awaitable[GuestConnection]], dest: str) -> HasDir:
+    """The ``has_dir`` of :func:`tar_to_tree` for a put into the guest directory ``dest``:
+    whether ``dest/<rel>`` is a directory, or a symlink (which the put follows), in the
+    guest now. Asks on a connection of its own (``open_conn()``): the put's is busy."""
+
+    async def has_dir(rel: str) -> bool:
+        async with await open_conn() as conn:
+            try:
+                found = await conn.stat(posixpath.join(dest, rel))
+            except (GuestNotFound, GuestNotADirectory):
+                return False
+        return found.type in ("dir", "symlink")
+
+    return has_dir
+
+
+class ParentDirs:
+    """The directory entries a tar leaves out, made up the way tar does when it extracts
+    ``a/b/c.txt`` without ``a/`` and ``a/b/`` members: mode :data:`MADE_DIR_MODE` and the
+    member's mtime, each before what it holds (a put needs an entry's directory to come
+    first or to exist). A directory the guest already has (``has_dir``) is joined as it
+    is, never sent, so its mode and mtime stay."""
+
+    def __init__(self, has_dir: HasDir) -> None:
+        self.has_dir = has_dir
+        self._dirs: set[str] = set()  # sent as directories, or directories in the guest
+        self._others: set[str] = set()  # sent as files or symlinks
+
+    def sent(self, entry: TreeEntry) -> None:
+        """Note an entry the tar itself had."""
+        (self._dirs if entry.type == "dir" else self._others).add(entry.path)
+
+    async def missing(self, path: str, mtime: float) -> list[TreeEntry]:
+        """The entries to send before the member ``path``, outermost first."""
+        out: list[TreeEntry] = []
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            parent = "/".join(parts[:i])
+            if parent in self._others:
+                raise TarFormatError(
+                    f"the tar member {path!r} is inside {parent!r}, which the tar has as a file or symlink",
+                    hint="fix the tar: a path cannot be both a file and a directory",
+                )
+            if parent in self._dirs:
+                continue
+            if out or not await self.has_dir(parent):  # under a directory made here: nothing to ask
+                out.append(TreeEntry(parent, "dir", MADE_DIR_MODE, mtime))
+            self._dirs.add(parent)
+        return out
+
+
+async def tar_to_tree(reader: TarReader, session: PutSession, has_dir: HasDir) -> TransferResult:
     """Send the members of ``reader`` into ``session`` and finish it: the
-    guest's totals. Members go in the tar's order (a directory before what it
-    holds, as tar writes them). Hard links, devices and FIFOs are refused
-    (TarFormatError, 400). On any error the caller closes the connection
-    without END, and the guest removes what it wrote."""
+    guest's totals (which count the directories made up here). Members go in
+    the tar's order; a member whose directories the tar does not list first
+    gets them from :class:`ParentDirs` (``has_dir`` says which the guest has
+    already). Hard links, devices and FIFOs are refused (TarFormatError, 400).
+    On any error the caller closes the connection without END, and the guest
+    removes what it wrote, the made-up directories too."""
+    parents = ParentDirs(has_dir)
     while (info := await reader.next()) is not None:
         path = _entry_path(info.name)
         if path is None:
             continue
         mode, mtime = info.mode & 0o7777, float(info.mtime)
         if info.isdir():
-            await session.entry(TreeEntry(path, "dir", mode, mtime))
+            entry = TreeEntry(path, "dir", mode, mtime)
         elif info.issym():
-            await session.entry(TreeEntry(path, "symlink", mode, mtime, target=info.linkname))
+            entry = TreeEntry(path, "symlink", mode, mtime, target=info.linkname)
         elif info.isreg():
-            await session.entry(TreeEntry(path, "file", mode, mtime, size=info.size))
-            async for chunk in reader.chunks():
-                await session.data(chunk)
-            await session.file_end()
+            entry = TreeEntry(path, "file", mode, mtime, size=info.size)
         else:
             kind = "a hard link" if info.islnk() else "a device or FIFO"
             raise TarFormatError(
                 f"the tar member {info.name!r} is {kind}, which cannot be copied into a guest",
                 hint="copy regular files, directories and symbolic links only (tar --hard-dereference for links)",
             )
+        for made in await parents.missing(path, mtime):
+            await session.entry(made)
+        parents.sent(entry)
+        await session.entry(entry)
+        if entry.type == "file":
+            async for chunk in reader.chunks():
+                await session.data(chunk)
+            await session.file_end()
     return await session.finish()
 
 
-__all__ = ["TarFormatError", "TarReader", "tar_header", "tar_to_tree", "tree_to_tar"]
+__all__ = ["ParentDirs", "TarFormatError", "TarReader", "guest_has_dir", "tar_header", "tar_to_tree", "tree_to_tar"]

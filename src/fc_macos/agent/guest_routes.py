@@ -112,10 +112,12 @@ async def files_get(request: web.Request) -> web.StreamResponse:
 
 async def files_put(request: web.Request) -> web.Response:
     path = _path(request)
-    async with await _guest(request).open() as conn:  # closed without END on any failure: nothing stays
+    guest = _guest(request)
+    async with await guest.open() as conn:  # closed without END on any failure: nothing stays
         session = await conn.begin_put(path)
         try:
-            result = await guest_files.tar_to_tree(guest_files.TarReader(request.content), session)
+            result = await guest_files.tar_to_tree(
+                guest_files.TarReader(request.content), session, guest_files.guest_has_dir(guest.open, path))
         except (FcMacosError, asyncio.CancelledError):
             raise
         except Exception as exc:  # the body broke off (aiohttp's payload errors, a reset connection)

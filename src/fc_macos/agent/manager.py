@@ -257,7 +257,7 @@ class MicroVMManager(GuestAccess, Lifecycle):
                 if new_state == PAUSED and vm.guest is not None:
                     vm.guest.drop_spare()  # the guest's clock jumps on resume: it may drop it
         elif method == "PUT" and path == "/snapshot/create":
-            self._record_snapshot(vm, fields)
+            await self._record_snapshot(vm, fields)
         elif method == "PUT" and path == "/actions" and fields.get("action_type") == "InstanceStart":
             if vm.state == CREATED:
                 vm.state = RUNNING
@@ -349,6 +349,7 @@ class MicroVMManager(GuestAccess, Lifecycle):
                 ctx = BootContext(
                     name=name, spec=spec, settings=self.settings, paths=self.paths(name), stack=stack,
                     on_vmm_started=record_vmm, network=net, vsock=vm.vsock,
+                    snapshot_vsock=None if spec.snapshot is None else self.snapshots.had_vsock(spec.snapshot.snapshot_path),
                 )  # fmt: skip
                 await run_boot(ctx, plan(spec, self.steps))
             assert ctx.vmm is not None

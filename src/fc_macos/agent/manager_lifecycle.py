@@ -38,7 +38,8 @@ from fc_macos.agent.snapshots import SnapshotIndex
 from fc_macos.agent.wire import (
     DAMAGED, DEFAULT_WAIT_TIMEOUT_S, FAILED, RUNNING, STARTING, STOPPED, MicroVMInfo, MicroVMSpec, SnapshotSpec,
 )
-from fc_macos.errors import BootError, ConflictError, NotFoundError, UsageError, ValidationError
+from fc_macos.errors import BootError, ConflictError, FcMacosError, NotFoundError, UsageError, ValidationError
+from fc_macos.firecracker.client import FirecrackerClient
 from fc_macos.firecracker.launcher import VMMPaths, VMMProcess
 
 log = logging.getLogger("fc_agent.manager")
@@ -310,15 +311,24 @@ class Lifecycle:
 
     # -- snapshots ------------------------------------------------------------------
 
-    def _record_snapshot(self, vm: MicroVM, fields: dict[str, Any]) -> None:
-        """Remember the snapshot ``vm`` just wrote (a relayed ``PUT /snapshot/create``)."""
+    async def _record_snapshot(self, vm: MicroVM, fields: dict[str, Any]) -> None:
+        """Remember the snapshot ``vm`` just wrote (a relayed ``PUT /snapshot/create``),
+        with whether it has a vsock device as its Firecracker says (``GET /vm/config``:
+        a device PUT through the relay counts too; None if it cannot be asked)."""
         snap, mem = fields.get("snapshot_path"), fields.get("mem_file_path")
         if not isinstance(snap, str) or not isinstance(mem, str):
             return
+        vsock: bool | None = None
+        if vm.vmm is not None:
+            try:
+                async with FirecrackerClient(vm.vmm.paths.api_sock, timeout=5.0) as fc:
+                    vsock = (await fc.get_vm_config()).get("vsock") is not None
+            except FcMacosError as exc:
+                log.info("%s: cannot read its configuration (%s); its snapshot's vsock is not known", vm.name, exc.message)
         workdir = self.paths(vm.name).workdir  # Firecracker's working directory: relative paths start there
         self.snapshots.record(
             snapshot_path=str(workdir / snap), mem_path=str(workdir / mem), microvm=vm.name,
-            disk=str(self.paths(vm.name).rootfs),
+            disk=str(self.paths(vm.name).rootfs), vsock=vsock,
         )  # fmt: skip
 
     def _refuse_shared_disk(self, snapshot: SnapshotSpec) -> None:

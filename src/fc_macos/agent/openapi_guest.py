@@ -158,7 +158,8 @@ PATHS: dict[str, Any] = {
         "put": {
             "operationId": "putFiles",
             "summary": "unpack a tar stream into the guest directory path (files, directories, symlinks, with "
-            "modes and mtimes); a body cut off midway leaves nothing at the destination",
+            "modes and mtimes; directories a member needs that the tar does not list are made, mode 0755, as tar "
+            "does); a body cut off midway leaves nothing at the destination",
             "parameters": [NAME_PARAM, PATH_PARAM],
             "requestBody": {"required": True, "content": {"application/x-tar": {}}},
             "responses": {

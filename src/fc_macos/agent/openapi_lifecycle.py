@@ -39,6 +39,8 @@ SCHEMAS: dict[str, Any] = {
             "created_at": _nullable("number"),
             "disk": _nullable("string") | {"description": "the disk a restore boots on (the maker's rootfs copy)"},
             "disk_exists": {"type": "boolean"},
+            "vsock": _nullable("boolean") | {"description": "whether the microVM that made it had a vsock device "
+                                             "(null: unknown)"},
             "snapshot_bytes": _nullable("integer") | {"description": "null: the file is gone"},
             "mem_bytes": _nullable("integer"),
         },

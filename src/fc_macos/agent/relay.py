@@ -27,8 +27,9 @@ RELAY_TIMEOUT_S = 120.0  # snapshots of large guests take a while
 
 class RelayClients:
     """One kept-alive FirecrackerClient per running VMM (keyed by its API socket
-    and pid, so a new VMM behind the same name gets a new client). Closed in
-    one go by :meth:`close` when the agent shuts down."""
+    and pid, so a new VMM behind the same name gets a new client). A deleted
+    microVM's is closed by :meth:`forget`; the rest in one go by :meth:`close`
+    when the agent shuts down."""
 
     def __init__(self) -> None:
         self._clients: dict[str, tuple[int, FirecrackerClient]] = {}
@@ -42,6 +43,16 @@ class RelayClients:
         client = FirecrackerClient(api_sock, timeout=RELAY_TIMEOUT_S)
         self._clients[name] = (pid, client)
         return client
+
+    def names(self) -> list[str]:
+        """The microVMs that have a client now, in the order they got one."""
+        return list(self._clients)
+
+    async def forget(self, name: str) -> None:
+        """Close and drop ``name``'s client, if it has one (idempotent)."""
+        cached = self._clients.pop(name, None)
+        if cached is not None:
+            await cached[1].close()
 
     async def close(self) -> None:
         clients, self._clients = self._clients, {}

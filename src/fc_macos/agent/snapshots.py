@@ -30,13 +30,15 @@ log = logging.getLogger("fc_agent.snapshots")
 @dataclass(frozen=True)
 class SnapshotRecord:
     """One snapshot: its two files (absolute paths), who made it and when,
-    and the disk its guest runs on."""
+    the disk its guest runs on, and whether that microVM had a vsock device
+    (None: not known, for a file no record names or an older agent's record)."""
 
     snapshot_path: str
     mem_path: str | None
     microvm: str | None
     created_at: float | None
     disk: str | None
+    vsock: bool | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SnapshotRecord:
@@ -79,10 +81,11 @@ class SnapshotIndex:
         bare names inside the snapshot directory."""
         return os.path.normpath(path if os.path.isabs(path) else os.path.join(self.snapshots_dir, path))
 
-    def record(self, *, snapshot_path: str, mem_path: str, microvm: str, disk: str | None) -> None:
+    def record(self, *, snapshot_path: str, mem_path: str, microvm: str, disk: str | None,
+               vsock: bool | None = None) -> None:
         """Remember a snapshot just written (one record per state file: a
         snapshot written again over the same file replaces its record)."""
-        entry = SnapshotRecord(self.resolve(snapshot_path), self.resolve(mem_path), microvm, time.time(), disk)
+        entry = SnapshotRecord(self.resolve(snapshot_path), self.resolve(mem_path), microvm, time.time(), disk, vsock)
         records = [r for r in self._load() if r.snapshot_path != entry.snapshot_path]
         self._save([*records, entry])
 
@@ -90,6 +93,11 @@ class SnapshotIndex:
         """The record of the state file ``snapshot_path`` (a bare name or a path)."""
         wanted = self.resolve(snapshot_path)
         return next((r for r in self._load() if r.snapshot_path == wanted), None)
+
+    def had_vsock(self, snapshot_path: str) -> bool | None:
+        """Whether the microVM that made ``snapshot_path`` had a vsock device (None: not known)."""
+        record = self.find(snapshot_path)
+        return None if record is None else record.vsock
 
     def list(self) -> list[dict[str, Any]]:
         """Every known snapshot (with its files' sizes; a size is None when the

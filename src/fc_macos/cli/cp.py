@@ -101,8 +101,10 @@ def cp_cmd(state: AppState, src: str, dest: str, quiet: bool) -> None:
     Files and directory trees, keeping modes, mtimes and symlinks. A
     directory that exists receives the copy under its own name; a new name
     (whose parent exists) becomes the copy; 'DIR/.' copies the contents of
-    DIR. '-' is a tar stream: from stdin into a guest directory, or of a guest
-    path to stdout. Large copies show a progress bar on a terminal.
+    DIR. '-' is a tar stream: from stdin into a guest directory (directories
+    its members need but it does not list are made, mode 0755, as tar makes
+    them), or of a guest path to stdout. Large copies show a progress bar on
+    a terminal.
 
     \b
     Examples:

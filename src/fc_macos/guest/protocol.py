@@ -94,6 +94,9 @@ class ExecResult:
 
 # ---- the connection --------------------------------------------------------------------------
 
+#: How long :meth:`GuestConnection.close` lets buffered bytes drain before it aborts the socket.
+CLOSE_GRACE_S = 5.0
+
 
 class GuestConnection:
     """One connection to a guest agent: one operation, then it is finished.
@@ -120,13 +123,24 @@ class GuestConnection:
         await self.close()
 
     async def close(self) -> None:
-        """Closes the connection (idempotent)."""
+        """Closes the connection (idempotent, bounded, cancellation-safe).
+
+        Bytes still buffered get :data:`CLOSE_GRACE_S` to reach a peer; a peer that stopped
+        reading (a frozen guest) gets its transport aborted after that, so close() returns
+        and the socket is gone either way. A cancellation arriving while close() waits
+        aborts the transport too, then propagates.
+        """
         if self._closed:
             return
         self._closed = True
         self.writer.close()
         try:
-            await self.writer.wait_closed()
+            await asyncio.wait_for(self.writer.wait_closed(), CLOSE_GRACE_S)
+        except asyncio.TimeoutError:
+            self.writer.transport.abort()
+        except asyncio.CancelledError:
+            self.writer.transport.abort()
+            raise
         except OSError:
             pass  # already reset by the other side: closed all the same
 
