@@ -122,6 +122,17 @@ async def test_the_next_operation_starts_on_a_spare_connection(
     await until(lambda: vsock.live == 0, timeout=3)  # unused, it is closed after SPARE_TTL_S
 
 
+async def test_a_connection_held_open_does_not_keep_spares_from_others(vsock: HybridVsock, guest: GuestAgent) -> None:
+    await until(lambda: vsock.live == 0)
+    held = await guest.open()  # e.g. a tunnel that lasts for hours
+    try:
+        await until(lambda: vsock.live == 1)
+        await guest_exec.run_once(guest, {"argv": ["true"]})
+        await until(lambda: guest._spare is not None and vsock.live == 2)  # the tunnel and a spare
+    finally:
+        await held.close()
+
+
 async def test_a_spare_broken_meanwhile_is_not_used(vsock: HybridVsock, guest: GuestAgent) -> None:
     await guest_exec.run_once(guest, {"argv": ["true"]})
     await until(lambda: guest._spare is not None and vsock.live == 1)
@@ -146,7 +157,7 @@ async def test_pause_and_close_drop_the_spare(vsock: HybridVsock, guest: GuestAg
     await until(lambda: guest._spare is not None and vsock.live == 1)
     await guest.close()
     await until(lambda: vsock.live == 0)
-    assert guest._spare is None and guest._dialing is None and guest._refill_task is None
+    assert guest._spare is None and guest._dialing is None and not guest._watchers
 
 
 async def test_exec_once_codes_streams_and_stdin(guest: GuestAgent) -> None:

@@ -94,7 +94,7 @@ class GuestAgent:
         self._spare: GuestConnection | None = None
         self._spare_expiry: asyncio.TimerHandle | None = None
         self._dialing: asyncio.Future[GuestConnection] | None = None  # a spare on its way
-        self._refill_task: asyncio.Task[None] | None = None
+        self._watchers: set[asyncio.Task[None]] = set()  # one per open connection: refill when it closes
 
     # -- state --------------------------------------------------------------------
 
@@ -202,8 +202,8 @@ class GuestAgent:
         way out (closing a connection) does not keep it alive."""
         self._closed = True
         self.drop_spare()
-        tasks = [t for t in (self._task, self._refill_task) if t is not None]
-        self._task = self._refill_task = None
+        tasks = [t for t in (self._task, *self._watchers) if t is not None]
+        self._task = None
         if tasks:
             await cancel_until_done(tasks)
 
@@ -284,19 +284,17 @@ class GuestAgent:
     def _refill_after(self, conn: GuestConnection) -> None:
         """Open the next spare once ``conn``'s operation is over (its connection
         closed), so that opening it does not compete with the operation for the
-        guest. One refill at a time; none once closed."""
-        if self._refill_task is None and not self._closed:
-            self._refill_task = asyncio.get_running_loop().create_task(
-                self._refill(conn), name=f"guest-spare-{self.name}"
-            )
+        guest; none once closed."""
+        if not self._closed:
+            watcher = asyncio.get_running_loop().create_task(self._refill(conn), name=f"guest-spare-{self.name}")
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
 
     async def _refill(self, after: GuestConnection) -> None:
         try:
             await after.writer.wait_closed()
         except OSError:
             pass  # reset by the guest: closed all the same
-        finally:
-            self._refill_task = None
         if self._closed or self._spare is not None or self._dialing is not None:
             return
         dial = self._dialing = asyncio.ensure_future(self._dial_spare())
