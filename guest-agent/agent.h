@@ -167,6 +167,11 @@ typedef struct {
 
 /* Reads one frame (blocking). 0 ok, 1 clean EOF at a frame boundary, -1 error or oversize. */
 int frame_read(int fd, frame *f);
+/* The same, into the caller's buffer *buf of *cap bytes, grown (realloc) when a frame needs
+ * more: f->payload points into it, valid until the next call; the caller frees *buf. For a
+ * stream of large frames (put's DATA) this saves an allocation, and with musl a fresh
+ * mapping and its page faults, per frame. */
+int frame_read_into(int fd, frame *f, char **buf, size_t *cap);
 void frame_free(frame *f);
 int frame_send(int fd, int type, const void *payload, size_t len);
 int frame_send_buf(int fd, int type, const jbuf *b);

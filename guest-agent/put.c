@@ -25,10 +25,16 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <linux/vm_sockets.h>
 
 #include "agent.h"
 
 #define IO_TIMEOUT_S 120
+/* The receive buffer of a put's vsock connection (Linux's default is 256 KiB, what one DATA
+ * frame of the reference client holds): the host may send this much ahead while the guest
+ * writes a frame out, so the stream does not stall on every frame. Measured under emulation,
+ * 1 MiB took a put from about 38 to 54 MiB/s; 2 and 4 MiB added nothing. */
+#define VSOCK_BUFFER (1ull << 20)
 
 typedef struct {
     char *name;   /* top-level entry name */
@@ -410,6 +416,9 @@ void op_put(int fd, const jval *req)
     struct timeval tv = {IO_TIMEOUT_S, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    unsigned long long vbuf = VSOCK_BUFFER; /* fails harmlessly on unix: and tcp: listeners */
+    setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_MAX_SIZE, &vbuf, sizeof vbuf);
+    setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE, &vbuf, sizeof vbuf);
     char res[64];
     int n = snprintf(res, sizeof res, "{\"ok\":true,\"checksum\":\"%s\"}", checksum_name(alg));
     if (frame_send(fd, F_RES, res, (size_t)n) < 0)
@@ -425,9 +434,11 @@ void op_put(int fd, const jval *req)
     while (len > 1 && d[len - 1] == '/')
         d[--len] = 0;
     p.dir = len == 1 ? "" : d; /* "" + "/name" = "/name" */
+    char *buf = NULL; /* every frame is read into this one buffer */
+    size_t cap = 0;
     for (;;) {
         frame f;
-        int r = frame_read(fd, &f);
+        int r = frame_read_into(fd, &f, &buf, &cap);
         if (r != 0) { /* cut off: undo, nobody to tell */
             rollback(&p);
             return;
@@ -454,11 +465,10 @@ void op_put(int fd, const jval *req)
             break;
         case F_END:
             finish(&p, &f);
-            frame_free(&f);
+            free(buf);
             return;
         default:
             fail(&p, "bad_request", "unexpected frame type 0x%02x in a put", f.type);
         }
-        frame_free(&f);
     }
 }
