@@ -21,7 +21,8 @@ samples interleaved so that a busy host slows both alike:
 3. 100 MiB in and out: ``fc-macos cp``'s path (tar through ``PUT``/``GET /files``),
    against a raw vsock byte stream through the same VMM (the guest agent's
    ``connect`` to a guest-side ``nc -e dd``), and the guest agent's own put/get over
-   the hybrid socket (no agent): MiB/s each way and cp's share of the raw stream
+   the hybrid socket (no agent), with crc32 (what cp uses) and with sha256 (the cost
+   of the checksum algorithm): MiB/s each way and cp's share of the raw stream
    (target: 70%).
 4. An HTTP request to a guest ``busybox httpd`` through the published port (agent
    listener -> guest agent ``connect``) against the guest's address over its TAP:
@@ -214,6 +215,7 @@ async def bench_exec(client: AgentClient, uds: str, n: int) -> None:
 
 
 RAW, DIRECT, AGENT = "raw vsock stream", "guest agent {} (direct)", "fc-agent cp (tar {})"
+DIRECT_SHA256 = "guest agent {} (direct, sha256)"
 WAYS = {"in": ("put", "PUT"), "out": ("get", "GET")}
 
 
@@ -240,18 +242,27 @@ async def direct_op(uds: str, what: str, op: Callable[[GuestConnection], Awaitab
 
 async def copies_in(client: AgentClient, uds: str, local: Path, data: bytes) -> dict[str, float]:
     """One round of the in direction: seconds per path. The raw stream leaves
-    RAW_FILE, the source of the copies out; the copies are checked and removed."""
+    RAW_FILE, the source of the copies out; each copy is checked and removed before
+    the next (the guest's /tmp holds two)."""
     seconds, _ = await bounded(raw_stream(uds, f"of={RAW_FILE}", data), "the raw stream in")
     got = (await guest_sh(uds, f"sha256sum {RAW_FILE}")).split()[0]
     assert got == hashlib.sha256(data).hexdigest(), "the raw stream in delivered other bytes"
 
-    took = {RAW: seconds,
-            DIRECT.format("put"): await direct_op(uds, "the direct put", lambda c: c.put_tree(local, f"{WORK}/direct")),
-            AGENT.format("PUT"): await timed(copy_to_guest(client, NAME, str(local), f"{WORK}/agent/"), "cp in")}
-    sizes = await guest_sh(uds, f"stat -c %s {WORK}/direct/{local.name} {WORK}/agent/{local.name}")
-    assert sizes.split() == [str(len(data))] * 2, sizes
-    await guest_sh(uds, f"rm -f {WORK}/direct/{local.name} {WORK}/agent/{local.name}")
-    return took
+    async def landed(copy: Awaitable[float], directory: str) -> float:
+        took = await copy
+        size = await guest_sh(uds, f"stat -c %s {directory}/{local.name} && rm -f {directory}/{local.name}")
+        assert size.split() == [str(len(data))], size
+        return took
+
+    def direct_put(checksum: str) -> Awaitable[float]:
+        return direct_op(uds, f"the direct put ({checksum})",
+                         lambda c: c.put_tree(local, f"{WORK}/direct", checksum=checksum))
+
+    return {RAW: seconds,
+            DIRECT.format("put"): await landed(direct_put("crc32"), f"{WORK}/direct"),
+            DIRECT_SHA256.format("put"): await landed(direct_put("sha256"), f"{WORK}/direct"),
+            AGENT.format("PUT"): await landed(timed(copy_to_guest(client, NAME, str(local), f"{WORK}/agent/"), "cp in"),
+                                              f"{WORK}/agent")}
 
 
 async def copies_out(client: AgentClient, uds: str, host: Path, size: int) -> dict[str, float]:
@@ -259,11 +270,13 @@ async def copies_out(client: AgentClient, uds: str, host: Path, size: int) -> di
     seconds, received = await bounded(raw_stream(uds, f"if={RAW_FILE}", None), "the raw stream out")
     assert received == size, f"the raw stream out delivered {received} bytes, not {size}"
 
-    direct, agent = Path(tempfile.mkdtemp(prefix="get-", dir=host)), Path(tempfile.mkdtemp(prefix="get-", dir=host))
+    direct, sha256, agent = (Path(tempfile.mkdtemp(prefix="get-", dir=host)) for _ in range(3))
     took = {RAW: seconds,
             DIRECT.format("get"): await direct_op(uds, "the direct get", lambda c: c.get_tree(RAW_FILE, direct)),
+            DIRECT_SHA256.format("get"): await direct_op(uds, "the direct get (sha256)",
+                                                         lambda c: c.get_tree(RAW_FILE, sha256, checksum="sha256")),
             AGENT.format("GET"): await timed(copy_from_guest(client, NAME, RAW_FILE, str(agent)), "cp out")}
-    for dest in (direct, agent):
+    for dest in (direct, sha256, agent):
         assert (dest / Path(RAW_FILE).name).stat().st_size == size
         shutil.rmtree(dest)
     return took
@@ -289,7 +302,7 @@ async def bench_copy(client: AgentClient, uds: str, mib: int, rounds: int) -> No
     for way, (op, method) in WAYS.items():
         median = {label: statistics.median(values) for label, values in rates[way].items()}
         for label, values in rates[way].items():
-            print(f"  {way + ': ' + label:<32} {median[label]:8.1f} MiB/s   (rounds: {', '.join(f'{v:.1f}' for v in values)})")
+            print(f"  {way + ': ' + label:<37} {median[label]:8.1f} MiB/s   (rounds: {', '.join(f'{v:.1f}' for v in values)})")
         cp, raw, direct = median[AGENT.format(method)], median[RAW], median[DIRECT.format(op)]
         verdict = "met" if cp >= 0.7 * raw else "NOT met"
         print(f"  {way}: cp / raw stream {cp / raw:.0%} (target 70%: {verdict});  cp / direct guest agent {cp / direct:.0%}")

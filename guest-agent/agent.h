@@ -10,6 +10,8 @@
  *   io.c              EINTR-safe reads/writes, frames, logging, small helpers
  *   json.c            a minimal JSON reader (DOM) and writer
  *   sha256.c          SHA-256 (FIPS 180-4)
+ *   crc32.c           CRC-32 (IEEE, zlib's crc32)
+ *   checksum.c        the file transfers' checksum: crc32 or sha256, as the client asks
  *   exec.c            the exec operation (pipes or a pty, signals, timeout)
  *   files.c           stat and get (file trees, streamed, checksummed)
  *   put.c             put (staged, all or nothing)
@@ -118,6 +120,38 @@ void sha256_blocks_portable(uint32_t h[8], const unsigned char *p, size_t n);
 void sha256_blocks_accel(uint32_t h[8], const unsigned char *p, size_t n);
 int sha256_have_accel(void);
 
+/* ---- crc32.c --------------------------------------------------------------------------- */
+
+/* Continues a CRC-32 like zlib's crc32(crc, p, n): start with 0, pass each result back in.
+ * crc32_update uses the CPU's CRC32 instructions (ARMv8) where crc32_have_accel(), else the
+ * portable code; both are exposed for the test harness. */
+uint32_t crc32_update(uint32_t crc, const void *data, size_t n);
+uint32_t crc32_update_portable(uint32_t crc, const void *data, size_t n);
+uint32_t crc32_update_accel(uint32_t crc, const void *data, size_t n);
+int crc32_have_accel(void);
+
+/* ---- checksum.c ------------------------------------------------------------------------ */
+
+typedef enum { CK_CRC32, CK_SHA256 } checksum_alg;
+
+typedef struct {
+    checksum_alg alg;
+    uint32_t crc;
+    sha256_ctx sha;
+} checksum_ctx;
+
+/* The request's "checksum" ("crc32" or "sha256"; absent or null: sha256). 0 ok; -1 after
+ * answering RES bad_request for another value. */
+int checksum_from_request(int fd, const jval *req, checksum_alg *alg);
+/* The algorithm's name on the wire: the RES's "checksum" and FILE_END's key. */
+const char *checksum_name(checksum_alg alg);
+/* The JSON array of every accepted name (info's "checksums"). */
+void checksum_list(jbuf *b);
+void checksum_init(checksum_ctx *c, checksum_alg alg);
+void checksum_update(checksum_ctx *c, const void *data, size_t n);
+/* Lowercase hex: 8 digits for crc32, 64 for sha256. */
+void checksum_final_hex(checksum_ctx *c, char out[65]);
+
 /* ---- io.c ------------------------------------------------------------------------------ */
 
 /* Blocking helpers, restarted on EINTR; write_all handles partial writes. Return 0 / -1. */
@@ -133,6 +167,11 @@ typedef struct {
 
 /* Reads one frame (blocking). 0 ok, 1 clean EOF at a frame boundary, -1 error or oversize. */
 int frame_read(int fd, frame *f);
+/* The same, into the caller's buffer *buf of *cap bytes, grown (realloc) when a frame needs
+ * more: f->payload points into it, valid until the next call; the caller frees *buf. For a
+ * stream of large frames (put's DATA) this saves an allocation, and with musl a fresh
+ * mapping and its page faults, per frame. */
+int frame_read_into(int fd, frame *f, char **buf, size_t *cap);
 void frame_free(frame *f);
 int frame_send(int fd, int type, const void *payload, size_t len);
 int frame_send_buf(int fd, int type, const jbuf *b);

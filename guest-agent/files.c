@@ -1,8 +1,9 @@
 /* stat, get and put: file trees as ENTRY / DATA / FILE_END / END frames.
  *
  * get streams depth-first (a directory before its children), files in 256 KiB DATA
- * frames, so no file is ever held in memory. put writes every file to a temporary name
- * beside its destination and moves it into place only when its size and sha256 match;
+ * frames, so no file is ever held in memory, each followed by FILE_END with its checksum
+ * (crc32 or sha256, as the request asked). put writes every file to a temporary name
+ * beside its destination and moves it into place only when its size and checksum match;
  * a new top-level directory is built under a temporary name and renamed at END; files
  * replacing or joining existing ones are renamed at END. Any failure (or a vanished
  * client) removes every temporary, so nothing new is left at the destination.
@@ -77,14 +78,17 @@ static void stat_fields(jbuf *b, const char *path, const struct stat *st)
     free(t);
 }
 
-/* RES {"ok": true, <stat fields>}. */
-static int send_stat_res(int fd, const char *path, const struct stat *st)
+/* RES {"ok": true, <stat fields>}, and for a get the checksum its FILE_ENDs carry. */
+static int send_stat_res(int fd, const char *path, const struct stat *st, const char *checksum)
 {
     jbuf b;
     jb_init(&b);
     jb_obj(&b);
     jb_key(&b, "ok"); jb_bool(&b, 1);
     stat_fields(&b, path, st);
+    if (checksum) {
+        jb_key(&b, "checksum"); jb_cstr(&b, checksum);
+    }
     jb_obj_end(&b);
     int r = frame_send_buf(fd, F_RES, &b);
     jb_free(&b);
@@ -119,7 +123,7 @@ void op_stat(int fd, const jval *req)
         send_path_error(fd, F_RES, errno, path);
         return;
     }
-    send_stat_res(fd, path, &st);
+    send_stat_res(fd, path, &st, NULL);
 }
 
 /* ---- get ----------------------------------------------------------------------------------- */
@@ -128,6 +132,7 @@ typedef struct {
     int fd;
     long long entries, bytes;
     char *chunk;
+    checksum_alg alg;
 } getter;
 
 /* A failure in the middle of a get: RESULT with the error, and the connection closes. */
@@ -165,8 +170,8 @@ static void send_file(getter *g, const char *path, const char *rel, const struct
     if (f < 0)
         get_abort(g, errno, path, "cannot open");
     send_entry(g, rel, st, NULL);
-    sha256_ctx sha;
-    sha256_init(&sha);
+    checksum_ctx sum;
+    checksum_init(&sum, g->alg);
     off_t left = st->st_size; /* exactly the size the ENTRY announced */
     while (left > 0) {
         size_t want = left < CHUNK ? (size_t)left : CHUNK;
@@ -177,7 +182,7 @@ static void send_file(getter *g, const char *path, const char *rel, const struct
             get_abort(g, errno, path, "read failed");
         if (n == 0)
             get_abort(g, EIO, path, "the file shrank while it was read");
-        sha256_update(&sha, g->chunk, (size_t)n);
+        checksum_update(&sum, g->chunk, (size_t)n);
         if (frame_send(g->fd, F_DATA, g->chunk, (size_t)n) < 0)
             _exit(0);
         left -= n;
@@ -185,9 +190,9 @@ static void send_file(getter *g, const char *path, const char *rel, const struct
     }
     close(f);
     char hex[65];
-    sha256_final_hex(&sha, hex);
+    checksum_final_hex(&sum, hex);
     char msg[96];
-    int n = snprintf(msg, sizeof msg, "{\"sha256\":\"%s\"}", hex);
+    int n = snprintf(msg, sizeof msg, "{\"%s\":\"%s\"}", checksum_name(g->alg), hex);
     if (frame_send(g->fd, F_FILE_END, msg, (size_t)n) < 0)
         _exit(0);
 }
@@ -234,7 +239,8 @@ void op_get(int fd, const jval *req)
 {
     const char *path = request_path(fd, req);
     struct stat st;
-    if (!path)
+    checksum_alg alg;
+    if (!path || checksum_from_request(fd, req, &alg) < 0)
         return;
     if (lstat(path, &st) < 0) {
         send_path_error(fd, F_RES, errno, path);
@@ -259,11 +265,11 @@ void op_get(int fd, const jval *req)
         return;
     }
     set_io_timeouts(fd);
-    if (send_stat_res(fd, copy, &st) < 0) {
+    if (send_stat_res(fd, copy, &st, checksum_name(alg)) < 0) {
         free(copy);
         return;
     }
-    getter g = {fd, 0, 0, malloc(CHUNK)};
+    getter g = {fd, 0, 0, malloc(CHUNK), alg};
     if (!g.chunk)
         abort();
     walk(&g, copy, base);

@@ -54,7 +54,7 @@ int read_full(int fd, void *p, size_t n)
     return 0;
 }
 
-int frame_read(int fd, frame *f)
+int frame_read_into(int fd, frame *f, char **buf, size_t *cap)
 {
     unsigned char hdr[5];
     f->payload = NULL;
@@ -67,18 +67,31 @@ int frame_read(int fd, frame *f)
         errno = EMSGSIZE;
         return -1;
     }
-    f->payload = malloc(f->len + 1);
-    if (!f->payload)
-        abort();
-    if (f->len && read_full(fd, f->payload, f->len)) {
+    if (*cap < (size_t)f->len + 1) {
+        char *grown = realloc(*buf, (size_t)f->len + 1);
+        if (!grown)
+            abort();
+        *buf = grown;
+        *cap = (size_t)f->len + 1;
+    }
+    if (f->len && read_full(fd, *buf, f->len)) {
         if (errno == 0)
             errno = EPIPE;
-        free(f->payload);
-        f->payload = NULL;
         return -1;
     }
+    f->payload = *buf;
     f->payload[f->len] = 0;
     return 0;
+}
+
+int frame_read(int fd, frame *f)
+{
+    char *buf = NULL;
+    size_t cap = 0;
+    int r = frame_read_into(fd, f, &buf, &cap);
+    if (r)
+        free(buf);
+    return r;
 }
 
 void frame_free(frame *f)

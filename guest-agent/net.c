@@ -95,6 +95,8 @@ void op_info(int fd, const jval *req)
         jb_cstr(&b, ops[k]);
     }
     jb_arr_end(&b);
+    jb_key(&b, "checksums");
+    checksum_list(&b);
     jb_key(&b, "addresses");
     write_addresses(&b);
     jb_obj_end(&b);

@@ -4,7 +4,8 @@
  * - a top-level directory that does not exist yet is built as DIR/.fcga-PID-N.tmp and
  *   renamed to its name at END;
  * - every file and symlink is written as .fcga-PID-N.tmp beside its destination; inside a
- *   staged directory it takes its name at FILE_END, elsewhere (replacing or joining existing
+ *   staged directory it takes its name at FILE_END (once its size and checksum, crc32 or
+ *   sha256 as the request asked, match), elsewhere (replacing or joining existing
  *   files) at END;
  * - directories made inside existing ones are remembered and removed again on failure.
  * Directory modes and mtimes are applied at END, children before parents.
@@ -24,10 +25,16 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <linux/vm_sockets.h>
 
 #include "agent.h"
 
 #define IO_TIMEOUT_S 120
+/* The receive buffer of a put's vsock connection (Linux's default is 256 KiB, what one DATA
+ * frame of the reference client holds): the host may send this much ahead while the guest
+ * writes a frame out, so the stream does not stall on every frame. Measured under emulation,
+ * 1 MiB took a put from about 38 to 54 MiB/s; 2 and 4 MiB added nothing. */
+#define VSOCK_BUFFER (1ull << 20)
 
 typedef struct {
     char *name;   /* top-level entry name */
@@ -64,7 +71,8 @@ typedef struct {
     long long file_size, file_got;
     mode_t file_mode;
     struct timespec file_mtime;
-    sha256_ctx sha;
+    checksum_alg alg;   /* what the request asked for: FILE_END's key */
+    checksum_ctx sum;
 } putter;
 
 static void *grow(void *arr, size_t n, size_t size)
@@ -303,7 +311,7 @@ static void begin_entry(putter *p, const frame *f)
             p->file_got = 0;
             p->file_mode = (mode_t)mode;
             p->file_mtime = mt;
-            sha256_init(&p->sha);
+            checksum_init(&p->sum, p->alg);
         }
     }
     free(parent);
@@ -314,17 +322,18 @@ static void end_file(putter *p, const frame *f)
 {
     int bad = 0;
     jval *e = json_parse(f->payload, f->len, NULL);
-    const char *want = json_cstr(e, "sha256", NULL, &bad);
+    const char *name = checksum_name(p->alg);
+    const char *want = json_cstr(e, name, NULL, &bad);
     char got[65];
-    sha256_final_hex(&p->sha, got);
+    checksum_final_hex(&p->sum, got);
     if (!want || bad)
-        fail(p, "bad_request", "FILE_END needs {\"sha256\": HEX}");
+        fail(p, "bad_request", "FILE_END needs {\"%s\": HEX} (the checksum this put asked for)", name);
     if (p->file_got != p->file_size)
         fail(p, "checksum_mismatch", "%.400s: received %lld bytes, the entry announced %lld", p->file_final,
              p->file_got, p->file_size);
     if (strcasecmp(want, got))
-        fail(p, "checksum_mismatch", "%.400s: sha256 of the received bytes is %s, the sender's is %.64s",
-             p->file_final, got, want);
+        fail(p, "checksum_mismatch", "%.400s: %s of the received bytes is %s, the sender's is %.64s",
+             p->file_final, name, got, want);
     json_free(e);
     if (fchmod(p->file_fd, p->file_mode) < 0)
         fail_errno(p, errno, "cannot chmod", p->file_tmp);
@@ -388,10 +397,13 @@ void op_put(int fd, const jval *req)
     int bad = 0;
     const char *dir = json_cstr(req, "path", NULL, &bad);
     struct stat st;
+    checksum_alg alg;
     if (bad || !dir || dir[0] != '/') {
         send_error(fd, F_RES, "bad_request", "\"path\" must be an absolute path in the guest");
         return;
     }
+    if (checksum_from_request(fd, req, &alg) < 0)
+        return;
     if (stat(dir, &st) < 0) {
         send_error(fd, F_RES, errno_code(errno), "%.400s: %s in the guest", dir,
                    errno == ENOENT ? "no such directory" : strerror(errno));
@@ -404,21 +416,29 @@ void op_put(int fd, const jval *req)
     struct timeval tv = {IO_TIMEOUT_S, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (frame_send(fd, F_RES, "{\"ok\":true}", 11) < 0)
+    unsigned long long vbuf = VSOCK_BUFFER; /* fails harmlessly on unix: and tcp: listeners */
+    setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_MAX_SIZE, &vbuf, sizeof vbuf);
+    setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE, &vbuf, sizeof vbuf);
+    char res[64];
+    int n = snprintf(res, sizeof res, "{\"ok\":true,\"checksum\":\"%s\"}", checksum_name(alg));
+    if (frame_send(fd, F_RES, res, (size_t)n) < 0)
         return;
     putter p;
     memset(&p, 0, sizeof p);
     p.sock = fd;
     p.file_fd = -1;
+    p.alg = alg;
     /* DIR without trailing slashes (keeps "/" as it is). */
     char *d = strdup(dir);
     size_t len = strlen(d);
     while (len > 1 && d[len - 1] == '/')
         d[--len] = 0;
     p.dir = len == 1 ? "" : d; /* "" + "/name" = "/name" */
+    char *buf = NULL; /* every frame is read into this one buffer */
+    size_t cap = 0;
     for (;;) {
         frame f;
-        int r = frame_read(fd, &f);
+        int r = frame_read_into(fd, &f, &buf, &cap);
         if (r != 0) { /* cut off: undo, nobody to tell */
             rollback(&p);
             return;
@@ -434,7 +454,7 @@ void op_put(int fd, const jval *req)
                 fail(&p, "bad_request", "DATA outside a file entry");
             if (write_all(p.file_fd, f.payload, f.len) < 0)
                 fail_errno(&p, errno, "cannot write", p.file_final);
-            sha256_update(&p.sha, f.payload, f.len);
+            checksum_update(&p.sum, f.payload, f.len);
             p.file_got += f.len;
             p.bytes += f.len;
             break;
@@ -445,11 +465,10 @@ void op_put(int fd, const jval *req)
             break;
         case F_END:
             finish(&p, &f);
-            frame_free(&f);
+            free(buf);
             return;
         default:
             fail(&p, "bad_request", "unexpected frame type 0x%02x in a put", f.type);
         }
-        frame_free(&f);
     }
 }

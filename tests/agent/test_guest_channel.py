@@ -13,6 +13,7 @@ import io
 import os
 import tarfile
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -368,21 +369,21 @@ async def test_a_tree_that_does_not_match_its_checksum_or_breaks_off_is_never_a_
 
     entry = encode_json(FrameType.ENTRY, {"path": "f", "type": "file", "mode": 0o644, "mtime": 1, "size": 3})
     data = encode_frame(FrameType.DATA, b"abc")
-    good_sum = hashlib.sha256(b"abc").hexdigest()
+    good_sum = f"{zlib.crc32(b'abc'):08x}"  # what fc-agent asks for
     end = encode_json(FrameType.END, {"entries": 1, "bytes": 3})
     written = bytearray()
 
     async def write(chunk: bytes) -> None:
         written.extend(chunk)
 
-    summary = await guest_files.tree_to_tar(fed(entry, data, encode_json(FrameType.FILE_END, {"sha256": good_sum}), end), write)
+    summary = await guest_files.tree_to_tar(fed(entry, data, encode_json(FrameType.FILE_END, {"crc32": good_sum}), end), write)
     assert (summary.entries, summary.bytes) == (1, 3)
     with tarfile.open(fileobj=io.BytesIO(bytes(written))) as tar:
         assert tar.extractfile("f").read() == b"abc"  # type: ignore[union-attr]
 
     for frames, error in (
-        ((entry, data, encode_json(FrameType.FILE_END, {"sha256": "0" * 64}), end), "checksum_mismatch"),
-        ((entry, data + data, encode_json(FrameType.FILE_END, {"sha256": good_sum}), end), "checksum_mismatch"),
+        ((entry, data, encode_json(FrameType.FILE_END, {"crc32": "0" * 8}), end), "checksum_mismatch"),
+        ((entry, data + data, encode_json(FrameType.FILE_END, {"crc32": good_sum}), end), "checksum_mismatch"),
         ((entry, data), "guest_connection_closed"),  # the stream ends before END
         ((encode_json(FrameType.ENTRY, {"path": "../x", "type": "file", "size": 0}),), "guest_protocol"),
         ((encode_json(FrameType.RESULT, {"ok": False, "error": "permission_denied", "message": "m"}),), "permission_denied"),

@@ -13,7 +13,8 @@ from fc_macos.errors import FcMacosError
 GUEST = ["ARCHES", "BIN_DIR", "GUEST_AGENT_PORT", "PROTOCOL_VERSION", "binary_path", "normalize_arch"]
 
 PROTOCOL = [
-    "ExecEvent", "ExecExit", "ExecOutput", "ExecResult", "Frame", "FrameDecoder", "FrameType", "GUEST_AGENT_PORT",
+    "CHECKSUMS", "ExecEvent", "ExecExit", "ExecOutput", "ExecResult", "Frame", "FrameDecoder", "FrameType",
+    "GUEST_AGENT_PORT",
     "GetItem", "GetStream", "GuestAgentError", "GuestBadRequest", "GuestChecksumMismatch", "GuestCommandNotFound",
     "GuestConnection", "GuestConnectionClosed", "GuestConnectionRefused", "GuestExists", "GuestIOError",
     "GuestNotADirectory", "GuestNotExecutable", "GuestNotFound", "GuestPermissionDenied", "GuestProtocolError",

@@ -3,12 +3,13 @@ file trees on the vsock side (:mod:`fc_macos.guest.transfer`), converted as
 they stream.
 
 * :func:`tree_to_tar` turns a ``get`` (a :class:`GetStream`, which checks
-  every file's size and sha256 against the guest's before it yields the next
-  item) into a tar stream (PAX format: long names, exact mtimes). A file's
-  padding goes out only once its check passed, and the end-of-archive blocks
-  only after END, so a tree that fails midway never reads as a whole tar.
+  every file's size and checksum, CRC-32 unless the guest agent predates it,
+  against the guest's before it yields the next item) into a tar stream (PAX
+  format: long names, exact mtimes). A file's padding goes out only once its
+  check passed, and the end-of-archive blocks only after END, so a tree that
+  fails midway never reads as a whole tar.
 * :func:`tar_to_tree` turns a tar stream (ustar, PAX or GNU long names) into
-  a ``put`` (a :class:`PutSession`, which sends each file's sha256), adding
+  a ``put`` (a :class:`PutSession`, which sends each file's checksum), adding
   the directories a tar of bare file paths leaves out (:class:`ParentDirs`); the
   guest agent writes each file under a temporary name and renames it into
   place only after the check, and builds a new top-level directory under a
@@ -57,7 +58,7 @@ def tar_header(entry: TreeEntry) -> bytes:
 
 async def tree_to_tar(stream: GetStream, write: Callable[[bytes], Awaitable[None]]) -> TransferResult:
     """``write`` the tree of ``stream`` as a tar stream, ending with the two
-    zero blocks; return the END totals. A size or sha256 that does not match
+    zero blocks; return the END totals. A size or checksum that does not match
     the guest's, or a tree that breaks off, raises (GuestAgentError) before
     the tar is complete: the caller must then abort its response, so that
     nobody takes it for whole."""

@@ -145,7 +145,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "getFiles",
             "summary": "a file or directory tree of the guest as a tar stream (its basename on top); every file's "
-            "sha256 is checked against the guest's, and a stream that fails midway is cut off, never ended",
+            "checksum (CRC-32) is checked against the guest's, and a stream that fails midway is cut off, never ended",
             "parameters": [NAME_PARAM, PATH_PARAM],
             "responses": {
                 "200": {"description": "tar stream; headers Fc-Guest-Type (file, dir, symlink) and Fc-Guest-Size",

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Literal, Mapping, Sequence, Union
 
 from . import GUEST_AGENT_PORT, PROTOCOL_VERSION
+from .checksum import CHECKSUMS, DEFAULT_CHECKSUM, answered, require_known
 from .errors import (
     GuestAgentError,
     GuestBadRequest,
@@ -194,7 +195,8 @@ class GuestConnection:
     # -- info
 
     async def info(self) -> dict[str, Any]:
-        """``{"version", "arch", "kernel", "hostname", "uptime_s", "pid", "ops", "addresses": [...]}``."""
+        """``{"version", "arch", "kernel", "hostname", "uptime_s", "pid", "ops", "checksums", "addresses": [...]}``
+        (``checksums``, the transfer checksums it accepts, is missing from older guest agents)."""
         res = await self.request("info")
         res.pop("ok", None)
         return res
@@ -319,23 +321,29 @@ class GuestConnection:
         """``lstat`` of an absolute guest path; raises GuestNotFound if it does not exist."""
         return GuestStat.from_json(await self.request("stat", path=path))
 
-    async def get(self, path: str) -> GetStream:
+    async def get(self, path: str, *, checksum: str = DEFAULT_CHECKSUM) -> GetStream:
         """Starts sending the tree at the absolute guest ``path`` (a file, directory or
         symlink, not followed); iterate the returned :class:`GetStream` to receive it.
 
-        Raises GuestNotFound (and the like) before anything is sent.
+        ``checksum`` (one of :data:`CHECKSUMS`) is what each file's FILE_END should
+        carry; the stream checks whatever the guest's answer names (sha256 from a guest
+        agent that predates the choice). Raises ValidationError for an unknown
+        ``checksum``, GuestNotFound (and the like) before anything is sent.
         """
-        return GetStream(self, GuestStat.from_json(await self.request("get", path=path)))
+        res = await self.request("get", path=path, checksum=require_known(checksum))
+        return GetStream(self, GuestStat.from_json(res), answered(res))
 
-    async def get_tree(self, path: str, local_dir: str | os.PathLike[str]) -> TransferResult:
+    async def get_tree(self, path: str, local_dir: str | os.PathLike[str], *,
+                       checksum: str = DEFAULT_CHECKSUM) -> TransferResult:
         """Copies the guest's ``path`` into the existing local directory ``local_dir``
         (as ``local_dir/<basename>``), keeping modes, mtimes and symlinks, every file
-        checked by sha256. On any failure nothing new is left in ``local_dir``.
-        Raises NotFoundError when ``local_dir`` is not a directory (before asking the guest).
+        checked by size and ``checksum`` (as :meth:`get`). On any failure nothing new is
+        left in ``local_dir``. Raises NotFoundError when ``local_dir`` is not a directory
+        (before asking the guest).
         """
         try:
             writer = LocalTreeWriter(Path(local_dir))
-            stream = await self.get(path)
+            stream = await self.get(path, checksum=checksum)
         except BaseException:
             await self.close()
             raise
@@ -354,24 +362,28 @@ class GuestConnection:
         assert stream.result is not None
         return stream.result
 
-    async def begin_put(self, remote_dir: str) -> PutSession:
+    async def begin_put(self, remote_dir: str, *, checksum: str = DEFAULT_CHECKSUM) -> PutSession:
         """Starts a put into the existing absolute guest directory ``remote_dir``.
 
-        Raises GuestNotFound / GuestNotADirectory before anything is sent.
+        ``checksum`` (one of :data:`CHECKSUMS`) is what the session's FILE_ENDs should
+        carry; it uses whatever the guest's answer names (sha256 from a guest agent that
+        predates the choice). Raises ValidationError for an unknown ``checksum``,
+        GuestNotFound / GuestNotADirectory before anything is sent.
         """
-        await self.request("put", path=remote_dir)
-        return PutSession(self)
+        res = await self.request("put", path=remote_dir, checksum=require_known(checksum))
+        return PutSession(self, answered(res))
 
     async def put_tree(self, local_path: str | os.PathLike[str], remote_dir: str,
-                       *, chunk_size: int = 512 * 1024) -> TransferResult:
+                       *, chunk_size: int = 512 * 1024, checksum: str = DEFAULT_CHECKSUM) -> TransferResult:
         """Copies a local file, directory or symlink into the existing guest directory
-        ``remote_dir`` (as ``remote_dir/<basename>``), keeping modes, mtimes and symlinks.
+        ``remote_dir`` (as ``remote_dir/<basename>``), keeping modes, mtimes and symlinks,
+        every file checked by size and ``checksum`` in the guest (as :meth:`begin_put`).
 
         All or nothing: the guest moves the tree into place only after END, and a failure
         or a cut connection leaves nothing new there.
         """
         try:
-            session = await self.begin_put(remote_dir)
+            session = await self.begin_put(remote_dir, checksum=checksum)
             for entry, path in iter_local_tree(Path(local_path)):
                 await session.entry(entry)
                 if entry.type == "file":
@@ -449,6 +461,7 @@ async def open_hybrid_vsock(uds_path: str, port: int = GUEST_AGENT_PORT, *, time
 
 
 __all__ = [
+    "CHECKSUMS",
     "GUEST_AGENT_PORT",
     "MAX_FRAME",
     "PROTOCOL_VERSION",

@@ -1,8 +1,9 @@
 """Streaming file-tree transfers over a guest connection: :class:`GetStream` (guest to
 here) and :class:`PutSession` (here to guest).
 
-Both check every file's size and sha256 on the way, so a relay (fc-agent's tar bridge)
-can stream without buffering and still rely on what arrives. Obtain them through
+Both check every file's size and checksum (:mod:`fc_macos.guest.checksum`: crc32, or
+sha256 with an older guest agent) on the way, so a relay (fc-agent's tar bridge) can
+stream without buffering and still rely on what arrives. Obtain them through
 :meth:`GuestConnection.get <fc_macos.guest.protocol.GuestConnection.get>` and
 :meth:`GuestConnection.begin_put <fc_macos.guest.protocol.GuestConnection.begin_put>`.
 """
@@ -10,10 +11,10 @@ can stream without buffering and still rely on what arrives. Obtain them through
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from typing import TYPE_CHECKING, AsyncIterator, Union
 
+from .checksum import DEFAULT_CHECKSUM, new_checksum, require_known
 from .errors import GuestAgentError, GuestChecksumMismatch, GuestConnectionClosed, GuestProtocolError, error_from_response
 from .frames import MAX_FRAME, Frame, FrameType
 from .tree import GuestStat, TransferResult, TreeEntry
@@ -31,20 +32,23 @@ class GetStream:
     """A ``get`` in progress: ``stat`` is the top path's stat; iterate for the tree.
 
     Iteration yields a :class:`TreeEntry` per entry, each file entry followed by its bytes
-    (``bytes`` chunks, none for an empty file). A file's size and sha256 are checked before
-    the next item is yielded (GuestChecksumMismatch otherwise); a failure the guest reports
-    midway (a file that cannot be read) raises its typed error. After the iteration
-    ``result`` holds the END totals. Iterate once.
+    (``bytes`` chunks, none for an empty file). A file's size and ``checksum`` (the
+    algorithm the guest's RES named, so its FILE_ENDs carry) are checked before the next
+    item is yielded (GuestChecksumMismatch otherwise); a failure the guest reports midway
+    (a file that cannot be read) raises its typed error. After the iteration ``result``
+    holds the END totals. Iterate once.
     """
 
-    def __init__(self, conn: GuestConnection, stat: GuestStat) -> None:
+    def __init__(self, conn: GuestConnection, stat: GuestStat, checksum: str = DEFAULT_CHECKSUM) -> None:
         self._conn = conn
         self.stat = stat
+        self.checksum = require_known(checksum)
         self.result: TransferResult | None = None
 
     async def __aiter__(self) -> AsyncIterator[GetItem]:
         current: TreeEntry | None = None
-        sha = hashlib.sha256()
+        name = self.checksum
+        sum_ = new_checksum(name)
         got = entries = total = 0
         while True:
             frame = await self._conn.receive()
@@ -54,12 +58,12 @@ class GetStream:
                 entry = TreeEntry.from_json(frame.json())
                 entries += 1
                 if entry.type == "file":
-                    current, sha, got = entry, hashlib.sha256(), 0
+                    current, sum_, got = entry, new_checksum(name), 0
                 yield entry
             elif frame.type == FrameType.DATA:
                 if current is None:
                     raise GuestProtocolError("DATA outside a file entry")
-                sha.update(frame.payload)
+                sum_.update(frame.payload)
                 got += len(frame.payload)
                 total += len(frame.payload)
                 if got > current.size:
@@ -68,11 +72,14 @@ class GetStream:
             elif frame.type == FrameType.FILE_END:
                 if current is None:
                     raise GuestProtocolError("FILE_END outside a file entry")
-                want = str(frame.json().get("sha256", "")).lower()
-                if got != current.size or sha.hexdigest() != want:
+                body = frame.json()
+                if not isinstance(body.get(name), str):
+                    raise GuestProtocolError(f"FILE_END of {current.path!r} without its {name}: {body}")
+                want = body[name].lower()
+                if got != current.size or sum_.hexdigest() != want:
                     raise GuestChecksumMismatch(
-                        f"{current.path}: received {got} bytes with sha256 {sha.hexdigest()}, "
-                        f"the guest sent {current.size} bytes with sha256 {want}",
+                        f"{current.path}: received {got} bytes with {name} {sum_.hexdigest()}, "
+                        f"the guest sent {current.size} bytes with {name} {want}",
                         hint="copy it again (the file may have changed while it was read)",
                     )
                 current = None
@@ -94,18 +101,20 @@ class PutSession:
     """A ``put`` in progress into the guest directory given to ``begin_put``.
 
     Send each entry with :meth:`entry`; for a file follow it with :meth:`data` (any chunk
-    sizes) and :meth:`file_end` (the sha256 is computed from the data sent). End with
+    sizes) and :meth:`file_end` (the ``checksum``, the algorithm the guest's RES named, is
+    computed from the data sent). End with
     :meth:`finish`, which returns the guest's totals once everything is in place. If the
     guest refuses something midway, the next call raises its typed error. To give up,
     close the connection: the guest then leaves nothing new behind.
     """
 
-    def __init__(self, conn: GuestConnection) -> None:
+    def __init__(self, conn: GuestConnection, checksum: str = DEFAULT_CHECKSUM) -> None:
+        self.checksum = require_known(checksum)
+        self._sum = new_checksum(checksum)
         self._conn = conn
         self._result: asyncio.Future[Frame] = asyncio.ensure_future(conn.receive())
         self._result.add_done_callback(_consume)
         self._file: TreeEntry | None = None
-        self._sha = hashlib.sha256()
         self._sent = 0
         self.entries = 0
         self.bytes = 0
@@ -138,7 +147,7 @@ class PutSession:
         await self._send(FrameType.ENTRY, _json(entry.to_json()))
         self.entries += 1
         if entry.type == "file":
-            self._file, self._sha, self._sent = entry, hashlib.sha256(), 0
+            self._file, self._sum, self._sent = entry, new_checksum(self.checksum), 0
 
     async def data(self, chunk: bytes) -> None:
         """Sends bytes of the current file entry."""
@@ -146,13 +155,13 @@ class PutSession:
             raise GuestProtocolError("data outside a file entry")
         for i in range(0, len(chunk), MAX_FRAME):
             part = chunk[i:i + MAX_FRAME]
-            self._sha.update(part)
+            self._sum.update(part)
             self._sent += len(part)
             self.bytes += len(part)
             await self._send(FrameType.DATA, part)
 
     async def file_end(self) -> None:
-        """Ends the current file: FILE_END with the sha256 of the bytes sent."""
+        """Ends the current file: FILE_END with the checksum of the bytes sent."""
         if self._file is None:
             raise GuestProtocolError("file_end outside a file entry")
         if self._sent != self._file.size:
@@ -160,7 +169,7 @@ class PutSession:
                 f"{self._file.path}: {self._sent} bytes sent, the entry announced {self._file.size}",
                 hint="the file changed while it was copied: copy it again",
             )
-        await self._send(FrameType.FILE_END, _json({"sha256": self._sha.hexdigest()}))
+        await self._send(FrameType.FILE_END, _json({self.checksum: self._sum.hexdigest()}))
         self._file = None
 
     async def finish(self) -> TransferResult:

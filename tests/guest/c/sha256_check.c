@@ -2,39 +2,31 @@
  *   "hash LEN HEX"  sha256 of the test pattern of LEN bytes, fed in uneven pieces
  *   "accel N"       whether this CPU has SHA instructions
  *   "blocks OK" / "blocks MISMATCH N"  portable and accelerated block functions agree */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "agent.h"
+#include "harness.h"
 
-static unsigned char pattern(size_t i, size_t len)
+static sha256_ctx ctx;
+
+static void begin(void)
 {
-    return (unsigned char)((i * 131 + len * 7 + (i >> 8)) & 0xff);
+    sha256_init(&ctx);
+}
+
+static void feed(const unsigned char *p, size_t n)
+{
+    sha256_update(&ctx, p, n);
+}
+
+static void end(size_t len)
+{
+    char hex[65];
+    sha256_final_hex(&ctx, hex);
+    printf("hash %zu %s\n", len, hex);
 }
 
 int main(void)
 {
-    static const size_t big[] = {1000, 4096, 65535, 65536, 65537, 1048576 + 17};
-    size_t lens[260 + sizeof big / sizeof big[0]], nl = 0;
-    for (size_t l = 0; l < 260; l++)
-        lens[nl++] = l;
-    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
-        lens[nl++] = big[i];
-    for (size_t k = 0; k < nl; k++) {
-        size_t len = lens[k];
-        unsigned char *d = malloc(len + 1);
-        for (size_t i = 0; i < len; i++)
-            d[i] = pattern(i, len);
-        sha256_ctx c;
-        sha256_init(&c);
-        for (size_t off = 0, step = 1; off < len; off += step, step = step * 3 + 1) /* 1, 4, 13, 40 ... */
-            sha256_update(&c, d + off, off + step > len ? len - off : step);
-        char hex[65];
-        sha256_final_hex(&c, hex);
-        printf("hash %zu %s\n", len, hex);
-        free(d);
-    }
+    for_each_pattern(260, begin, feed, end);
     printf("accel %d\n", sha256_have_accel());
     unsigned char data[64 * 20];
     for (size_t i = 0; i < sizeof data; i++)
