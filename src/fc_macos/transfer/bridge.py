@@ -100,7 +100,7 @@ class LoopToThread:
 
     def __init__(self) -> None:
         self._queue: queue.Queue[bytes | _End] = queue.Queue(DEPTH)
-        self._buffer = b""
+        self._buffer = bytearray()  # appended at the end, taken from the front (both cheap)
         self._ended = False
         self._stopped = threading.Event()
 
@@ -153,7 +153,8 @@ class LoopToThread:
             self._buffer += item
         if size < 0:
             size = len(self._buffer)
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
         return data
 
     def stop(self) -> None:
