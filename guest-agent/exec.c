@@ -328,6 +328,7 @@ typedef struct {
     int out_fd, err_fd; /* pipes' read ends, or the pty master as out_fd */
     int in_fd;          /* the stdin pipe's write end, or the pty master */
     int master;         /* the pty master, or -1 */
+    int held_master;    /* the master after the slave's last close, kept open until the command exits */
     int out_eof_sent, err_eof_sent;
     int stdin_eof; /* 1: the client sent EOF of stdin, pass it on once the queue is written; 2: done */
     queue to_client, to_stdin;
@@ -349,6 +350,12 @@ static void close_output(session *s, int *fd, int type, int *eof_sent)
     if (*fd == s->master && s->master >= 0) { /* the pty: input goes too */
         s->in_fd = -1;
         s->master = -1;
+        /* Closing the master hangs the terminal up, and the kernel sends SIGHUP to the
+         * session leader: a command that has just closed its last tty descriptor on its way
+         * out would die of it (exit 129) instead of exiting as it meant to. So the master is
+         * kept (unread) until the command has exited, as a real terminal stays open. */
+        s->held_master = *fd;
+        *fd = -1;
     }
     close_fd(fd);
     if (!*eof_sent)
@@ -661,6 +668,7 @@ void op_exec(int fd, const jval *req)
     s.sock = fd;
     s.pid = pid;
     s.master = master;
+    s.held_master = -1;
     s.out_fd = r.tty ? master : out_p[0];
     s.err_fd = r.tty ? -1 : err_p[0];
     s.in_fd = r.tty ? master : in_p[1];
@@ -687,5 +695,6 @@ void op_exec(int fd, const jval *req)
         s.err_eof_sent = 1;
     }
     close_fd(&s.in_fd);
+    close_fd(&s.held_master); /* the command has exited */
     send_exit(&s);
 }

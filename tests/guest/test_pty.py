@@ -81,6 +81,15 @@ async def test_stdin_eof_on_a_tty_ends_cat(conn: GuestConnection) -> None:
     assert out.count(b"typed") == 2  # the terminal's echo and cat's copy
 
 
+async def test_a_command_that_closes_its_terminal_still_exits_as_it_means_to(conn: GuestConnection) -> None:
+    # Its last tty descriptor closed while it runs on: the terminal must not be hung up under
+    # it (a SIGHUP, exit 129), as cat's own close on its way out was before its exit.
+    await conn.start_exec(["sh", "-c", "echo bye; exec 0<&- 1>&- 2>&-; sleep 0.5; exit 7"], tty=True, stdin=False)
+    out, exit_ = await collect(conn)
+    assert exit_ == ExecExit(7, None, False)
+    assert b"bye" in out
+
+
 async def test_stdin_eof_on_a_tty_is_typed_once(conn: GuestConnection) -> None:
     # The first cat ends at the ^D; the second must still wait for input (until the timeout).
     await conn.start_exec(["sh", "-c", "cat; cat; echo done"], tty=True, timeout_s=1.5)
