@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What fc-agent adds on the way into a guest, against the direct vsock paths, in one run.
 
-    python3 benchmarks/guest_channel.py [--execs 300] [--mib 100] [--rounds 1]
+    python3 benchmarks/guest_channel.py [--execs 300] [--mib 100] [--rounds 3]
         [--http-requests 200] [--firecracker-bin PATH] [--image-dir DIR]
 
 One fc-agent (started here) and one guest, booted with ``wait: "guest_agent"``,
@@ -402,7 +402,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--execs", type=int, default=300, help="exec samples per path")
     parser.add_argument("--mib", type=int, default=100, help="size of the copies")
-    parser.add_argument("--rounds", type=int, default=1, help="copy rounds (each path once per round)")
+    parser.add_argument("--rounds", type=int, default=3, help="copy rounds (each path once per round; the median is shown)")
     parser.add_argument("--http-requests", type=int, default=200)
     parser.add_argument("--vcpus", type=int, default=1)
     parser.add_argument("--memory-mib", type=int, default=768, help="guest memory (its /tmp holds two copies)")

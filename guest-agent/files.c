@@ -1,6 +1,6 @@
 /* stat, get and put: file trees as ENTRY / DATA / FILE_END / END frames.
  *
- * get streams depth-first (a directory before its children), files in 256 KiB DATA
+ * get streams depth-first (a directory before its children), files in 1 MiB DATA
  * frames, so no file is ever held in memory, each followed by FILE_END with its checksum
  * (crc32 or sha256, as the request asked). put writes every file to a temporary name
  * beside its destination and moves it into place only when its size and checksum match;
@@ -24,7 +24,7 @@
 
 #include "agent.h"
 
-#define CHUNK (256 * 1024)
+#define CHUNK FCGA_MAX_FRAME /* 1 MiB: fewer frames for each side to handle */
 #define IO_TIMEOUT_S 120 /* a client silent (or not reading) this long is gone */
 
 static void set_io_timeouts(int fd)
