@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from fc_macos.agent.guest_agent import GuestAgent
-from fc_macos.agent.guest_errors import GuestChannelError
+from fc_macos.agent.guest_errors import GuestAgentNotReady, GuestChannelError
 from fc_macos.agent.microvm import MicroVM
 from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.wire import CREATED, PAUSED, RUNNING, STARTING, PortSpec
@@ -61,6 +61,13 @@ class GuestAccess:
         ConflictError ``port_in_use`` naming the address if it is taken.
         Idempotent for a port it publishes already. Returns its ports."""
         vm = self.running(name)
+        if vm.vsock is None:
+            raise GuestAgentNotReady(
+                f"microVM {name!r} has no vsock device, so no guest agent to carry a published port's connections",
+                code="guest_agent_absent",
+                hint="boot a microVM with vsock (the default; not 'fc-macos run --no-vsock') to publish ports, "
+                "or give it a network ('fc-macos run --network') and reach its address",
+            )
         await self.ports.publish(name, port)
         vm.ports = [asdict(p) for p in self.ports.ports(name)]
         self._save()

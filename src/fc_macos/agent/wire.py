@@ -288,6 +288,12 @@ class MicroVMSpec:
                 'microVM spec.wait="guest_agent" needs the vsock device, but vsock is false',
                 hint="drop wait, or keep vsock (the default): the guest agent is reached over vsock",
             )
+        if spec.ports and not spec.vsock:
+            raise ValidationError(
+                "microVM spec.ports need the vsock device, but vsock is false: "
+                "published connections go through the guest agent",
+                hint="drop ports, or keep vsock (the default); for the guest's own network use network=true",
+            )
         return spec
 
     def _check_restore(self) -> None:
