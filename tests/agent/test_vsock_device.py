@@ -119,6 +119,7 @@ async def test_published_ports_of_a_microvm(client: TestClient, settings: AgentS
     # exec into a microVM that is configured but not started: not running, and how to start it
     body = await error_of(await client.post("/v1/microvms/web/exec", json={"argv": ["true"]}, headers=AUTH), 409)
     assert body["error"] == "not_running" and "InstanceStart" in body["hint"]
+    assert "'fc-macos actions start --name web'" in body["hint"]  # the CLI's way first
     for path in ("exec", "tunnel?port=80", "files?path=/", "files/stat?path=/"):  # refused before any upgrade
         body = await error_of(await client.get(f"/v1/microvms/web/{path}", headers=AUTH), 409)
         assert body["error"] == "not_running", (path, body)
@@ -133,6 +134,9 @@ async def test_published_ports_of_a_microvm(client: TestClient, settings: AgentS
         s.bind(("127.0.0.1", port))  # free again
     body = await error_of(await client.post("/v1/microvms/web/ports", json=spec, headers=AUTH), 409)
     assert "stopped" in body["message"]
+    assert "'fc-macos microvm start --name web'" in body["hint"]  # it boots again on its own disk
+    body = await error_of(await client.post("/v1/microvms/web/exec", json={"argv": ["true"]}, headers=AUTH), 409)
+    assert body["error"] == "not_running" and "'fc-macos microvm start --name web'" in body["hint"], body
     assert (await client.delete("/v1/microvms/web", headers=AUTH)).status == 204
 
 

@@ -47,7 +47,7 @@ from fc_macos.agent import vsock as guest_vsock
 from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot, vm_config_fields
 from fc_macos.agent.console import ConsoleBroker
 from fc_macos.agent.guest_agent import GuestAgent
-from fc_macos.agent.manager_guest import GuestAccess
+from fc_macos.agent.manager_guest import GuestAccess, not_running_hint
 from fc_macos.agent.manager_lifecycle import Lifecycle
 from fc_macos.agent.microvm import RUNNING_STATES, MicroVM, damaged_microvm, wait_exit
 from fc_macos.agent.ports import PortPublisher
@@ -228,8 +228,7 @@ class MicroVMManager(GuestAccess, Lifecycle):
         vm = self._get(name)
         if vm.state not in RUNNING_STATES or vm.vmm is None:
             raise ConflictError(
-                f"microVM {name!r} is {vm.state}, not running",
-                hint=f"start a new one with 'fc-macos run' (POST /v1/microvms), or read its logs: 'fc-macos microvm logs --name {name}'",
+                f"microVM {name!r} is {vm.state}, not running", hint=not_running_hint(name, vm.state),
             )
         return vm
 

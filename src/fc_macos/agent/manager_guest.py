@@ -22,6 +22,20 @@ from fc_macos.firecracker.launcher import VMMPaths
 log = logging.getLogger("fc_agent.manager")
 
 
+def not_running_hint(name: str, state: str) -> str:
+    """How to get microVM ``name`` (in ``state``) running: the CLI's command, then the API's call."""
+    if state == PAUSED:
+        return (f"resume it: 'fc-macos actions resume --name {name}' "
+                f"(PATCH /v1/microvms/{name}/firecracker/vm {{\"state\": \"Resumed\"}})")
+    if state == CREATED:
+        return (f"start it: 'fc-macos actions start --name {name}' "
+                f"(PUT /v1/microvms/{name}/firecracker/actions {{\"action_type\": \"InstanceStart\"}})")
+    if state == STARTING:
+        return "wait until its boot finishes"
+    return (f"boot it again: 'fc-macos microvm start --name {name}' (POST /v1/microvms/{name}/start); "
+            f"its logs: 'fc-macos microvm logs --name {name}'")
+
+
 class GuestAccess:
     """Mixed into the manager: needs its ``_get``, ``running``, ``_save``, ``paths``."""
 
@@ -39,16 +53,8 @@ class GuestAccess:
         ConflictError ``not_running`` (stopped, created but not started, paused)."""
         vm = self._get(name)
         if vm.state != RUNNING or vm.vmm is None or vm.guest is None:
-            hints = {
-                PAUSED: f"resume it: PATCH /v1/microvms/{name}/firecracker/vm {{\"state\": \"Resumed\"}}",
-                CREATED: f"start it: PUT /v1/microvms/{name}/firecracker/actions {{\"action_type\": \"InstanceStart\"}}",
-                STARTING: "wait until its boot finishes",
-            }
-            raise ConflictError(
-                f"microVM {name!r} is {vm.state}, not running",
-                hint=hints.get(vm.state, f"start a new one with 'fc-macos run' (POST /v1/microvms); its logs: 'fc-macos microvm logs --name {name}'"),
-                code="not_running",
-            )
+            raise ConflictError(f"microVM {name!r} is {vm.state}, not running", hint=not_running_hint(name, vm.state),
+                                code="not_running")
         return vm.guest
 
     def list_ports(self, name: str) -> Sequence[PortSpec]:
@@ -134,4 +140,4 @@ class GuestAccess:
             await vm.guest.close()
 
 
-__all__ = ["GuestAccess"]
+__all__ = ["GuestAccess", "not_running_hint"]
