@@ -85,6 +85,21 @@ def test_port_forward_errors(guest_world: GuestWorld) -> None:
     assert bad.returncode == 2 and b"invalid guest port 'http'" in bad.stderr
     ghost = guest_world.fc("port-forward", "--name", "ghost", "8080:80", check=False)
     assert ghost.returncode == 1 and b"Hint: run 'fc-macos microvm list'" in ghost.stderr
+    with socket.socket() as busy:  # a local port something else holds
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        in_use = guest_world.fc("port-forward", "--name", guest_world.name, f"{taken}:80", check=False)
+    assert in_use.returncode == 1, in_use.stderr
+    assert f"127.0.0.1:{taken} is already in use on this machine".encode() in in_use.stderr
+    assert f"Hint: pick another local port, e.g. {taken + 1}:80".encode() in in_use.stderr
+    guest_world.fc("run", "--name", "idle-pf", "--no-start")
+    try:  # not started: the hint says how to start it
+        idle = guest_world.fc("port-forward", "--name", "idle-pf", "8080:80", check=False)
+        assert idle.returncode == 1 and b"'idle-pf' is created" in idle.stderr, idle.stderr
+        assert b"Hint: start it: 'fc-macos actions start --name idle-pf'" in idle.stderr, idle.stderr
+    finally:
+        guest_world.fc("microvm", "rm", "--name", "idle-pf", "--force", check=False)
 
 
 def test_run_publish_reaches_the_guests_httpd(guest_world: GuestWorld, big_sha256: str) -> None:

@@ -47,14 +47,16 @@ from fc_macos.agent import vsock as guest_vsock
 from fc_macos.agent.boot import DEFAULT_STEPS, BootContext, BootStep, plan, run_boot, vm_config_fields
 from fc_macos.agent.console import ConsoleBroker
 from fc_macos.agent.guest_agent import GuestAgent
-from fc_macos.agent.manager_guest import GuestAccess, not_running_hint
+from fc_macos.agent.manager_guest import GuestAccess
 from fc_macos.agent.manager_lifecycle import Lifecycle
 from fc_macos.agent.microvm import RUNNING_STATES, MicroVM, damaged_microvm, wait_exit
 from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.snapshots import SnapshotIndex
 from fc_macos.agent.state import RecordStore
-from fc_macos.agent.wire import CREATED, DAMAGED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec
+from fc_macos.agent.wire import (
+    CREATED, DAMAGED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec, not_running_hint,
+)
 from fc_macos.errors import ConflictError, FcMacosError, NoSpaceError
 from fc_macos.firecracker.client import FirecrackerClient
 from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, read_exit_status, wait_gone

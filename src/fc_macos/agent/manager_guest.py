@@ -15,25 +15,11 @@ from fc_macos.agent.guest_agent import GuestAgent
 from fc_macos.agent.guest_errors import GuestAgentNotReady, GuestChannelError
 from fc_macos.agent.microvm import MicroVM
 from fc_macos.agent.ports import PortPublisher
-from fc_macos.agent.wire import CREATED, PAUSED, RUNNING, STARTING, PortSpec
+from fc_macos.agent.wire import RUNNING, PortSpec, not_running_hint
 from fc_macos.errors import ConflictError, FcMacosError, NotFoundError
 from fc_macos.firecracker.launcher import VMMPaths
 
 log = logging.getLogger("fc_agent.manager")
-
-
-def not_running_hint(name: str, state: str) -> str:
-    """How to get microVM ``name`` (in ``state``) running: the CLI's command, then the API's call."""
-    if state == PAUSED:
-        return (f"resume it: 'fc-macos actions resume --name {name}' "
-                f"(PATCH /v1/microvms/{name}/firecracker/vm {{\"state\": \"Resumed\"}})")
-    if state == CREATED:
-        return (f"start it: 'fc-macos actions start --name {name}' "
-                f"(PUT /v1/microvms/{name}/firecracker/actions {{\"action_type\": \"InstanceStart\"}})")
-    if state == STARTING:
-        return "wait until its boot finishes"
-    return (f"boot it again: 'fc-macos microvm start --name {name}' (POST /v1/microvms/{name}/start); "
-            f"its logs: 'fc-macos microvm logs --name {name}'")
 
 
 class GuestAccess:
@@ -140,4 +126,4 @@ class GuestAccess:
             await vm.guest.close()
 
 
-__all__ = ["GuestAccess", "not_running_hint"]
+__all__ = ["GuestAccess"]

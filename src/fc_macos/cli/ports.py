@@ -103,12 +103,12 @@ def ports_cmd(state: AppState, name: str, add: tuple[str, ...], remove: tuple[in
 
 
 async def _check_forwardable(client: AgentClient, name: str) -> None:
-    from fc_macos.agent.wire import RUNNING
+    from fc_macos.agent.wire import RUNNING, not_running_hint
 
     info = await client.get_microvm(name)
     if info.state != RUNNING:
         raise ConflictError(f"microVM {name!r} is {info.state}, so nothing in it can be reached",
-                            hint=f"start a microVM with 'fc-macos run --name {name} --background'")
+                            hint=not_running_hint(name, info.state))
     agent = info.guest_agent or {}
     if agent.get("state") == "absent":
         raise GuestAgentUnavailable(f"microVM {name!r} has no guest agent: {agent.get('reason') or 'absent'}",
