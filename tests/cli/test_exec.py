@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.cli.terminal import Terminal, set_size
-from tests.helpers.guest_world import GuestWorld
+from tests.helpers.guest_world import BOOT_ARGS, GuestWorld
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900)]
 
@@ -159,3 +159,21 @@ def test_exec_into_a_microvm_that_does_not_run(guest_world: GuestWorld) -> None:
         assert unknown.returncode == 1 and b"Hint: run 'fc-macos microvm list'" in unknown.stderr
     finally:
         guest_world.fc("microvm", "rm", "--name", "idle", "--force", check=False)
+
+
+def test_exec_without_a_guest_agent_and_after_it_died(guest_world: GuestWorld) -> None:
+    boot = ("--memory", "128", "--boot-args", BOOT_ARGS, "--background")
+    try:
+        guest_world.fc("run", "--name", "no-vsock", "--no-vsock", *boot, timeout=400)
+        plain = guest_world.fc("exec", "--name", "no-vsock", "--", "true", check=False)
+        assert plain.returncode == 1 and b"has no guest agent" in plain.stderr and b"vsock" in plain.stderr
+        assert b"Hint:" in plain.stderr
+        guest_world.fc("run", "--name", "doomed", *boot, timeout=400)
+        # the guest agent's supervisor (PID 1's child) and every server under it: gone for good
+        guest_world.fc("exec", "--name", "doomed", "--", "sh", "-c",
+                       "kill -9 $(ps -o pid,ppid,args | awk '$2 == 1 && /[f]c-guest-agent/ {print $1}')", check=False)
+        dead = guest_world.fc("exec", "--name", "doomed", "--", "true", check=False)
+        assert dead.returncode == 1 and b"does not answer" in dead.stderr and b"Hint:" in dead.stderr, dead.stderr
+    finally:
+        for name in ("no-vsock", "doomed"):
+            guest_world.fc("microvm", "rm", "--name", name, "--force", check=False)
