@@ -122,7 +122,15 @@ def test_microvm_ports_add_list_remove(guest_world: GuestWorld) -> None:
         busy.listen()
         taken_port = busy.getsockname()[1]
         taken = guest_world.fc("microvm", "ports", "--name", guest_world.name, "--add", f"{taken_port}:80", check=False)
-    assert taken.returncode == 1 and f"0.0.0.0:{taken_port}".encode() in taken.stderr and b"Hint:" in taken.stderr
+        assert taken.returncode == 1 and f"0.0.0.0:{taken_port}".encode() in taken.stderr and b"Hint:" in taken.stderr
+        # all or nothing: a change that fails midway leaves the ports as they were
+        other = free_port()
+        half = guest_world.fc("microvm", "ports", "--name", guest_world.name, "--remove", str(port),
+                              "--add", f"{other}:80", "--add", f"{taken_port}:80", check=False)
+        assert half.returncode == 1 and f"0.0.0.0:{taken_port}".encode() in half.stderr
+        assert b"nothing was changed" in half.stderr, half.stderr
+    unchanged = json.loads(guest_world.fc("microvm", "ports", "--name", guest_world.name, "--json").stdout)
+    assert unchanged == added
     left = json.loads(guest_world.fc("microvm", "ports", "--name", guest_world.name, "--remove", str(port),
                                      "--json").stdout)
     assert all(p["host_port"] != port for p in left)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import click
 
 from fc_macos.cli.common import AppState, emit, json_option, pass_state, table
-from fc_macos.errors import ConflictError, GuestAgentUnavailable, UsageError
+from fc_macos.errors import ConflictError, FcMacosError, GuestAgentUnavailable, UsageError
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
@@ -81,7 +81,9 @@ def ports_cmd(state: AppState, name: str, add: tuple[str, ...], remove: tuple[in
     A published port listens on the agent's machine (the Linux VM; with
     --provider local, this one) while the microVM runs, so the Mac reaches
     <vm address>:HOST_PORT (see 'fc-macos vm status'). The guest needs no
-    network device: connections go through the guest agent.
+    network device: connections go through the guest agent. The removals
+    happen first, then the additions; when one fails, the ports stay as they
+    were.
 
     \b
     Examples:
@@ -92,14 +94,41 @@ def ports_cmd(state: AppState, name: str, add: tuple[str, ...], remove: tuple[in
     specs = [parse_publish(text) for text in add]
 
     async def change(client: AgentClient) -> list[dict[str, Any]]:
-        for port in remove:
-            await client.unpublish_port(name, port)
-        for spec in specs:
-            await client.publish_port(name, spec.host_port, spec.guest_port, host_addr=spec.host_addr)
+        if not specs and not remove:
+            return await client.list_ports(name)
+        before = await client.list_ports(name)
+        try:
+            for port in remove:
+                await client.unpublish_port(name, port)
+            for spec in specs:
+                await client.publish_port(name, spec.host_port, spec.guest_port, host_addr=spec.host_addr)
+        except FcMacosError as exc:
+            await _restore_ports(client, name, before)
+            exc.message = f"{exc.message}; nothing was changed"
+            raise
         return await client.list_ports(name)
 
     ports = state.call_agent(change)
     emit(state, ports, lambda: print_ports(ports, agent_host(state)))
+
+
+async def _restore_ports(client: AgentClient, name: str, before: list[dict[str, Any]]) -> None:
+    """Publish ``name``'s ports as ``before`` again, as far as it goes (undoing
+    a change that failed midway)."""
+    def key(port: dict[str, Any]) -> tuple[Any, ...]:
+        return port.get("host_addr"), port.get("host_port"), port.get("guest_port")
+
+    now = await client.list_ports(name)
+    for port in now:
+        if key(port) not in {key(p) for p in before}:
+            await client.unpublish_port(name, int(port["host_port"]), host_addr=port.get("host_addr"))
+    for port in before:
+        if key(port) not in {key(p) for p in now}:
+            try:
+                await client.publish_port(name, int(port["host_port"]), int(port["guest_port"]),
+                                          host_addr=port.get("host_addr"))
+            except FcMacosError:
+                pass  # taken meanwhile: 'microvm ports' shows what is published
 
 
 async def _check_forwardable(client: AgentClient, name: str) -> None:
