@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fc_macos.providers.local_host import free_port
-from tests.helpers.guest_world import INDEX, GuestWorld
+from tests.helpers.guest_world import BOOT_ARGS, INDEX, GuestWorld
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900)]
 BIG = 50 * 1024 * 1024
@@ -100,6 +100,22 @@ def test_port_forward_errors(guest_world: GuestWorld) -> None:
         assert b"Hint: start it: 'fc-macos actions start --name idle-pf'" in idle.stderr, idle.stderr
     finally:
         guest_world.fc("microvm", "rm", "--name", "idle-pf", "--force", check=False)
+
+
+def test_port_forward_ends_when_its_microvm_goes(guest_world: GuestWorld) -> None:
+    guest_world.fc("run", "--name", "pf-gone", "--memory", "128", "--boot-args", BOOT_ARGS, "--background", timeout=400)
+    proc = subprocess.Popen(guest_world.argv("port-forward", "--name", "pf-gone", ":80"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"Forwarding 127.0.0.1:")
+        guest_world.fc("microvm", "rm", "--name", "pf-gone", "--force")
+        _, err = proc.communicate(timeout=60)  # not listening on for a microVM that is gone
+        assert proc.returncode == 1, err
+        assert b"Error: microVM 'pf-gone' was deleted: port-forward ends" in err and b"Hint:" in err
+    finally:
+        proc.kill()
+        proc.wait()
+        guest_world.fc("microvm", "rm", "--name", "pf-gone", "--force", check=False)
 
 
 def test_run_publish_reaches_the_guests_httpd(guest_world: GuestWorld, big_sha256: str) -> None:

@@ -14,13 +14,15 @@ from urllib.parse import urlsplit
 import click
 
 from fc_macos.cli.common import AppState, emit, json_option, pass_state, table
-from fc_macos.errors import ConflictError, FcMacosError, GuestAgentUnavailable, UsageError
+from fc_macos.errors import ConflictError, FcMacosError, GuestAgentUnavailable, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
     from fc_macos.agent.wire import PortSpec
     from fc_macos.forward import ForwardSpec, Listening
 
+#: How often port-forward checks that its microVM still runs (it ends when not).
+WATCH_S = 2.0
 PUBLISH_HINT = "write [ADDR:]HOST_PORT:GUEST_PORT, e.g. 8080:80 or 127.0.0.1:8080:80"
 
 
@@ -162,11 +164,38 @@ async def _forward(state: AppState, name: str, specs: list[ForwardSpec]) -> None
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(signum, stop.set)
+            stopped, gone = loop.create_task(stop.wait()), loop.create_task(_until_gone(client, name))
             try:
-                await stop.wait()
+                await asyncio.wait({stopped, gone}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
+                for task in (stopped, gone):
+                    task.cancel()
+                await asyncio.gather(stopped, gone, return_exceptions=True)
+            if gone.done() and not gone.cancelled():
+                raise ConflictError(f"{gone.result()}: port-forward ends",
+                                    hint=f"start it again ('fc-macos microvm start --name {name}', or a new one "
+                                    "with 'fc-macos run'), then forward again")
+
+
+async def _until_gone(client: AgentClient, name: str) -> str:
+    """Wait until microVM ``name`` no longer runs; why (deleted, or its state).
+    An agent that does not answer for a while is waited for."""
+    import asyncio
+
+    from fc_macos.agent.wire import RUNNING
+
+    while True:
+        await asyncio.sleep(WATCH_S)
+        try:
+            info = await client.get_microvm(name)
+        except NotFoundError:
+            return f"microVM {name!r} was deleted"
+        except FcMacosError:
+            continue
+        if info.state != RUNNING:
+            return f"microVM {name!r} is {info.state}"
 
 
 def _announce(state: AppState, name: str, listening: list[Listening]) -> None:
@@ -190,7 +219,7 @@ def port_forward_cmd(state: AppState, name: str, specs: tuple[str, ...]) -> None
     Listens on this machine (default 127.0.0.1; 0.0.0.0 for every address),
     many connections at once, each through its own tunnel of the agent. LOCAL
     0 (or ':GUEST') picks a free port; --json prints the listeners as one JSON
-    line first.
+    line first. Ends (exit 1) when the microVM stops or is deleted.
 
     \b
     Examples:
