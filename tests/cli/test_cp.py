@@ -149,3 +149,15 @@ def test_an_interrupted_copy_in_leaves_nothing_in_the_guest(guest_world: GuestWo
     while (left := guest_world.sh("ls -A /tmp/cp-cut")) and time.monotonic() < deadline:
         time.sleep(0.5)  # the guest agent notices the cut and removes its temporary
     assert left == b""
+
+
+def test_an_unknown_microvm_is_named_not_taken_for_a_missing_path(guest_world: GuestWorld, tmp_path: Path) -> None:
+    local = tmp_path / "f.txt"
+    local.write_text("x")
+    for args, stdin in (((str(local), "ghost:/tmp"), None), (("ghost:/etc/hostname", str(tmp_path)), None),
+                        (("-", "ghost:/tmp"), b""), (("ghost:/etc", "-"), None)):
+        result = guest_world.fc("cp", *args, check=False, input=stdin)
+        assert result.returncode == 1, (args, result.stderr)
+        assert b"Error: no microVM named 'ghost'" in result.stderr, (args, result.stderr)
+        assert b"does not exist" not in result.stderr and b"Hint: run 'fc-macos microvm list'" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["f.txt"]
