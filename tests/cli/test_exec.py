@@ -177,3 +177,15 @@ def test_exec_without_a_guest_agent_and_after_it_died(guest_world: GuestWorld) -
     finally:
         for name in ("no-vsock", "doomed"):
             guest_world.fc("microvm", "rm", "--name", name, "--force", check=False)
+
+
+def test_run_says_when_the_guest_agent_did_not_come_in_time(guest_world: GuestWorld) -> None:
+    try:
+        late = guest_world.fc("run", "--name", "late", "--memory", "128", "--boot-args", BOOT_ARGS, "--background",
+                              "--wait-timeout", "0.1", check=False, timeout=400)
+        assert late.returncode == 1 and b"guest agent was not ready within 0.1s" in late.stderr, late.stderr
+        for command in (b"'fc-macos microvm logs --name late'", b"'fc-macos microvm status --name late'",
+                        b"'fc-macos microvm stop --name late'"):
+            assert command in late.stderr, late.stderr
+    finally:
+        guest_world.fc("microvm", "rm", "--name", "late", "--force", check=False)

@@ -116,7 +116,8 @@ class GuestAccess:
             f"{timeout_s:g}s ({state})",
             code="guest_agent_timeout", status=504,
             hint=f"see what the guest printed: 'fc-macos microvm logs --name {vm.name}' ({serial}); "
-            f"check again with GET /v1/microvms/{vm.name}, or stop it",
+            f"check again with 'fc-macos microvm status --name {vm.name}' (GET /v1/microvms/{vm.name}), "
+            f"or stop it: 'fc-macos microvm stop --name {vm.name}'",
         )  # fmt: skip
 
     async def _release_guest(self, vm: MicroVM) -> None:
