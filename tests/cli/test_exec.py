@@ -39,6 +39,14 @@ def test_a_missing_command_is_127_with_a_clear_message(guest_world: GuestWorld) 
     assert b"Error:" in missing.stderr and b"no-such-command" in missing.stderr, missing.stderr
     assert b"Hint:" in missing.stderr
     assert missing.stdout == b""
+    # --json always has the exit code; the reason is on stderr, as in the Python API
+    as_json = ex(guest_world, "no-such-command", opts=("--json",))
+    assert as_json.returncode == 127
+    data = json.loads(as_json.stdout)
+    assert (data["exit_code"], data["signal"], data["timed_out"], data["stdout"]) == (127, None, False, "")
+    assert "no-such-command" in data["stderr"] and data["error"] == "command_not_found" and data["hint"]
+    not_executable = json.loads(ex(guest_world, "/etc/hostname", opts=("--json",)).stdout)
+    assert not_executable["exit_code"] == 126 and not_executable["error"] == "not_executable"
 
 
 def test_stdout_and_stderr_stay_separate(guest_world: GuestWorld) -> None:
