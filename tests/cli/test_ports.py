@@ -98,6 +98,8 @@ def test_port_forward_errors(guest_world: GuestWorld) -> None:
         idle = guest_world.fc("port-forward", "--name", "idle-pf", "8080:80", check=False)
         assert idle.returncode == 1 and b"'idle-pf' is created" in idle.stderr, idle.stderr
         assert b"Hint: start it: 'fc-macos actions start --name idle-pf'" in idle.stderr, idle.stderr
+        none = guest_world.fc("microvm", "ports", "--name", "idle-pf").stdout
+        assert none == b"No published ports. Publish one with: fc-macos microvm ports --name idle-pf --add 8080:80\n"
     finally:
         guest_world.fc("microvm", "rm", "--name", "idle-pf", "--force", check=False)
 

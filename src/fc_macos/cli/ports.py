@@ -61,9 +61,9 @@ def ports_text(ports: Sequence[dict[str, Any]]) -> str:
     return ", ".join(one(p) for p in ports) or "-"
 
 
-def print_ports(ports: Sequence[dict[str, Any]], host: str) -> None:
+def print_ports(ports: Sequence[dict[str, Any]], host: str, name: str) -> None:
     if not ports:
-        click.echo("No published ports. Publish one with: fc-macos microvm ports --name NAME --add 8080:80")
+        click.echo(f"No published ports. Publish one with: fc-macos microvm ports --name {name} --add 8080:80")
         return
     rows = [[f"{p.get('host_addr')}:{p.get('host_port')}", str(p.get("guest_port")), reach_at(p, host)] for p in ports]
     click.echo(table(rows, ["LISTENS ON", "GUEST PORT", "REACH AT"]))
@@ -111,7 +111,7 @@ def ports_cmd(state: AppState, name: str, add: tuple[str, ...], remove: tuple[in
         return await client.list_ports(name)
 
     ports = state.call_agent(change)
-    emit(state, ports, lambda: print_ports(ports, agent_host(state)))
+    emit(state, ports, lambda: print_ports(ports, agent_host(state), name))
 
 
 async def _restore_ports(client: AgentClient, name: str, before: list[dict[str, Any]]) -> None:
