@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fc_macos.transfer.unpack import TEMP_PREFIX
+from tests.cli.terminal import Terminal
 from tests.helpers.guest_world import GuestWorld
 from tests.transfer.test_pack_unpack import make_tree, snapshot
 
@@ -38,6 +39,23 @@ def test_twenty_mib_in_and_out_with_equal_sha256(guest_world: GuestWorld, tmp_pa
     guest_world.fc("cp", f"{guest_world.name}:/tmp/cp-big/big.bin", str(tmp_path / "back.bin"))
     assert sha256(tmp_path / "back.bin") == sha256(big)
     assert sorted(os.listdir(tmp_path)) == ["back.bin", "big.bin"]
+
+
+def test_a_large_copy_on_a_terminal_shows_a_progress_bar(guest_world: GuestWorld, tmp_path: Path) -> None:
+    big = tmp_path / "bar.bin"
+    big.write_bytes(os.urandom(12 * 1024 * 1024))
+    guest_world.sh("rm -rf /tmp/cp-bar && mkdir /tmp/cp-bar")
+    remote = f"{guest_world.name}:/tmp/cp-bar/"
+    into, out_of = (str(big), remote), (remote + "bar.bin", str(tmp_path / "back.bin"))
+    for args in (into, out_of):
+        term = Terminal(guest_world.argv("cp", *args))
+        try:
+            out = term.read_until(b"Copied 1 entry (12.0 MiB)", 120)
+            assert term.wait() == 0
+        finally:
+            term.close()
+        assert b"100% [" in out and b"12.0 MiB / 12.0 MiB" in out, out[-500:]
+    assert sha256(tmp_path / "back.bin") == sha256(big)
 
 
 def test_a_tree_with_modes_mtimes_and_symlinks_survives_the_round_trip(guest_world: GuestWorld, tmp_path: Path) -> None:
