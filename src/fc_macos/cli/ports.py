@@ -105,8 +105,9 @@ def ports_cmd(state: AppState, name: str, add: tuple[str, ...], remove: tuple[in
             for spec in specs:
                 await client.publish_port(name, spec.host_port, spec.guest_port, host_addr=spec.host_addr)
         except FcMacosError as exc:
-            await _restore_ports(client, name, before)
-            exc.message = f"{exc.message}; nothing was changed"
+            restored = await _restore_ports(client, name, before)
+            exc.message += "; nothing was changed" if restored else (
+                f"; not every port could be published again: see 'fc-macos microvm ports --name {name}'")
             raise
         return await client.list_ports(name)
 
@@ -114,23 +115,24 @@ def ports_cmd(state: AppState, name: str, add: tuple[str, ...], remove: tuple[in
     emit(state, ports, lambda: print_ports(ports, agent_host(state), name))
 
 
-async def _restore_ports(client: AgentClient, name: str, before: list[dict[str, Any]]) -> None:
-    """Publish ``name``'s ports as ``before`` again, as far as it goes (undoing
-    a change that failed midway)."""
+async def _restore_ports(client: AgentClient, name: str, before: list[dict[str, Any]]) -> bool:
+    """Make ``name``'s ports ``before`` again (undoing a change that failed
+    midway); whether that worked (a port may have been taken meanwhile)."""
     def key(port: dict[str, Any]) -> tuple[Any, ...]:
         return port.get("host_addr"), port.get("host_port"), port.get("guest_port")
 
-    now = await client.list_ports(name)
-    for port in now:
-        if key(port) not in {key(p) for p in before}:
-            await client.unpublish_port(name, int(port["host_port"]), host_addr=port.get("host_addr"))
-    for port in before:
-        if key(port) not in {key(p) for p in now}:
-            try:
+    try:
+        now = await client.list_ports(name)
+        for port in now:
+            if key(port) not in {key(p) for p in before}:
+                await client.unpublish_port(name, int(port["host_port"]), host_addr=port.get("host_addr"))
+        for port in before:
+            if key(port) not in {key(p) for p in now}:
                 await client.publish_port(name, int(port["host_port"]), int(port["guest_port"]),
                                           host_addr=port.get("host_addr"))
-            except FcMacosError:
-                pass  # taken meanwhile: 'microvm ports' shows what is published
+    except FcMacosError:
+        return False
+    return True
 
 
 async def _check_forwardable(client: AgentClient, name: str) -> None:
