@@ -66,6 +66,19 @@ def test_the_readme_example_runs(guest_world: GuestWorld, tmp_path: Path) -> Non
 
 @pytest.mark.guest
 @pytest.mark.timeout(900)
+def test_the_readme_async_example_runs(guest_world: GuestWorld, tmp_path: Path) -> None:
+    code = readme_example(1)
+    assert 'fc.microvm("sandbox-2")' in code
+    code = code.replace('"sandbox-2"', repr(guest_world.name))  # "an existing one": the shared guest
+    env = {**os.environ, "FC_MACOS_HOME": str(guest_world.home), "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("stdout b'total ") and "bin" in result.stdout, result.stdout
+
+
+@pytest.mark.guest
+@pytest.mark.timeout(900)
 async def test_the_async_api_on_a_running_guest(guest_world: GuestWorld, tmp_path: Path) -> None:
     async with fc_macos.aio.connect(home=guest_world.home) as fc:
         with pytest.raises(NotFoundError):

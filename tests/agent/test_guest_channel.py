@@ -414,3 +414,15 @@ async def test_close_ends_the_poller_even_if_a_cancellation_is_swallowed(short_t
     started = time.monotonic()
     await agent.close()
     assert swallowed.is_set() and poller.done() and time.monotonic() - started < 3
+
+
+def test_translated_hints_name_the_microvm() -> None:
+    """The guest agent does not know the microVM's name; the agent's answer fills it in."""
+    from fc_macos.agent.guest_errors import translate
+    from fc_macos.guest.errors import error_from_response
+
+    for code, command in (("command_not_found", "fc-macos exec --name web -- sh -c"),
+                          ("not_found", "fc-macos exec --name web -- ls"),
+                          ("io_error", "fc-macos microvm logs --name web")):
+        error = translate(error_from_response({"error": code, "message": "m"}), "web")
+        assert command in (error.hint or "") and "NAME" not in (error.hint or ""), (code, error.hint)

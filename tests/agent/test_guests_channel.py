@@ -388,8 +388,8 @@ async def test_tunnel_and_published_port_reach_a_guest_httpd(world: World, short
         resp = await world.client.post("/v1/microvms/g1/ports", headers=AUTH, json={"host_port": extra, "guest_port": 8080, "host_addr": "127.0.0.1"})
         assert resp.status == 201 and len((await resp.json())["ports"]) == 2
         assert (await fetch_from(session, f"http://127.0.0.1:{extra}/index.html")) == b"hello from the guest\n"
-        body = await refused(await world.client.post("/v1/microvms/plain/ports", headers=AUTH, json={
-            "host_port": extra, "guest_port": 80, "host_addr": "127.0.0.1"}), 409, "port_in_use")
+        body = await refused(await world.client.post("/v1/microvms/g1/ports", headers=AUTH, json={
+            "host_port": extra, "guest_port": 80, "host_addr": "127.0.0.1"}), 409, "port_in_use")  # to another guest port
         assert f"127.0.0.1:{extra}" in body["message"] and "g1" in body["message"]
         assert (await world.client.delete(f"/v1/microvms/g1/ports/{extra}", headers=AUTH)).status == 204
         await refused(await world.client.delete(f"/v1/microvms/g1/ports/{extra}", headers=AUTH), 404, "port_not_published")

@@ -119,6 +119,7 @@ async def test_published_ports_of_a_microvm(client: TestClient, settings: AgentS
     # exec into a microVM that is configured but not started: not running, and how to start it
     body = await error_of(await client.post("/v1/microvms/web/exec", json={"argv": ["true"]}, headers=AUTH), 409)
     assert body["error"] == "not_running" and "InstanceStart" in body["hint"]
+    assert "'fc-macos actions start --name web'" in body["hint"]  # the CLI's way first
     for path in ("exec", "tunnel?port=80", "files?path=/", "files/stat?path=/"):  # refused before any upgrade
         body = await error_of(await client.get(f"/v1/microvms/web/{path}", headers=AUTH), 409)
         assert body["error"] == "not_running", (path, body)
@@ -133,4 +134,24 @@ async def test_published_ports_of_a_microvm(client: TestClient, settings: AgentS
         s.bind(("127.0.0.1", port))  # free again
     body = await error_of(await client.post("/v1/microvms/web/ports", json=spec, headers=AUTH), 409)
     assert "stopped" in body["message"]
+    assert "'fc-macos microvm start --name web'" in body["hint"]  # it boots again on its own disk
+    body = await error_of(await client.post("/v1/microvms/web/exec", json={"argv": ["true"]}, headers=AUTH), 409)
+    assert body["error"] == "not_running" and "'fc-macos microvm start --name web'" in body["hint"], body
     assert (await client.delete("/v1/microvms/web", headers=AUTH)).status == 204
+
+
+async def test_ports_need_the_vsock_device(client: TestClient, settings: AgentSettings) -> None:
+    """Every published connection goes through the guest agent over vsock: a
+    microVM without a vsock device cannot publish a port, at create or later."""
+    spec = {"host_port": free_port(), "guest_port": 80, "host_addr": "127.0.0.1"}
+    body = await error_of(await client.post("/v1/microvms", json={"name": "nov", "start": False, "vsock": False,
+                                                                  "ports": [spec]}, headers=AUTH), 400)
+    assert "ports" in body["message"] and "vsock" in body["message"] and "vsock" in body["hint"]
+    assert (await client.get("/v1/microvms/nov", headers=AUTH)).status == 404
+    await create(client, "nov", vsock=False)
+    body = await error_of(await client.post("/v1/microvms/nov/ports", json=spec, headers=AUTH), 409)
+    assert body["error"] == "guest_agent_absent" and "vsock" in body["message"], body
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", spec["host_port"]))  # nothing listens for it
+    assert (await (await client.get("/v1/microvms/nov/ports", headers=AUTH)).json())["ports"] == []
+    assert (await client.delete("/v1/microvms/nov?force=true", headers=AUTH)).status == 204

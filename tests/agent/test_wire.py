@@ -27,13 +27,15 @@ def test_round_trip_keeps_every_field() -> None:
         "start": False,
         "snapshot": None,
         "network": True,
-        "vsock": False,
+        "vsock": True,
         "ports": [{"host_port": 8080, "guest_port": 80, "host_addr": "127.0.0.1"}],
         "wait": None,
         "wait_timeout_s": 30.0,
         "balloon_mib": 64,
     }
     assert MicroVMSpec.from_dict(data).to_dict() == data
+    no_vsock = {**data, "vsock": False, "ports": []}  # ports need the vsock device
+    assert MicroVMSpec.from_dict(no_vsock).to_dict() == no_vsock
 
 
 def test_a_balloon_is_at_most_the_memory_and_not_for_snapshots() -> None:

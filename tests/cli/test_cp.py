@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fc_macos.transfer.unpack import TEMP_PREFIX
+from tests.cli.terminal import Terminal
 from tests.helpers.guest_world import GuestWorld
 from tests.transfer.test_pack_unpack import make_tree, snapshot
 
@@ -32,12 +33,29 @@ def test_twenty_mib_in_and_out_with_equal_sha256(guest_world: GuestWorld, tmp_pa
     big.write_bytes(os.urandom(20 * 1024 * 1024))
     guest_world.sh("rm -rf /tmp/cp-big && mkdir /tmp/cp-big")
     put = guest_world.fc("cp", str(big), f"{guest_world.name}:/tmp/cp-big/")
-    assert b"to box:/tmp/cp-big/big.bin" in put.stdout
+    assert put.stdout == b"Copied 1 entry (20.0 MiB) to box:/tmp/cp-big/big.bin\n"
     assert put.stderr == b""  # no progress bar without a terminal
     assert guest_world.sh("sha256sum /tmp/cp-big/big.bin").split()[0].decode() == sha256(big)
     guest_world.fc("cp", f"{guest_world.name}:/tmp/cp-big/big.bin", str(tmp_path / "back.bin"))
     assert sha256(tmp_path / "back.bin") == sha256(big)
     assert sorted(os.listdir(tmp_path)) == ["back.bin", "big.bin"]
+
+
+def test_a_large_copy_on_a_terminal_shows_a_progress_bar(guest_world: GuestWorld, tmp_path: Path) -> None:
+    big = tmp_path / "bar.bin"
+    big.write_bytes(os.urandom(12 * 1024 * 1024))
+    guest_world.sh("rm -rf /tmp/cp-bar && mkdir /tmp/cp-bar")
+    remote = f"{guest_world.name}:/tmp/cp-bar/"
+    into, out_of = (str(big), remote), (remote + "bar.bin", str(tmp_path / "back.bin"))
+    for args in (into, out_of):
+        term = Terminal(guest_world.argv("cp", *args))
+        try:
+            out = term.read_until(b"Copied 1 entry (12.0 MiB)", 120)
+            assert term.wait() == 0
+        finally:
+            term.close()
+        assert b"100% [" in out and b"12.0 MiB / 12.0 MiB" in out, out[-500:]
+    assert sha256(tmp_path / "back.bin") == sha256(big)
 
 
 def test_a_tree_with_modes_mtimes_and_symlinks_survives_the_round_trip(guest_world: GuestWorld, tmp_path: Path) -> None:
@@ -149,3 +167,15 @@ def test_an_interrupted_copy_in_leaves_nothing_in_the_guest(guest_world: GuestWo
     while (left := guest_world.sh("ls -A /tmp/cp-cut")) and time.monotonic() < deadline:
         time.sleep(0.5)  # the guest agent notices the cut and removes its temporary
     assert left == b""
+
+
+def test_an_unknown_microvm_is_named_not_taken_for_a_missing_path(guest_world: GuestWorld, tmp_path: Path) -> None:
+    local = tmp_path / "f.txt"
+    local.write_text("x")
+    for args, stdin in (((str(local), "ghost:/tmp"), None), (("ghost:/etc/hostname", str(tmp_path)), None),
+                        (("-", "ghost:/tmp"), b""), (("ghost:/etc", "-"), None)):
+        result = guest_world.fc("cp", *args, check=False, input=stdin)
+        assert result.returncode == 1, (args, result.stderr)
+        assert b"Error: no microVM named 'ghost'" in result.stderr, (args, result.stderr)
+        assert b"does not exist" not in result.stderr and b"Hint: run 'fc-macos microvm list'" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["f.txt"]

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.cli.terminal import Terminal, set_size
-from tests.helpers.guest_world import GuestWorld
+from tests.helpers.guest_world import BOOT_ARGS, GuestWorld
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900)]
 
@@ -39,6 +39,14 @@ def test_a_missing_command_is_127_with_a_clear_message(guest_world: GuestWorld) 
     assert b"Error:" in missing.stderr and b"no-such-command" in missing.stderr, missing.stderr
     assert b"Hint:" in missing.stderr
     assert missing.stdout == b""
+    # --json always has the exit code; the reason is on stderr, as in the Python API
+    as_json = ex(guest_world, "no-such-command", opts=("--json",))
+    assert as_json.returncode == 127
+    data = json.loads(as_json.stdout)
+    assert (data["exit_code"], data["signal"], data["timed_out"], data["stdout"]) == (127, None, False, "")
+    assert "no-such-command" in data["stderr"] and data["error"] == "command_not_found" and data["hint"]
+    not_executable = json.loads(ex(guest_world, "/etc/hostname", opts=("--json",)).stdout)
+    assert not_executable["exit_code"] == 126 and not_executable["error"] == "not_executable"
 
 
 def test_stdout_and_stderr_stay_separate(guest_world: GuestWorld) -> None:
@@ -159,3 +167,33 @@ def test_exec_into_a_microvm_that_does_not_run(guest_world: GuestWorld) -> None:
         assert unknown.returncode == 1 and b"Hint: run 'fc-macos microvm list'" in unknown.stderr
     finally:
         guest_world.fc("microvm", "rm", "--name", "idle", "--force", check=False)
+
+
+def test_exec_without_a_guest_agent_and_after_it_died(guest_world: GuestWorld) -> None:
+    boot = ("--memory", "128", "--boot-args", BOOT_ARGS, "--background")
+    try:
+        guest_world.fc("run", "--name", "no-vsock", "--no-vsock", *boot, timeout=400)
+        plain = guest_world.fc("exec", "--name", "no-vsock", "--", "true", check=False)
+        assert plain.returncode == 1 and b"has no guest agent" in plain.stderr and b"vsock" in plain.stderr
+        assert b"Hint:" in plain.stderr
+        guest_world.fc("run", "--name", "doomed", *boot, timeout=400)
+        # the guest agent's supervisor (PID 1's child) and every server under it: gone for good
+        guest_world.fc("exec", "--name", "doomed", "--", "sh", "-c",
+                       "kill -9 $(ps -o pid,ppid,args | awk '$2 == 1 && /[f]c-guest-agent/ {print $1}')", check=False)
+        dead = guest_world.fc("exec", "--name", "doomed", "--", "true", check=False)
+        assert dead.returncode == 1 and b"does not answer" in dead.stderr and b"Hint:" in dead.stderr, dead.stderr
+    finally:
+        for name in ("no-vsock", "doomed"):
+            guest_world.fc("microvm", "rm", "--name", name, "--force", check=False)
+
+
+def test_run_says_when_the_guest_agent_did_not_come_in_time(guest_world: GuestWorld) -> None:
+    try:
+        late = guest_world.fc("run", "--name", "late", "--memory", "128", "--boot-args", BOOT_ARGS, "--background",
+                              "--wait-timeout", "0.1", check=False, timeout=400)
+        assert late.returncode == 1 and b"guest agent was not ready within 0.1s" in late.stderr, late.stderr
+        for command in (b"'fc-macos microvm logs --name late'", b"'fc-macos microvm status --name late'",
+                        b"'fc-macos microvm stop --name late'"):
+            assert command in late.stderr, late.stderr
+    finally:
+        guest_world.fc("microvm", "rm", "--name", "late", "--force", check=False)

@@ -273,3 +273,11 @@ def test_importing_the_package_imports_only_its_version() -> None:
     code = "import sys, fc_macos; print(sorted(m for m in sys.modules if m.startswith('fc_macos')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['fc_macos', 'fc_macos._version']"
+
+
+def test_list_and_vm_status_help_say_what_they_show() -> None:
+    """Where the guest agent, the published ports and the VM's address are found."""
+    listing = CliRunner().invoke(cli, ["microvm", "list", "--help"]).output
+    assert "guest agent" in listing and "published ports" in listing and "guest_agent" in listing
+    status = CliRunner().invoke(cli, ["vm", "status", "--help"]).output
+    assert "address" in status and "published ports" in status

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fc_macos.providers.local_host import free_port
-from tests.helpers.guest_world import INDEX, GuestWorld
+from tests.helpers.guest_world import BOOT_ARGS, INDEX, GuestWorld
 
 pytestmark = [pytest.mark.guest, pytest.mark.timeout(900)]
 BIG = 50 * 1024 * 1024
@@ -85,6 +85,39 @@ def test_port_forward_errors(guest_world: GuestWorld) -> None:
     assert bad.returncode == 2 and b"invalid guest port 'http'" in bad.stderr
     ghost = guest_world.fc("port-forward", "--name", "ghost", "8080:80", check=False)
     assert ghost.returncode == 1 and b"Hint: run 'fc-macos microvm list'" in ghost.stderr
+    with socket.socket() as busy:  # a local port something else holds
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        in_use = guest_world.fc("port-forward", "--name", guest_world.name, f"{taken}:80", check=False)
+    assert in_use.returncode == 1, in_use.stderr
+    assert f"127.0.0.1:{taken} is already in use on this machine".encode() in in_use.stderr
+    assert f"Hint: pick another local port, e.g. {taken + 1}:80".encode() in in_use.stderr
+    guest_world.fc("run", "--name", "idle-pf", "--no-start")
+    try:  # not started: the hint says how to start it
+        idle = guest_world.fc("port-forward", "--name", "idle-pf", "8080:80", check=False)
+        assert idle.returncode == 1 and b"'idle-pf' is created" in idle.stderr, idle.stderr
+        assert b"Hint: start it: 'fc-macos actions start --name idle-pf'" in idle.stderr, idle.stderr
+        none = guest_world.fc("microvm", "ports", "--name", "idle-pf").stdout
+        assert none == b"No published ports. Publish one with: fc-macos microvm ports --name idle-pf --add 8080:80\n"
+    finally:
+        guest_world.fc("microvm", "rm", "--name", "idle-pf", "--force", check=False)
+
+
+def test_port_forward_ends_when_its_microvm_goes(guest_world: GuestWorld) -> None:
+    guest_world.fc("run", "--name", "pf-gone", "--memory", "128", "--boot-args", BOOT_ARGS, "--background", timeout=400)
+    proc = subprocess.Popen(guest_world.argv("port-forward", "--name", "pf-gone", ":80"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"Forwarding 127.0.0.1:")
+        guest_world.fc("microvm", "rm", "--name", "pf-gone", "--force")
+        _, err = proc.communicate(timeout=60)  # not listening on for a microVM that is gone
+        assert proc.returncode == 1, err
+        assert b"Error: microVM 'pf-gone' was deleted: port-forward ends" in err and b"Hint:" in err
+    finally:
+        proc.kill()
+        proc.wait()
+        guest_world.fc("microvm", "rm", "--name", "pf-gone", "--force", check=False)
 
 
 def test_run_publish_reaches_the_guests_httpd(guest_world: GuestWorld, big_sha256: str) -> None:
@@ -107,7 +140,15 @@ def test_microvm_ports_add_list_remove(guest_world: GuestWorld) -> None:
         busy.listen()
         taken_port = busy.getsockname()[1]
         taken = guest_world.fc("microvm", "ports", "--name", guest_world.name, "--add", f"{taken_port}:80", check=False)
-    assert taken.returncode == 1 and f"0.0.0.0:{taken_port}".encode() in taken.stderr and b"Hint:" in taken.stderr
+        assert taken.returncode == 1 and f"0.0.0.0:{taken_port}".encode() in taken.stderr and b"Hint:" in taken.stderr
+        # all or nothing: a change that fails midway leaves the ports as they were
+        other = free_port()
+        half = guest_world.fc("microvm", "ports", "--name", guest_world.name, "--remove", str(port),
+                              "--add", f"{other}:80", "--add", f"{taken_port}:80", check=False)
+        assert half.returncode == 1 and f"0.0.0.0:{taken_port}".encode() in half.stderr
+        assert b"nothing was changed" in half.stderr, half.stderr
+    unchanged = json.loads(guest_world.fc("microvm", "ports", "--name", guest_world.name, "--json").stdout)
+    assert unchanged == added
     left = json.loads(guest_world.fc("microvm", "ports", "--name", guest_world.name, "--remove", str(port),
                                      "--json").stdout)
     assert all(p["host_port"] != port for p in left)

@@ -4,7 +4,8 @@ Each carries its HTTP status (``http_status``, read by
 :mod:`fc_macos.agent.http_errors`) and a code from docs/design.md. The guest
 protocol client's errors (:mod:`fc_macos.guest.errors`, whose ``code`` is the
 guest agent's own) are converted at the HTTP boundary by :func:`translate`:
-a guest ``not_found`` becomes 404 ``guest_path_not_found`` and so on.
+a guest ``not_found`` becomes 404 ``guest_path_not_found`` and so on, and
+the commands its hints suggest name the microVM (``--name NAME`` filled in).
 
     FcMacosError
     └── GuestChannelError             http_status per instance (default 502)
@@ -66,7 +67,8 @@ def translate(exc: GuestAgentError, name: str) -> GuestChannelError:
             code="guest_agent_protocol", hint="this fc-agent and the guest agent in the image may differ: rebuild the image",
         )  # fmt: skip
     code, status = GUEST_CODES.get(exc.code, ("guest_error", 502))
-    return GuestChannelError(exc.message, code=code, status=status, hint=exc.hint or "see the guest's console log")
+    hint = (exc.hint or "see the guest's console log").replace("--name NAME", f"--name {name}")
+    return GuestChannelError(exc.message, code=code, status=status, hint=hint)
 
 
 __all__ = ["GUEST_CODES", "GuestAgentNotReady", "GuestChannelError", "translate"]

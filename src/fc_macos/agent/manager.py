@@ -54,7 +54,9 @@ from fc_macos.agent.ports import PortPublisher
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.snapshots import SnapshotIndex
 from fc_macos.agent.state import RecordStore
-from fc_macos.agent.wire import CREATED, DAMAGED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec
+from fc_macos.agent.wire import (
+    CREATED, DAMAGED, FAILED, PAUSED, RUNNING, STARTING, STOPPED, STOPPING, MicroVMInfo, MicroVMSpec, not_running_hint,
+)
 from fc_macos.errors import ConflictError, FcMacosError, NoSpaceError
 from fc_macos.firecracker.client import FirecrackerClient
 from fc_macos.firecracker.launcher import VMMPaths, VMMProcess, read_exit_status, wait_gone
@@ -228,8 +230,7 @@ class MicroVMManager(GuestAccess, Lifecycle):
         vm = self._get(name)
         if vm.state not in RUNNING_STATES or vm.vmm is None:
             raise ConflictError(
-                f"microVM {name!r} is {vm.state}, not running",
-                hint=f"start a new one with 'fc-macos run' (POST /v1/microvms), or read its logs: 'fc-macos microvm logs --name {name}'",
+                f"microVM {name!r} is {vm.state}, not running", hint=not_running_hint(name, vm.state),
             )
         return vm
 

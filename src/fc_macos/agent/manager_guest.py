@@ -12,10 +12,10 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from fc_macos.agent.guest_agent import GuestAgent
-from fc_macos.agent.guest_errors import GuestChannelError
+from fc_macos.agent.guest_errors import GuestAgentNotReady, GuestChannelError
 from fc_macos.agent.microvm import MicroVM
 from fc_macos.agent.ports import PortPublisher
-from fc_macos.agent.wire import CREATED, PAUSED, RUNNING, STARTING, PortSpec
+from fc_macos.agent.wire import RUNNING, PortSpec, not_running_hint
 from fc_macos.errors import ConflictError, FcMacosError, NotFoundError
 from fc_macos.firecracker.launcher import VMMPaths
 
@@ -39,16 +39,8 @@ class GuestAccess:
         ConflictError ``not_running`` (stopped, created but not started, paused)."""
         vm = self._get(name)
         if vm.state != RUNNING or vm.vmm is None or vm.guest is None:
-            hints = {
-                PAUSED: f"resume it: PATCH /v1/microvms/{name}/firecracker/vm {{\"state\": \"Resumed\"}}",
-                CREATED: f"start it: PUT /v1/microvms/{name}/firecracker/actions {{\"action_type\": \"InstanceStart\"}}",
-                STARTING: "wait until its boot finishes",
-            }
-            raise ConflictError(
-                f"microVM {name!r} is {vm.state}, not running",
-                hint=hints.get(vm.state, f"start a new one with 'fc-macos run' (POST /v1/microvms); its logs: 'fc-macos microvm logs --name {name}'"),
-                code="not_running",
-            )
+            raise ConflictError(f"microVM {name!r} is {vm.state}, not running", hint=not_running_hint(name, vm.state),
+                                code="not_running")
         return vm.guest
 
     def list_ports(self, name: str) -> Sequence[PortSpec]:
@@ -61,6 +53,13 @@ class GuestAccess:
         ConflictError ``port_in_use`` naming the address if it is taken.
         Idempotent for a port it publishes already. Returns its ports."""
         vm = self.running(name)
+        if vm.vsock is None:
+            raise GuestAgentNotReady(
+                f"microVM {name!r} has no vsock device, so no guest agent to carry a published port's connections",
+                code="guest_agent_absent",
+                hint="boot a microVM with vsock (the default; not 'fc-macos run --no-vsock') to publish ports, "
+                "or give it a network ('fc-macos run --network') and reach its address",
+            )
         await self.ports.publish(name, port)
         vm.ports = [asdict(p) for p in self.ports.ports(name)]
         self._save()
@@ -117,7 +116,8 @@ class GuestAccess:
             f"{timeout_s:g}s ({state})",
             code="guest_agent_timeout", status=504,
             hint=f"see what the guest printed: 'fc-macos microvm logs --name {vm.name}' ({serial}); "
-            f"check again with GET /v1/microvms/{vm.name}, or stop it",
+            f"check again with 'fc-macos microvm status --name {vm.name}' (GET /v1/microvms/{vm.name}), "
+            f"or stop it: 'fc-macos microvm stop --name {vm.name}'",
         )  # fmt: skip
 
     async def _release_guest(self, vm: MicroVM) -> None:

@@ -219,7 +219,8 @@ PATHS: dict[str, Any] = {
                 "400": _error("invalid port, or an address not of the agent's machine"),
                 **GUEST_ERRORS,
                 "409": _error("port_in_use (naming host_addr:host_port), bad_host_addr (not an address of the agent's "
-                              "machine), port_not_allowed (a low port without the right), or the microVM is not running"),
+                              "machine), port_not_allowed (a low port without the right), guest_agent_absent (no vsock device), "
+                              "or the microVM is not running"),
             },
         },
     },

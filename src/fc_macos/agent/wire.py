@@ -48,6 +48,20 @@ MAX_TAIL_LINES = 10_000_000
 DEFAULT_HOST_ADDR = "0.0.0.0"
 
 
+def not_running_hint(name: str, state: str) -> str:
+    """How to get microVM ``name`` (in ``state``) running: the CLI's command, then the API's call."""
+    if state == PAUSED:
+        return (f"resume it: 'fc-macos actions resume --name {name}' "
+                f"(PATCH /v1/microvms/{name}/firecracker/vm {{\"state\": \"Resumed\"}})")
+    if state == CREATED:
+        return (f"start it: 'fc-macos actions start --name {name}' "
+                f"(PUT /v1/microvms/{name}/firecracker/actions {{\"action_type\": \"InstanceStart\"}})")
+    if state == STARTING:
+        return "wait until its boot finishes"
+    return (f"boot it again: 'fc-macos microvm start --name {name}' (POST /v1/microvms/{name}/start); "
+            f"its logs: 'fc-macos microvm logs --name {name}'")
+
+
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid microVM name, else raise ValidationError."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
@@ -287,6 +301,12 @@ class MicroVMSpec:
             raise ValidationError(
                 'microVM spec.wait="guest_agent" needs the vsock device, but vsock is false',
                 hint="drop wait, or keep vsock (the default): the guest agent is reached over vsock",
+            )
+        if spec.ports and not spec.vsock:
+            raise ValidationError(
+                "microVM spec.ports need the vsock device, but vsock is false: "
+                "published connections go through the guest agent",
+                hint="drop ports, or keep vsock (the default); for the guest's own network use network=true",
             )
         return spec
 

@@ -132,4 +132,4 @@ def cp_cmd(state: AppState, src: str, dest: str, quiet: bool) -> None:
     where = result.destination if target.name is None else f"{target.name}:{result.destination}"
     if not quiet or state.json:
         emit(state, {"destination": where, "entries": result.entries, "bytes": result.bytes},
-             f"Copied {result.entries} entries ({human(result.bytes)}) to {where}")
+             f"Copied {result.entries} {'entry' if result.entries == 1 else 'entries'} ({human(result.bytes)}) to {where}")

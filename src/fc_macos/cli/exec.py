@@ -18,8 +18,8 @@ import signal
 
 import click
 
-from fc_macos.cli.common import AppState, json_option, pass_state
-from fc_macos.errors import UsageError
+from fc_macos.cli.common import AppState, json_option, pass_state, print_error
+from fc_macos.errors import EXEC_EXIT_CODES, ExecError, UsageError
 
 TIMED_OUT_EXIT = 124  # like timeout(1)
 
@@ -58,8 +58,9 @@ def exec_cmd(state: AppState, name: str, interactive: bool, tty: bool, env_pairs
     stdout and stderr stay separate; 128+N means signal N killed the command,
     127 that it was not found, 126 that it is not executable, 124 that
     --timeout ran out. --json prints {exit_code, signal, timed_out, stdout,
-    stderr} once it has finished. Ctrl+C reaches the command (with -t as the
-    key itself, else as SIGINT).
+    stderr} once it has finished (for a command that cannot start, 127 or
+    126, with the reason in stderr and error, message, hint). Ctrl+C reaches
+    the command (with -t as the key itself, else as SIGINT).
 
     \b
     Examples:
@@ -74,8 +75,18 @@ def exec_cmd(state: AppState, name: str, interactive: bool, tty: bool, env_pairs
     from fc_macos.cli.exec_io import run_exec
 
     argv = list(command)
-    status, output = asyncio.run(run_exec(state, name, argv, parse_env(env_pairs), workdir, tty,
-                                       interactive or tty, timeout))
+    try:
+        status, output = asyncio.run(run_exec(state, name, argv, parse_env(env_pairs), workdir, tty,
+                                           interactive or tty, timeout))
+    except ExecError as exc:
+        if not state.json or exc.code not in EXEC_EXIT_CODES:
+            raise
+        # A command that cannot start ends like in a shell (127/126): --json still has its exit code.
+        click.echo(json.dumps({"exit_code": exc.exit_code, "signal": None, "timed_out": False, "stdout": "",
+                               "stderr": exc.message + "\n", "error": exc.code, "message": exc.message,
+                               "hint": exc.hint}))
+        print_error(None, exc.code, exc.message, exc.hint)
+        raise click.exceptions.Exit(exc.exit_code) from None
     if status is None:
         click.echo(f"\nGave up waiting for {argv[0]!r} in {name}; the agent stops it.", err=True)
         raise click.exceptions.Exit(128 + signal.SIGINT)

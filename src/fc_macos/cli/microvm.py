@@ -248,6 +248,11 @@ def microvm_group() -> None:
 def list_cmd(state: AppState) -> None:
     """List microVMs (alias: ls). --json prints an array of objects.
 
+    Each row: state, vCPUs, memory, pid, uptime, the guest's network
+    address, its guest agent (ready, starting, absent ...) and its published
+    ports (HOST_PORT->GUEST_PORT); --json has them as "guest_agent" and
+    "ports".
+
     \b
     Example:
       fc-macos microvm list --json

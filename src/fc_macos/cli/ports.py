@@ -14,13 +14,15 @@ from urllib.parse import urlsplit
 import click
 
 from fc_macos.cli.common import AppState, emit, json_option, pass_state, table
-from fc_macos.errors import ConflictError, GuestAgentUnavailable, UsageError
+from fc_macos.errors import ConflictError, FcMacosError, GuestAgentUnavailable, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
     from fc_macos.agent.wire import PortSpec
     from fc_macos.forward import ForwardSpec, Listening
 
+#: How often port-forward checks that its microVM still runs (it ends when not).
+WATCH_S = 2.0
 PUBLISH_HINT = "write [ADDR:]HOST_PORT:GUEST_PORT, e.g. 8080:80 or 127.0.0.1:8080:80"
 
 
@@ -59,9 +61,9 @@ def ports_text(ports: Sequence[dict[str, Any]]) -> str:
     return ", ".join(one(p) for p in ports) or "-"
 
 
-def print_ports(ports: Sequence[dict[str, Any]], host: str) -> None:
+def print_ports(ports: Sequence[dict[str, Any]], host: str, name: str) -> None:
     if not ports:
-        click.echo("No published ports. Publish one with: fc-macos microvm ports --name NAME --add 8080:80")
+        click.echo(f"No published ports. Publish one with: fc-macos microvm ports --name {name} --add 8080:80")
         return
     rows = [[f"{p.get('host_addr')}:{p.get('host_port')}", str(p.get("guest_port")), reach_at(p, host)] for p in ports]
     click.echo(table(rows, ["LISTENS ON", "GUEST PORT", "REACH AT"]))
@@ -81,7 +83,9 @@ def ports_cmd(state: AppState, name: str, add: tuple[str, ...], remove: tuple[in
     A published port listens on the agent's machine (the Linux VM; with
     --provider local, this one) while the microVM runs, so the Mac reaches
     <vm address>:HOST_PORT (see 'fc-macos vm status'). The guest needs no
-    network device: connections go through the guest agent.
+    network device: connections go through the guest agent. The removals
+    happen first, then the additions; when one fails, the ports stay as they
+    were.
 
     \b
     Examples:
@@ -92,23 +96,52 @@ def ports_cmd(state: AppState, name: str, add: tuple[str, ...], remove: tuple[in
     specs = [parse_publish(text) for text in add]
 
     async def change(client: AgentClient) -> list[dict[str, Any]]:
-        for port in remove:
-            await client.unpublish_port(name, port)
-        for spec in specs:
-            await client.publish_port(name, spec.host_port, spec.guest_port, host_addr=spec.host_addr)
+        if not specs and not remove:
+            return await client.list_ports(name)
+        before = await client.list_ports(name)
+        try:
+            for port in remove:
+                await client.unpublish_port(name, port)
+            for spec in specs:
+                await client.publish_port(name, spec.host_port, spec.guest_port, host_addr=spec.host_addr)
+        except FcMacosError as exc:
+            restored = await _restore_ports(client, name, before)
+            exc.message += "; nothing was changed" if restored else (
+                f"; not every port could be published again: see 'fc-macos microvm ports --name {name}'")
+            raise
         return await client.list_ports(name)
 
     ports = state.call_agent(change)
-    emit(state, ports, lambda: print_ports(ports, agent_host(state)))
+    emit(state, ports, lambda: print_ports(ports, agent_host(state), name))
+
+
+async def _restore_ports(client: AgentClient, name: str, before: list[dict[str, Any]]) -> bool:
+    """Make ``name``'s ports ``before`` again (undoing a change that failed
+    midway); whether that worked (a port may have been taken meanwhile)."""
+    def key(port: dict[str, Any]) -> tuple[Any, ...]:
+        return port.get("host_addr"), port.get("host_port"), port.get("guest_port")
+
+    try:
+        now = await client.list_ports(name)
+        for port in now:
+            if key(port) not in {key(p) for p in before}:
+                await client.unpublish_port(name, int(port["host_port"]), host_addr=port.get("host_addr"))
+        for port in before:
+            if key(port) not in {key(p) for p in now}:
+                await client.publish_port(name, int(port["host_port"]), int(port["guest_port"]),
+                                          host_addr=port.get("host_addr"))
+    except FcMacosError:
+        return False
+    return True
 
 
 async def _check_forwardable(client: AgentClient, name: str) -> None:
-    from fc_macos.agent.wire import RUNNING
+    from fc_macos.agent.wire import RUNNING, not_running_hint
 
     info = await client.get_microvm(name)
     if info.state != RUNNING:
         raise ConflictError(f"microVM {name!r} is {info.state}, so nothing in it can be reached",
-                            hint=f"start a microVM with 'fc-macos run --name {name} --background'")
+                            hint=not_running_hint(name, info.state))
     agent = info.guest_agent or {}
     if agent.get("state") == "absent":
         raise GuestAgentUnavailable(f"microVM {name!r} has no guest agent: {agent.get('reason') or 'absent'}",
@@ -133,11 +166,38 @@ async def _forward(state: AppState, name: str, specs: list[ForwardSpec]) -> None
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(signum, stop.set)
+            stopped, gone = loop.create_task(stop.wait()), loop.create_task(_until_gone(client, name))
             try:
-                await stop.wait()
+                await asyncio.wait({stopped, gone}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
+                for task in (stopped, gone):
+                    task.cancel()
+                await asyncio.gather(stopped, gone, return_exceptions=True)
+            if gone.done() and not gone.cancelled():
+                raise ConflictError(f"{gone.result()}: port-forward ends",
+                                    hint=f"start it again ('fc-macos microvm start --name {name}', or a new one "
+                                    "with 'fc-macos run'), then forward again")
+
+
+async def _until_gone(client: AgentClient, name: str) -> str:
+    """Wait until microVM ``name`` no longer runs; why (deleted, or its state).
+    An agent that does not answer for a while is waited for."""
+    import asyncio
+
+    from fc_macos.agent.wire import RUNNING
+
+    while True:
+        await asyncio.sleep(WATCH_S)
+        try:
+            info = await client.get_microvm(name)
+        except NotFoundError:
+            return f"microVM {name!r} was deleted"
+        except FcMacosError:
+            continue
+        if info.state != RUNNING:
+            return f"microVM {name!r} is {info.state}"
 
 
 def _announce(state: AppState, name: str, listening: list[Listening]) -> None:
@@ -161,7 +221,7 @@ def port_forward_cmd(state: AppState, name: str, specs: tuple[str, ...]) -> None
     Listens on this machine (default 127.0.0.1; 0.0.0.0 for every address),
     many connections at once, each through its own tunnel of the agent. LOCAL
     0 (or ':GUEST') picks a free port; --json prints the listeners as one JSON
-    line first.
+    line first. Ends (exit 1) when the microVM stops or is deleted.
 
     \b
     Examples:

@@ -41,11 +41,14 @@ def vm_group() -> None:
 @json_option
 @pass_state
 def vm_status(state: AppState) -> None:
-    """Show whether the VM and fc-agent run.
+    """Show whether the VM and fc-agent run, and the VM's address.
+
+    The address is where the Mac reaches the published ports of microVMs
+    ('fc-macos run -p', 'fc-macos microvm ports'): <address>:HOST_PORT.
 
     \b
     Example:
-      fc-macos vm status --json
+      fc-macos vm status --json       # {"address": ..., "agent_ok": ..., "state": ...}
     """
     _show_status(state, state.provider.vm_status())
 

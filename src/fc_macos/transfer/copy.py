@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from fc_macos.agent.client import AgentClient
 
 CopyProgress = Callable[[int, "int | None"], None]
+#: The agent's error code for a path that does not exist in the guest.
+GUEST_PATH_NOT_FOUND = "guest_path_not_found"
 
 
 @dataclass(frozen=True)
@@ -52,18 +54,27 @@ def guest_path(path: str) -> str:
     return absolute
 
 
+def missing_in_guest(exc: NotFoundError) -> bool:
+    """Whether the agent's 404 is about a path in the guest (not an unknown microVM)."""
+    return exc.code == GUEST_PATH_NOT_FOUND
+
+
 async def guest_kind(client: AgentClient, name: str, path: str) -> str | None:
-    """The kind of a guest path (a symlink to a directory counts as one), or None."""
+    """The kind of a guest path (a symlink to a directory counts as one), or
+    None when it does not exist; NotFoundError for an unknown microVM."""
     try:
         kind = (await client.stat(name, path)).type
         if kind == "symlink":
             try:
                 if (await client.stat(name, path.rstrip("/") + "/.")).type == "dir":
                     return "dir"
-            except NotFoundError:
-                pass
+            except NotFoundError as exc:
+                if not missing_in_guest(exc):
+                    raise
         return kind
-    except NotFoundError:
+    except NotFoundError as exc:
+        if not missing_in_guest(exc):
+            raise
         return None
 
 
@@ -91,6 +102,8 @@ async def copy_from_guest(client: AgentClient, name: str, remote: str, local: st
     try:
         found = await client.stat(name, source.path)
     except NotFoundError as exc:
+        if not missing_in_guest(exc):
+            raise
         raise NotFoundError(f"{source.path} does not exist in microVM {name}",
                             hint=f"look with: fc-macos exec --name {name} -- ls -la {_parent(source.path)}") from exc
     kind: str | None = found.type
