@@ -61,6 +61,7 @@ async def test_states_starting_ready_unresponsive_and_back(
     with pytest.raises(GuestAgentNotReady) as info:
         await agent.open()
     assert info.value.code == "guest_agent_starting" and "still starting" in info.value.message
+    assert "fc-macos microvm status --name hostvm" in (info.value.hint or "")
     async with hybrid_vsock(short_tmp / "v.sock", {10240: Path(guest_agent.socket)}) as fake:
         assert await agent.wait_ready(10)
         state = agent.to_dict()
@@ -85,6 +86,7 @@ async def test_absent_states_say_why(short_tmp: Path) -> None:
     with pytest.raises(GuestAgentNotReady) as info:
         await no_vsock.open()
     assert info.value.code == "guest_agent_absent" and "vsock: false" in info.value.message
+    assert "without --no-vsock" in (info.value.hint or "")
     skipped = GuestAgent("odd", short_tmp / "v.sock", absent_reason="the rootfs is not ext4")
     with pytest.raises(GuestAgentNotReady) as info:
         await skipped.open()

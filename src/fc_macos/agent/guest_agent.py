@@ -326,7 +326,8 @@ class GuestAgent:
         logs = f"see its console: 'fc-macos microvm logs --name {name}' (GET /v1/microvms/{name}/logs)"
         if self.state == "absent" or self.uds is None:
             hint = (
-                f"create the microVM again without 'vsock: false'; {logs}"
+                f"create the microVM again with its vsock device ('fc-macos run' without --no-vsock; "
+                f"in a spec, without 'vsock: false'); {logs}"
                 if self.uds is None
                 else "boot an ext4 rootfs (fc-macos images build makes one) on an agent machine with e2fsprogs "
                 "(debugfs), or put /sbin/fc-guest-agent in the image and start it from its init"
@@ -340,8 +341,9 @@ class GuestAgent:
             return GuestAgentNotReady(
                 f"the guest agent of microVM {name!r} is still starting ({self.reason}{since})",
                 code="guest_agent_starting",
-                hint=f"wait until GET /v1/microvms/{name} shows guest_agent.state 'ready' "
-                "(or create with wait: \"guest_agent\"); " + logs,
+                hint=f"wait until 'fc-macos microvm status --name {name}' shows its guest agent ready "
+                f"(GET /v1/microvms/{name}: guest_agent.state), or start it with --wait (wait: \"guest_agent\"); "
+                + logs,
             )
         return GuestAgentNotReady(
             f"the guest agent of microVM {name!r} does not answer: {self.reason}",
