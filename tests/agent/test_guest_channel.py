@@ -54,7 +54,8 @@ async def test_states_starting_ready_unresponsive_and_back(
     changes: list[str] = []
     agent = GuestAgent("hostvm", short_tmp / "v.sock")
     agent.on_change = lambda: changes.append(agent.state)
-    assert agent.to_dict() == {"state": "starting", "version": None, "ready_s": None, "reason": "not started yet"}
+    assert agent.to_dict() == {"state": "starting", "version": None, "ready_s": None, "reason": "not started yet",
+                               "guest": None}
     agent.start(started_at=time.time())
     await asyncio.sleep(0.6)  # no vsock socket yet (the VMM is still starting): still starting
     assert agent.state == "starting"
@@ -66,11 +67,17 @@ async def test_states_starting_ready_unresponsive_and_back(
         assert await agent.wait_ready(10)
         state = agent.to_dict()
         assert state["state"] == "ready" and state["version"] and state["ready_s"] > 0.5
+        # what the guest says of itself (here the guest agent runs on this host)
+        guest = state["guest"]
+        assert guest["hostname"] == os.uname().nodename and guest["kernel"] == os.uname().release
+        assert guest["arch"] == os.uname().machine and guest["uptime_s"] > 0
+        assert {"ifname": "lo", "family": "inet", "address": "127.0.0.1", "prefixlen": 8} in guest["addresses"]
         # the guest agent stops answering (killed, no supervisor): an operation says so
         fake.backends.clear()
         with pytest.raises(GuestAgentNotReady) as info:
             await agent.open()
         assert info.value.code == "guest_agent_unresponsive" and "does not answer" in info.value.message
+        assert agent.to_dict()["guest"] is None  # only while it answers
         assert agent.state == "unresponsive" and "supervisor" in (info.value.hint or "")
         # it comes back (its supervisor restarted it): polling finds it ready again
         fake.backends[10240] = Path(guest_agent.socket)

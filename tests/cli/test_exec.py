@@ -33,6 +33,18 @@ def test_exit_codes_are_the_commands(guest_world: GuestWorld) -> None:
     assert killed.returncode == 128 + signal.SIGTERM, killed.stderr
 
 
+def test_status_shows_what_the_guest_says_of_itself(guest_world: GuestWorld) -> None:
+    hostname = ex(guest_world, "hostname").stdout.decode().strip()
+    kernel = ex(guest_world, "uname", "-r").stdout.decode().strip()
+    info = json.loads(guest_world.fc("microvm", "status", "--name", guest_world.name, "--json").stdout)
+    guest = info["guest_agent"]["guest"]
+    assert (guest["hostname"], guest["kernel"]) == (hostname, kernel) and guest["uptime_s"] > 0
+    assert {"ifname": "lo", "family": "inet", "address": "127.0.0.1", "prefixlen": 8} in guest["addresses"]
+    text = guest_world.fc("microvm", "status", "--name", guest_world.name).stdout.decode()
+    line = next(line for line in text.splitlines() if line.startswith("Guest:"))
+    assert f"{hostname}, Linux {kernel} (" in line and "addresses:" in line, text
+
+
 def test_a_missing_command_is_127_with_a_clear_message(guest_world: GuestWorld) -> None:
     missing = ex(guest_world, "no-such-command", "--flag")
     assert missing.returncode == 127

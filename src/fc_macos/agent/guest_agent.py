@@ -84,7 +84,8 @@ class GuestAgent:
         saved = saved or {}
         self.version: str | None = saved.get("version")
         self.ready_s: float | None = saved.get("ready_s")
-        self.info: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}  # the last answer to info
+        self._info_at = 0.0
         self.ready = asyncio.Event()
         self.started_at: float | None = None
         self._deadline = 0.0
@@ -99,7 +100,24 @@ class GuestAgent:
     # -- state --------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "version": self.version, "ready_s": self.ready_s, "reason": self.reason}
+        return {"state": self.state, "version": self.version, "ready_s": self.ready_s, "reason": self.reason,
+                "guest": self.guest_facts()}
+
+    def guest_facts(self) -> dict[str, Any] | None:
+        """What the guest agent's last ``info`` said of its guest (hostname, kernel,
+        arch, addresses, and the uptime it has now), while it is ready; else None."""
+        info = self.info
+        if self.state != "ready" or not info:
+            return None
+        uptime = info.get("uptime_s")
+        if isinstance(uptime, (int, float)):
+            uptime = round(uptime + time.monotonic() - self._info_at, 1)
+        addresses = [
+            {k: a.get(k) for k in ("ifname", "family", "address", "prefixlen")}
+            for a in info.get("addresses") or () if isinstance(a, dict)
+        ]  # fmt: skip
+        return {"hostname": info.get("hostname"), "kernel": info.get("kernel"), "arch": info.get("arch"),
+                "uptime_s": uptime, "addresses": addresses}
 
     def saved(self) -> dict[str, Any]:
         """What the microVM record keeps of it (given back as ``saved`` after an agent restart)."""
@@ -121,7 +139,7 @@ class GuestAgent:
 
     def _answered(self, info: dict[str, Any] | None = None) -> None:
         if info is not None:
-            self.info = info
+            self.info, self._info_at = info, time.monotonic()
             self.version = str(info.get("version")) if info.get("version") is not None else self.version
         if self.ready_s is None and self.started_at is not None:
             self.ready_s = round(max(0.0, time.time() - self.started_at), 3)

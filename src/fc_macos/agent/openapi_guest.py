@@ -76,6 +76,19 @@ SCHEMAS: dict[str, Any] = {
             "version": _nullable("string"),
             "ready_s": _nullable("number") | {"description": "seconds from InstanceStart to ready"},
             "reason": _nullable("string") | {"description": "why absent, starting or unresponsive"},
+            "guest": {
+                "type": ["object", "null"],
+                "description": "what the guest agent's last info said of its guest, while it is ready (else null)",
+                "properties": {
+                    "hostname": _nullable("string"),
+                    "kernel": _nullable("string") | {"description": "uname release"},
+                    "arch": _nullable("string"),
+                    "uptime_s": _nullable("number") | {"description": "seconds since the guest booted"},
+                    "addresses": {"type": "array", "items": {"type": "object", "properties": {
+                        "ifname": {"type": "string"}, "family": {"enum": ["inet", "inet6"]},
+                        "address": {"type": "string"}, "prefixlen": {"type": "integer"}}}},
+                },
+            },
         },
     },
     "ExecRequest": {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -84,10 +84,24 @@ def _print_details(info: MicroVMInfo) -> None:
         click.echo(f"Network:   {_network_line(info.network)}")
     if info.guest_agent:
         click.echo(f"Guest agent: {_agent_line(info.guest_agent)}")
+        guest = info.guest_agent.get("guest")
+        if isinstance(guest, dict):
+            click.echo(f"Guest:     {_guest_line(guest)}")
     if info.vsock:
         click.echo(f"vsock:     CID {info.vsock.get('guest_cid')} ({info.vsock.get('uds_path')})")
     if info.ports:
         click.echo(f"Ports:     {ports_text(info.ports)}")
+
+
+def _guest_line(guest: dict[str, Any]) -> str:
+    """What the guest says of itself: hostname, kernel, its addresses (loopback left out)."""
+    parts = [f"{guest.get('hostname') or '?'}, Linux {guest.get('kernel') or '?'} ({guest.get('arch') or '?'})"]
+    if isinstance(guest.get("uptime_s"), (int, float)):
+        parts.append(f"up {format_duration(float(guest['uptime_s']))}")
+    addresses = [f"{a.get('ifname')} {a.get('address')}/{a.get('prefixlen')}" for a in guest.get("addresses") or ()
+                 if isinstance(a, dict) and a.get("ifname") != "lo"]
+    parts.append("addresses: " + (", ".join(addresses) if addresses else "none but loopback"))
+    return "; ".join(parts)
 
 
 def _network_line(net: dict[str, object]) -> str:
