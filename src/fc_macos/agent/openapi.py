@@ -64,6 +64,13 @@ WAIT_RULE = {
     "then": {"properties": {"vsock": {"const": True, "description": 'wait: "guest_agent" needs vsock (the default)'}}},
 }
 
+#: published ports are bridged through the guest agent, over vsock.
+PORTS_RULE = {
+    "if": {"required": ["ports"], "properties": {"ports": {"type": "array", "minItems": 1}}},
+    "then": {"properties": {"vsock": {"const": True, "description": "published ports go through the guest agent over vsock: "
+                                    "drop ports, or keep vsock (the default)"}}},
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -139,7 +146,7 @@ SCHEMAS: dict[str, Any] = {
     "MicroVMSpec": {
         "type": "object",
         "additionalProperties": False,
-        "allOf": [_restore_rule(), WAIT_RULE],
+        "allOf": [_restore_rule(), WAIT_RULE, PORTS_RULE],
         "properties": {
             "name": _nullable("string") | {"pattern": NAME_PATTERN.pattern},
             "vcpus": {"type": "integer", "minimum": 1, "maximum": MAX_VCPUS, "default": 1},
