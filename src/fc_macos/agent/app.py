@@ -16,7 +16,7 @@ from typing import Any, TypeGuard
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from fc_macos import __version__
-from fc_macos.agent import firecracker_install, guest_routes, host_stats, image_routes, lifecycle_routes, logs, nat, network, openapi, relay
+from fc_macos.agent import firecracker_install, guest_routes, host_stats, image_routes, lifecycle_routes, logs, nat, network, openapi, relay, routing
 from fc_macos.agent.auth import token_middleware
 from fc_macos.agent.contract import Contract, contract_middleware, query_flag
 from fc_macos.agent.console import ConsoleBroker, Viewer
@@ -25,13 +25,13 @@ from fc_macos.agent.image_store import ImageStore
 from fc_macos.agent.manager import MicroVMManager
 from fc_macos import image_names
 from fc_macos.agent.paths import find_default
+from fc_macos.agent.routing import MANAGER
 from fc_macos.agent.settings import AgentSettings
 from fc_macos.agent.wire import MicroVMSpec
 from fc_macos.errors import FcMacosError
 
 log = logging.getLogger("fc_agent.app")
 
-MANAGER: web.AppKey[MicroVMManager] = web.AppKey("manager", MicroVMManager)
 SETTINGS: web.AppKey[AgentSettings] = web.AppKey("settings", AgentSettings)
 RELAY_CLIENTS: web.AppKey[relay.RelayClients] = web.AppKey("relay_clients", relay.RelayClients)
 CONTRACT: web.AppKey[Contract] = web.AppKey("contract", Contract)
@@ -217,11 +217,9 @@ def create_app(settings: AgentSettings, *, manager: MicroVMManager | None = None
     app[SETTINGS] = settings
     app[MANAGER] = manager or MicroVMManager(settings)
     app[RELAY_CLIENTS] = relay.RelayClients()
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
-    guest_routes.add_routes(app, app[MANAGER])
-    image_routes.add_routes(app, app[MANAGER], ImageStore(settings.all_image_dirs[0]))
-    lifecycle_routes.add_routes(app, app[MANAGER])
+    for routes in (ROUTES, guest_routes.ROUTES, lifecycle_routes.ROUTES):
+        routing.add_routes(app, routes)
+    image_routes.add_routes(app, ImageStore(settings.all_image_dirs[0]))
     firecracker_install.add_routes(app, settings)
 
     async def start_manager(app: web.Application) -> None:

@@ -29,12 +29,12 @@ from fc_macos.agent import paths as image_paths
 from fc_macos.agent.drive_copies import copy_path
 from fc_macos.agent.http_errors import read_json
 from fc_macos.agent.manager import MicroVMManager
+from fc_macos.agent.routing import MANAGER
 from fc_macos.errors import ConflictError, FirecrackerAPIError, NotFoundError, ValidationError
 from fc_macos.firecracker.client import FirecrackerClient
 
 log = logging.getLogger("fc_agent.drives")
 
-MANAGER: web.AppKey[MicroVMManager] = web.AppKey("drives_manager", MicroVMManager)
 #: States whose disks are not being written (a paused guest's disk is crash-consistent).
 QUIET_STATES = ("created", "paused", "stopped", "failed")
 CHUNK = 1024 * 1024

@@ -20,7 +20,7 @@ from fc_macos.agent import guest_exec, guest_files
 from fc_macos.agent.guest_agent import GuestAgent
 from fc_macos.agent.guest_errors import translate
 from fc_macos.agent.http_errors import Handler, read_json
-from fc_macos.agent.manager import MicroVMManager
+from fc_macos.agent.routing import MANAGER
 from fc_macos.agent.ports import connect_guest_port
 from fc_macos.agent.tasks import cancel_until_done
 from fc_macos.agent.wire import PortSpec, parse_host_addr
@@ -30,7 +30,6 @@ from fc_macos.guest.protocol import GuestConnection
 
 log = logging.getLogger("fc_agent.guest_routes")
 
-MANAGER: web.AppKey[MicroVMManager] = web.AppKey("guest_manager", MicroVMManager)
 WS_MAX_MESSAGE = 1024 * 1024 + 1  # a stream byte plus a full frame
 TAR = "application/x-tar"
 
@@ -223,11 +222,4 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
 )
 
 
-def add_routes(app: web.Application, manager: MicroVMManager) -> None:
-    """Serve the guest channel's routes from ``manager``'s microVMs."""
-    app[MANAGER] = manager
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
-
-
-__all__ = ["ROUTES", "add_routes"]
+__all__ = ["ROUTES"]

@@ -15,16 +15,16 @@ from typing import Any
 
 from aiohttp import web
 
-from fc_macos.agent import drive_files
+from fc_macos.agent import drive_files, routing
 from fc_macos.agent.contract import query_flag
 from fc_macos.agent.image_store import ImageStore, Stored
 from fc_macos.agent.manager import MicroVMManager
+from fc_macos.agent.routing import MANAGER
 from fc_macos.errors import FcMacosError, ValidationError
 
 log = logging.getLogger("fc_agent.images")
 
 STORE: web.AppKey[ImageStore] = web.AppKey("image_store", ImageStore)
-IMAGES_MANAGER: web.AppKey[MicroVMManager] = web.AppKey("images_manager", MicroVMManager)
 CHUNK = 256 * 1024
 
 
@@ -96,7 +96,7 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 async def put_image(request: web.Request) -> web.Response:
     name, store = request.match_info["name"], _store(request)
     size, sha256 = _size_query(request), _sha_query(request)
-    manager = request.app[IMAGES_MANAGER]
+    manager = request.app[MANAGER]
     ready = await store.prepare(name, size, sha256, replace=query_flag(request, "replace"),
                                 in_use=lambda p: users_of(manager, p))
     if ready is not None:
@@ -107,7 +107,7 @@ async def put_image(request: web.Request) -> web.Response:
 
 
 async def delete_image(request: web.Request) -> web.Response:
-    manager = request.app[IMAGES_MANAGER]
+    manager = request.app[MANAGER]
     await _store(request).delete(request.match_info["name"], in_use=lambda p: users_of(manager, p))
     return web.Response(status=204)
 
@@ -121,14 +121,11 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
 )
 
 
-def add_routes(app: web.Application, manager: MicroVMManager, store: ImageStore) -> None:
-    """Serve ``store`` (uploads may not replace or delete what ``manager``'s
+def add_routes(app: web.Application, store: ImageStore) -> None:
+    """Serve ``store`` (uploads may not replace or delete what the app's
     microVMs use); on startup, remove what uploads cut off by a crash left."""
     app[STORE] = store
-    app[IMAGES_MANAGER] = manager
-    app[drive_files.MANAGER] = manager
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+    routing.add_routes(app, ROUTES)
 
     async def remove_leftovers(app: web.Application) -> None:
         await asyncio.to_thread(store.remove_leftovers)

@@ -11,11 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from fc_macos.agent.http_errors import read_json
-from fc_macos.agent.manager import MicroVMManager
+from fc_macos.agent.routing import MANAGER
 from fc_macos.agent.wire import DEFAULT_WAIT_TIMEOUT_S
 from fc_macos.errors import ValidationError
 
-MANAGER: web.AppKey[MicroVMManager] = web.AppKey("lifecycle_manager", MicroVMManager)
 
 
 def parse_start(body: dict[str, Any] | None, *, restart: bool = False) -> dict[str, Any]:
@@ -67,11 +66,4 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
 )
 
 
-def add_routes(app: web.Application, manager: MicroVMManager) -> None:
-    """Serve the lifecycle routes from ``manager``."""
-    app[MANAGER] = manager
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
-
-
-__all__ = ["ROUTES", "add_routes", "parse_start"]
+__all__ = ["ROUTES", "parse_start"]
