@@ -23,7 +23,6 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -269,7 +268,7 @@ async def _first_message(ws: web.WebSocketResponse) -> ExecRequest:
     stdin = rest.get("stdin", False)
     if not isinstance(stdin, bool):
         raise _fail("stdin must be true or false in the WebSocket form (then send binary frames starting with 0)")
-    return ExecRequest(**{**asdict(request), "stdin": stdin})
+    return replace(request, stdin=stdin)
 
 
 async def _guest_to_client(conn: GuestConnection, ws: web.WebSocketResponse) -> None:

@@ -123,11 +123,12 @@ async def _restore_ports(client: AgentClient, name: str, before: list[dict[str, 
 
     try:
         now = await client.list_ports(name)
+        wanted, present = {key(p) for p in before}, {key(p) for p in now}
         for port in now:
-            if key(port) not in {key(p) for p in before}:
+            if key(port) not in wanted:
                 await client.unpublish_port(name, int(port["host_port"]), host_addr=port.get("host_addr"))
         for port in before:
-            if key(port) not in {key(p) for p in now}:
+            if key(port) not in present:
                 await client.publish_port(name, int(port["host_port"]), int(port["guest_port"]),
                                           host_addr=port.get("host_addr"))
     except FcMacosError:
